@@ -1,0 +1,14 @@
+"""``python -m runner +experiment=mnist``: the Hydra entry point."""
+from pathlib import Path
+
+import hydra
+
+from runner.app import task
+
+# conf/ sits beside runner/ in a checkout (and an editable install); a wheel carries it as runner/conf.
+CONFIG_PATH = "conf" if (Path(__file__).parent / "conf").is_dir() else "../conf"
+
+main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The contracts every plugin implements, and the records plugins register.
+
+This module imports nothing of runner's own: it is exactly what a third-party
+plugin may import (plus `runner.testing` in its tests).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pluggy
+
+#: The entry-point group every plugin distribution registers in.
+ENTRY_POINT_GROUP = "runner.plugins"
+
+#: Decorator for a plugin's hook implementations: ``@hookimpl def runner_layers(): ...``
+hookimpl = pluggy.HookimplMarker("runner")
+
+
+class RunnerError(Exception):
+    """A mistake a user can fix (config, data, plugin): shown as one clear line, no traceback."""
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+class Layer:
+    """One differentiable step of a model.
+
+    ``params`` and ``grads`` share keys (``{"W": ..., "b": ...}``; empty for activations).
+    ``forward`` keeps what ``backward`` needs; ``backward`` fills ``grads`` and returns
+    d(loss)/d(input). Layers never update their own parameters: optimizers do.
+    """
+
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+
+    def __init__(self) -> None:
+        self.params = {}
+        self.grads = {}
+
+    def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
+        """Allocate parameters for inputs of ``input_shape`` (one sample, no batch axis); return the output shape."""
+        return input_shape
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Loss:
+    """A scalar objective of predictions and targets.
+
+    ``accepts_class_indices``: True when ``target`` may be a vector of integer class
+    indices; otherwise the runner passes targets shaped like ``pred`` (one-hot for classes).
+    """
+
+    accepts_class_indices: bool = False
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def backward(self) -> np.ndarray:
+        """d(loss)/d(pred) for the last ``forward``."""
+        raise NotImplementedError
+
+
+class Optimizer:
+    """Updates parameters in place from their gradients, keyed by stable names like ``0.linear.W``."""
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What the model needs to know about a dataset.
+
+    ``task``: ``classification`` (integer labels, argmax of the outputs), ``binary``
+    (labels 0/1, one output read as a probability, threshold 0.5) or ``regression``
+    (real-valued targets of ``output_size`` columns).
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    output_size: int
+    task: str
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    meta: Meta
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What the runner hands a dataset: where data lives, and the run's seed for the splits."""
+
+    data_dir: Path
+    seed: int
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+
+
+class Dataset:
+    def load(self, context: DataContext) -> Splits:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One named thing a plugin provides: ``factory(**options)`` builds it from config."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+LayerSpec = LossSpec = OptimizerSpec = DatasetSpec = PluginSpec

@@ -1,0 +1,102 @@
+"""A Sequential model assembled from layer plugins, with shapes inferred and checked before training."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable
+
+import numpy as np
+
+from runner.api import Layer, Meta, RunnerError
+from runner.registry import Registry
+
+
+class Sequential:
+    """Layers applied in order. Parameters are named ``<index>.<type>.<key>``, e.g. ``0.linear.W``."""
+
+    def __init__(self, layers: list[Layer], types: list[str], shapes: list[tuple[int, ...]]):
+        self.layers, self.types, self.shapes = layers, types, shapes
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in layer.params.items()}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in layer.grads.items()}
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def astype(self, dtype: Any) -> "Sequential":
+        """A deep copy whose parameters and gradients are of ``dtype`` (float64 for the gradient check)."""
+        twin = copy.deepcopy(self)
+        for layer in twin.layers:
+            layer.params = {k: v.astype(dtype) for k, v in layer.params.items()}
+            layer.grads = {k: v.astype(dtype) for k, v in layer.grads.items()}
+        return twin
+
+    def summary(self) -> str:
+        """The widths of the layers that have parameters, e.g. ``784-50-10``."""
+        widths = [self.shapes[0]] + [self.shapes[i + 1] for i, layer in enumerate(self.layers) if layer.params]
+        return "-".join("x".join(map(str, shape)) for shape in widths)
+
+    def parameter_count(self) -> int:
+        return sum(v.size for v in self.params.values())
+
+
+def mlp_layers(hidden: Iterable[int], activation: str, output_activation: str | None, linear: dict | None) -> list[dict]:
+    """Layer configs of an MLP: linear -> activation for each hidden width, then linear (-> output_activation)."""
+    hidden = list(hidden)
+    for i, width in enumerate(hidden):
+        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+            raise RunnerError(f"model.hidden[{i}]: expected a positive integer width, got {width!r} (model.hidden={hidden})")
+    options = dict(linear or {})
+    layers: list[dict] = []
+    for width in hidden:
+        layers += [{"type": "linear", "out": width, **options}, {"type": activation}]
+    layers.append({"type": "linear", "out": "auto", **options})
+    if output_activation:
+        layers.append({"type": output_activation})
+    return layers
+
+
+def build_model(
+    layer_configs: list[dict], registry: Registry, meta: Meta, rng: np.random.Generator, dtype: Any
+) -> Sequential:
+    """Instantiate and build every layer, inferring shapes from the data; mismatches name the layer."""
+    if not layer_configs:
+        raise RunnerError("model.layers: expected at least one layer, got an empty list")
+    shape = tuple(meta.input_shape)
+    shapes, layers, types = [shape], [], []
+    for i, config in enumerate(layer_configs):
+        options = dict(config)
+        if "type" not in options:
+            raise RunnerError(f"model.layers[{i}]: missing 'type' (one of {', '.join(registry.names('layer'))}), got {config}")
+        layer_type = options.pop("type")
+        where = f"model.layers[{i}] ({layer_type})"
+        expected_in = options.pop("in", None)
+        if expected_in is not None and (expected_in,) != shape:
+            raise RunnerError(f"{where}: expected input of {expected_in} features, got {'x'.join(map(str, shape))}")
+        if options.get("out") == "auto":
+            options["out"] = meta.output_size
+        layer = registry.get("layer", layer_type, f"model.layers[{i}].type").create(options, where)
+        try:
+            shape = tuple(layer.build(shape, rng, dtype))
+        except RunnerError as e:
+            raise RunnerError(f"{where}: {e}") from None
+        layers.append(layer)
+        types.append(layer_type)
+        shapes.append(shape)
+    if shape != (meta.output_size,):
+        raise RunnerError(
+            f"model.layers[{len(layers) - 1}] ({types[-1]}): the model gives {'x'.join(map(str, shape))} outputs, "
+            f"but dataset {meta.name!r} ({meta.task}) needs {meta.output_size}"
+        )
+    return Sequential(layers, types, shapes)
