@@ -49,13 +49,19 @@ class Entry:
         except (TypeError, ValueError):
             signature = None
         if signature is not None:
+            params = signature.parameters.values()
+            accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            takes_any = any(p.kind == p.VAR_KEYWORD for p in params)
+            unknown = [k for k in options if k not in accepted]
+            if unknown and not takes_any:
+                raise RunnerError(
+                    f"{where}: unknown option {', '.join(map(repr, unknown))} for {self.kind} {self.name!r}; "
+                    f"accepted options: {', '.join(accepted) or 'none'}"
+                )
             try:
                 signature.bind(**options)
             except TypeError as e:
-                accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
-                raise RunnerError(
-                    f"{where}: {e} for {self.kind} {self.name!r}; accepted options: {', '.join(accepted) or 'none'}"
-                ) from None
+                raise RunnerError(f"{where}: {e} for {self.kind} {self.name!r}; accepted options: {', '.join(accepted) or 'none'}") from None
         try:
             return factory(**options)
         except RunnerError as e:

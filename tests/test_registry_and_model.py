@@ -1,0 +1,97 @@
+"""Plugin discovery through the installed entry points, and model assembly from layer configs."""
+import numpy as np
+import pytest
+
+from runner.api import Meta, PluginSpec, RunnerError, hookimpl
+from runner.model import build_model, mlp_layers
+from runner.registry import collect, load_registry, plugin_manager
+
+IRIS = Meta("iris", (4,), 3, "classification")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+def test_builtins_come_from_the_projects_own_entry_points(registry):
+    assert {"linear", "relu", "sigmoid", "tanh"} <= set(registry.names("layer"))
+    assert {"mse", "sum_squared", "softmax_cross_entropy", "l1"} <= set(registry.names("loss"))
+    assert "sgd" in registry.names("optimizer")
+    assert {"mnist", "fashion_mnist", "iris", "iris_binary", "linear", "regression"} <= set(registry.names("dataset"))
+    relu = registry.get("layer", "relu", "model")
+    assert (relu.provider.distribution, relu.provider.module) == ("runner", "plugins.layers")
+
+
+def test_unknown_name_lists_the_available_ones(registry):
+    with pytest.raises(RunnerError) as e:
+        registry.get("layer", "rleu", "model.activation")
+    message = str(e.value)
+    assert "model.activation: unknown layer 'rleu'" in message
+    assert "did you mean 'relu'" in message
+    assert "linear, relu, sigmoid, tanh" in message
+
+
+def test_a_name_provided_twice_names_both_providers():
+    class Shadow:
+        __name__ = "shadow_plugin"
+
+        @hookimpl
+        def runner_layers(self):
+            return [PluginSpec("relu", object, "a second relu")]
+
+    pm = plugin_manager()
+    pm.register(Shadow(), name="shadow")
+    with pytest.raises(RunnerError) as e:
+        collect(pm)
+    assert "layer 'relu' is provided twice" in str(e.value)
+    assert "runner 0.1.0 (plugins.layers)" in str(e.value)
+    assert "shadow_plugin" in str(e.value)
+
+
+def test_mlp_shapes_and_stable_parameter_names(registry):
+    model = build_model(mlp_layers([5, 6], "relu", None, {}), registry, IRIS, np.random.default_rng(0), np.float32)
+    assert model.summary() == "4-5-6-3"
+    assert list(model.params) == ["0.linear.W", "0.linear.b", "2.linear.W", "2.linear.b", "4.linear.W", "4.linear.b"]
+    assert model.params["2.linear.W"].shape == (5, 6)
+    assert model.params["0.linear.W"].dtype == np.float32
+    assert model.parameter_count() == 4 * 5 + 5 + 5 * 6 + 6 + 6 * 3 + 3
+    assert model.forward(np.zeros((2, 4), np.float32), training=False).shape == (2, 3)
+
+
+def test_single_linear_unit(registry):
+    model = build_model(mlp_layers([], "relu", None, {}), registry, Meta("linear", (1,), 1, "regression"), np.random.default_rng(0), np.float64)
+    assert model.summary() == "1-1" and model.types == ["linear"]
+
+
+def test_declared_input_width_that_does_not_fit_names_the_layer(registry):
+    layers = [{"type": "linear", "out": 50}, {"type": "relu"}, {"type": "linear", "in": 784, "out": 3}]
+    with pytest.raises(RunnerError, match=r"model.layers\[2\] \(linear\): expected input of 784 features, got 50"):
+        build_model(layers, registry, IRIS, np.random.default_rng(0), np.float32)
+
+
+def test_output_width_that_does_not_fit_the_data(registry):
+    layers = [{"type": "linear", "out": 5}]
+    with pytest.raises(RunnerError, match=r"model.layers\[0\] \(linear\): the model gives 5 outputs, but dataset 'iris' \(classification\) needs 3"):
+        build_model(layers, registry, IRIS, np.random.default_rng(0), np.float32)
+
+
+def test_unknown_option_lists_accepted_ones(registry):
+    with pytest.raises(RunnerError) as e:
+        build_model([{"type": "linear", "outt": 3}], registry, IRIS, np.random.default_rng(0), np.float32)
+    assert "model.layers[0] (linear): unknown option 'outt' for layer 'linear'" in str(e.value)
+    assert "accepted options: out, init, std, bias" in str(e.value)
+
+
+@pytest.mark.parametrize("hidden", [[0], [-3], [2.5]])
+def test_bad_hidden_width(hidden):
+    with pytest.raises(RunnerError, match=r"model.hidden\[0\]: expected a positive integer width"):
+        mlp_layers(hidden, "relu", None, {})
+
+
+def test_astype_makes_an_independent_float64_copy(registry):
+    model = build_model(mlp_layers([3], "tanh", None, {}), registry, IRIS, np.random.default_rng(0), np.float32)
+    twin = model.astype(np.float64)
+    assert twin.params["0.linear.W"].dtype == np.float64
+    twin.params["0.linear.W"][...] = 0
+    assert np.any(model.params["0.linear.W"] != 0)
