@@ -6,7 +6,8 @@ import hydra
 from runner.app import task
 
 # conf/ sits beside runner/ in a checkout (and an editable install); a wheel carries it as runner/conf.
-CONFIG_PATH = "conf" if (Path(__file__).parent / "conf").is_dir() else "../conf"
+HERE = Path(__file__).resolve().parent
+CONFIG_PATH = str(HERE / "conf" if (HERE / "conf").is_dir() else HERE.parent / "conf")
 
 main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)
 

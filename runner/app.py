@@ -127,7 +127,7 @@ def execute(cfg: DictConfig) -> float:
         tracker.end("FAILED")
         raise
     tracker.end("FINISHED")
-    log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
     log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, name, uri, tracker.ui_command())
     return final["val/accuracy"] if "val/accuracy" in final else -final["val/mae"]
 
@@ -142,11 +142,14 @@ def gradient_check(cfg: DictConfig, model, loss, splits, seed: int, tracker: Tra
         metrics[f"gradcheck/{name}/max_abs_diff"] = c.max_abs_diff
         metrics[f"gradcheck/{name}/rel_error"] = c.rel_error
     worst = max_rel_error(checks)
+    kinks = sum(c.kinks for c in checks.values())
     metrics["gradcheck/max_rel_error"] = worst
+    metrics["gradcheck/kinks_skipped"] = kinks
     tracker.log_metrics(metrics, 0)
     passed = worst <= gc.threshold
     tracker.set_tags({"runner.gradcheck": "passed" if passed else "failed"})
-    log.info("gradient check: max relative error %.2e over %d parameters (threshold %.0e)", worst, len(checks), gc.threshold)
+    log.info("gradient check: max relative error %.2e over %d parameter arrays, %d entries at kinks skipped (threshold %.0e)",
+             worst, len(checks), kinks, gc.threshold)
     if not passed:
         message = f"gradient check failed: max relative error {worst:.2e} > gradcheck.threshold {gc.threshold:.0e}"
         if gc.fail:

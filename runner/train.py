@@ -102,6 +102,7 @@ def train(model, loss: Loss, optimizer: Optimizer, splits: Splits, schedule: Sch
     targets = targets_for(train_split.y, meta, loss, train_split.x.dtype)
     params, grads = model.params, model.grads
     window: list[float] = []
+    last_loss = float("nan")  # the latest logged train/loss
     final: dict[str, float] = {}
     started = time.perf_counter()
     log.info("training %d steps (%d per epoch), batch %d, %s sampling", total, per_epoch, schedule.batch_size, schedule.sampling)
@@ -114,16 +115,21 @@ def train(model, loss: Loss, optimizer: Optimizer, splits: Splits, schedule: Sch
         optimizer.step(params, grads)
         window.append(value)
         if step % schedule.log_every == 0 or step == total:
-            sink({"train/loss": float(np.mean(window))}, step)
+            last_loss = float(np.mean(window))
+            sink({"train/loss": last_loss}, step)
             window.clear()
         if step % per_epoch == 0 or step == total:
             epoch = math.ceil(step / per_epoch)
+            # train/loss stays the running mean of the batch losses; the other splits are evaluated whole
             final = {f"{name}/{key}": value for name, split in (("train", train_split), ("val", splits.val), ("test", splits.test))
-                     for key, value in evaluate(model, loss, split, meta, schedule.batch_size).items()}
+                     for key, value in evaluate(model, loss, split, meta, schedule.batch_size).items()
+                     if (name, key) != ("train", "loss")}
             final["epoch"] = epoch
             sink(final, step)
-            log.info("epoch %d step %d/%d  %s  (%.1f s)", epoch, step, total,
-                     "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"), time.perf_counter() - started)
+            final["train/loss"] = last_loss
+            if epoch % max(1, math.ceil(total / per_epoch / 20)) == 0 or step == total:  # about 20 lines
+                    log.info("epoch %d step %d/%d  %s  (%.1f s)", epoch, step, total,
+                         "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"), time.perf_counter() - started)
         if step == total:
             return final
     raise AssertionError("unreachable")

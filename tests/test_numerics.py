@@ -103,3 +103,17 @@ def test_gradcheck_catches_a_wrong_backward():
             return dout * (1.0 - self.y)  # wrong: should be 1 - y^2
 
     assert check_layer(BrokenTanh(), (5,))["x"].rel_error > 1e-2
+
+
+def test_entries_at_a_kink_are_skipped_and_counted():
+    x = np.array([0.0, 1.5, -2.0])
+    f = lambda: float(np.sum(np.abs(x)))  # noqa: E731
+    check = check_array(f, x, np.sign(x), 1e-6, None, np.random.default_rng(0))
+    assert check.kinks == 1 and check.entries == 2
+    assert check.rel_error <= 1e-9
+
+
+def test_kink_skipping_does_not_hide_a_wrong_gradient():
+    x = np.array([0.0, 1.5, -2.0])
+    f = lambda: float(np.sum(np.abs(x)))  # noqa: E731
+    assert check_array(f, x, -np.sign(x), 1e-6, None, np.random.default_rng(0)).rel_error == pytest.approx(1.0)

@@ -1,0 +1,84 @@
+"""Fisher's Iris (150 flowers, 4 measurements, 3 species), as 3 classes or setosa vs the rest.
+
+The CSV ships with this package. Splits are stratified by species and seeded.
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+SETOSA = "Iris-setosa"
+
+
+def read_iris() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Features (150, 4) float64, species codes int64, species names (sorted; code = index)."""
+    with resources.files(__package__).joinpath("iris.csv").open("r") as f:
+        table = pd.read_csv(f)
+    species = pd.Categorical(table["species"])
+    return table[FEATURES].to_numpy(np.float64), species.codes.astype(np.int64), tuple(species.categories)
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of train, val, test: each class split by the fractions (rounded), each split shuffled."""
+    parts: tuple[list, list, list] = ([], [], [])
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        n_test = round(len(rows) * test_fraction)
+        n_val = round(len(rows) * val_fraction)
+        parts[0].append(rows[n_val + n_test :])
+        parts[1].append(rows[n_test : n_test + n_val])
+        parts[2].append(rows[:n_test])
+    return tuple(rng.permutation(np.concatenate(p)) for p in parts)
+
+
+class IrisDataset(Dataset):
+    """Iris, 3 classes: x (N, 4) in cm, y int64 species indices."""
+
+    def __init__(self, val_fraction: float = 0.2, test_fraction: float = 0.2, standardize: bool = False):
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise RunnerError(f"{key}: expected a number in [0, 1), got {value!r}")
+        if val_fraction + test_fraction >= 1:
+            raise RunnerError(
+                f"val_fraction + test_fraction: expected less than 1 to leave training data, "
+                f"got {val_fraction} + {test_fraction}"
+            )
+        if not isinstance(standardize, bool):
+            raise RunnerError(f"standardize: expected true or false, got {standardize!r}")
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.standardize = standardize
+
+    def load(self, context: DataContext) -> Splits:
+        x, species, names = read_iris()
+        rng = np.random.default_rng(context.seed)
+        train, val, test = stratified_split(species, self.val_fraction, self.test_fraction, rng)
+        if self.standardize:  # with the training split's statistics only
+            mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+            x = (x - mean) / np.where(std > 0, std, 1.0)
+        x = x.astype(context.dtype)
+        y, meta = self.targets(species, names)
+        return Splits(
+            train=Split(x[train], y[train]),
+            val=Split(x[val], y[val]),
+            test=Split(x[test], y[test]),
+            meta=meta,
+        )
+
+    def targets(self, species: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, Meta]:
+        return species, Meta("iris", (len(FEATURES),), len(names), "classification", names)
+
+
+class IrisBinaryDataset(IrisDataset):
+    """Iris as a binary task: y = 1 for Iris-setosa, 0 for the other two species."""
+
+    def targets(self, species: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, Meta]:
+        y = (species == names.index(SETOSA)).astype(np.int64)
+        return y, Meta("iris_binary", (len(FEATURES),), 1, "binary", ("other", SETOSA))

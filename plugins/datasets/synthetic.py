@@ -1,0 +1,95 @@
+"""Synthetic regression data, generated from the run's seed.
+
+Each split (and the regression teacher) draws from its own stream spawned from
+``context.seed``, so changing one split's size leaves the others unchanged.
+Noise is added to train and val only: the test targets are the exact function.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits
+
+
+def _streams(seed: int, n: int) -> list[np.random.Generator]:
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def _count(key: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RunnerError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(key: str, value, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise RunnerError(f"{key}: expected a number{bound}, got {value!r}")
+    return float(value)
+
+
+class LinearDataset(Dataset):
+    """y = slope * x + intercept (+ noise * N(0, 1) on train/val), x uniform in [low, high]; shapes (N, 1)."""
+
+    def __init__(
+        self,
+        n_train: int = 200,
+        n_val: int = 50,
+        n_test: int = 50,
+        slope: float = 2.0,
+        intercept: float = 1.0,
+        noise: float = 0.0,
+        low: float = -10.0,
+        high: float = 10.0,
+    ):
+        self.sizes = (_count("n_train", n_train, 1), _count("n_val", n_val), _count("n_test", n_test))
+        self.slope = _number("slope", slope)
+        self.intercept = _number("intercept", intercept)
+        self.noise = _number("noise", noise, minimum=0)
+        self.low, self.high = _number("low", low), _number("high", high)
+        if not self.low < self.high:
+            raise RunnerError(f"low, high: expected low < high, got {low!r}, {high!r}")
+
+    def load(self, context: DataContext) -> Splits:
+        splits = []
+        for i, (n, rng) in enumerate(zip(self.sizes, _streams(context.seed, 3))):
+            x = rng.uniform(self.low, self.high, size=(n, 1)).astype(context.dtype)
+            y = self.slope * x.astype(np.float64) + self.intercept
+            if i < 2 and self.noise:
+                y += self.noise * rng.standard_normal(y.shape)
+            splits.append(Split(x, y.astype(context.dtype)))
+        return Splits(*splits, meta=Meta("linear", (1,), 1, "regression"))
+
+
+class RegressionDataset(Dataset):
+    """y = tanh(x @ A) @ B (+ noise on train/val), x ~ N(0, 1), A and B a fixed random teacher."""
+
+    HIDDEN = 16
+
+    def __init__(
+        self,
+        inputs: int = 8,
+        outputs: int = 3,
+        n_train: int = 256,
+        n_val: int = 64,
+        n_test: int = 64,
+        noise: float = 0.01,
+    ):
+        self.inputs = _count("inputs", inputs, 1)
+        self.outputs = _count("outputs", outputs, 1)
+        self.sizes = (_count("n_train", n_train, 1), _count("n_val", n_val), _count("n_test", n_test))
+        self.noise = _number("noise", noise, minimum=0)
+
+    def load(self, context: DataContext) -> Splits:
+        teacher, *streams = _streams(context.seed, 4)
+        a = teacher.standard_normal((self.inputs, self.HIDDEN)) / np.sqrt(self.inputs)
+        b = teacher.standard_normal((self.HIDDEN, self.outputs)) / np.sqrt(self.HIDDEN)
+        splits = []
+        for i, (n, rng) in enumerate(zip(self.sizes, streams)):
+            x = rng.standard_normal((n, self.inputs)).astype(context.dtype)
+            y = np.tanh(x.astype(np.float64) @ a) @ b
+            if i < 2 and self.noise:
+                y += self.noise * rng.standard_normal(y.shape)
+            splits.append(Split(x, y.astype(context.dtype)))
+        meta = Meta("regression", (self.inputs,), self.outputs, "regression")
+        return Splits(*splits, meta=meta)

@@ -1,0 +1,54 @@
+"""Shared fixtures: real subprocess runs of ``python -m runner`` against a real MLflow SQLite store."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class Run:
+    """A finished ``python -m runner`` process and the store it wrote."""
+
+    proc: subprocess.CompletedProcess
+    cwd: Path
+
+    @property
+    def store(self) -> str:
+        return f"sqlite:///{self.cwd / 'outputs' / 'mlflow.db'}"
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.store)
+
+    def runs(self, experiment: str):
+        client = self.client()
+        found = client.get_experiment_by_name(experiment)
+        return client.search_runs([found.experiment_id]) if found else []
+
+    def only_run(self, experiment: str):
+        runs = self.runs(experiment)
+        assert len(runs) == 1, (len(runs), self.proc.stdout[-3000:], self.proc.stderr[-3000:])
+        return runs[0]
+
+
+def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
+    full_env = {**os.environ, "RUNNER_DATA_DIR": str(SHARED_DATA), **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return Run(proc, cwd)
+
+
+@pytest.fixture
+def runner_cli(tmp_path):
+    """``runner_cli("+experiment=iris", ...)`` runs the CLI in a fresh directory and returns a Run."""
+    return lambda *args, **kw: run_cli(tmp_path, *args, **kw)

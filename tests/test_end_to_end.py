@@ -1,0 +1,90 @@
+"""Each experiment run as a user runs it (a real subprocess), its MLflow record read back with MlflowClient."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+
+GRADCHECK_LIMIT = 1e-6
+
+
+def history(run, client, key):
+    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+
+
+def assert_recorded(result, experiment):
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    run = result.only_run(experiment)
+    assert run.info.status == "FINISHED"
+    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    assert metrics["gradcheck/max_rel_error"] <= GRADCHECK_LIMIT
+    assert metrics["gradcheck/0.linear.W/rel_error"] <= GRADCHECK_LIMIT
+    assert "gradcheck/0.linear.b/max_abs_diff" in metrics
+    assert tags["runner.gradcheck"] == "passed"
+    assert tags["runner.plugin.layer.linear"].startswith("runner 0.1.0 (plugins.layers)")
+    assert f"+experiment={experiment}" in tags["runner.overrides"]
+    assert params["seed"] == "0" and "optimizer.lr" in params and "trainer.batch_size" in params
+    client = result.client()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model.npz", "config.resolved.yaml", "hydra"} <= artifacts
+    hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+    assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= hydra_files
+    weights = np.load(client.download_artifacts(run.info.run_id, "model.npz"), allow_pickle=False)
+    assert "0.linear.W" in weights.files
+    return run, client
+
+
+def test_iris_binary_reaches_full_test_accuracy(runner_cli):
+    result = runner_cli("+experiment=iris_binary")
+    run, client = assert_recorded(result, "iris_binary")
+    assert run.data.metrics["test/accuracy"] == 1.0
+    assert run.data.params["model.hidden"] == "[20]" and run.data.params["loss.name"] == "sum_squared"
+    assert run.data.tags["runner.plugin.layer.sigmoid"].startswith("runner")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == list(range(10, 1001, 10))  # every 10 steps, batched
+    assert "recorded as run" in result.proc.stdout and "mlflow ui --backend-store-uri" in result.proc.stdout
+
+
+def test_iris_three_classes(runner_cli):
+    run, _ = assert_recorded(runner_cli("+experiment=iris"), "iris")
+    assert run.data.metrics["test/accuracy"] >= 0.93
+
+
+def test_adaline_learns_the_line(runner_cli):
+    run, client = assert_recorded(runner_cli("+experiment=adaline"), "adaline")
+    assert run.data.metrics["test/mae"] <= 0.05
+    w = np.load(client.download_artifacts(run.info.run_id, "model.npz"), allow_pickle=False)
+    assert w["0.linear.W"][0, 0] == pytest.approx(2.0, abs=0.01)
+    assert w["0.linear.b"][0] == pytest.approx(1.0, abs=0.05)
+
+
+def test_regression_loss_falls_tenfold(runner_cli):
+    run, client = assert_recorded(runner_cli("+experiment=regression"), "regression")
+    losses = history(run, client, "train/loss")
+    assert losses[-1] < losses[0] / 10
+    assert "test/mae" in run.data.metrics and "test/accuracy" not in run.data.metrics
+
+
+def test_mnist_short_run(runner_cli):
+    result = runner_cli("+experiment=mnist", "trainer.iterations=1100")
+    run, client = assert_recorded(result, "mnist")
+    assert run.data.metrics["test/accuracy"] >= 0.90
+    assert len(history(run, client, "test/accuracy")) == 2  # one evaluation per epoch of 550 steps
+    assert run.data.params["trainer.sampling"] == "replacement"
+
+
+FASHION_DIRS = [SHARED_DATA / "fashion_mnist", Path("/usr/share/datasets/fashion-mnist")]
+
+
+@pytest.mark.skipif(not any(d.is_dir() for d in FASHION_DIRS), reason="Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+def test_fashion_mnist_short_run(runner_cli):
+    run, _ = assert_recorded(runner_cli("+experiment=fashion_mnist", "trainer.iterations=550"), "fashion_mnist")
+    assert run.data.metrics["test/accuracy"] >= 0.6
+
+
+def test_same_seed_same_metrics(runner_cli):
+    first = runner_cli("+experiment=iris_binary", "trainer.iterations=60")
+    second = runner_cli("+experiment=iris_binary", "trainer.iterations=60")
+    a, b = second.runs("iris_binary")
+    assert a.data.metrics == b.data.metrics
