@@ -25,9 +25,12 @@ def options(section: DictConfig, *drop: str) -> dict:
     return {k: v for k, v in OmegaConf.to_container(section, resolve=True).items() if k not in drop}
 
 
-def layer_configs(cfg: DictConfig) -> list[dict]:
+def layer_configs(cfg: DictConfig, registry: Registry) -> list[dict]:
     model = cfg.model
     if model.type == "mlp":
+        registry.get("layer", model.activation, "model.activation")
+        if model.get("output_activation"):
+            registry.get("layer", model.output_activation, "model.output_activation")
         return mlp_layers(model.hidden, model.activation, model.get("output_activation"), options(model.linear))
     if model.type == "sequential":
         return [dict(layer) for layer in OmegaConf.to_container(model.layers, resolve=True)]
@@ -82,7 +85,7 @@ def execute(cfg: DictConfig) -> float:
 
     dataset = plugin("dataset", cfg.dataset, "dataset")
     splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
-    model = build_model(layer_configs(cfg), registry, splits.meta, np.random.default_rng(init_seed), dtype)
+    model = build_model(layer_configs(cfg, registry), registry, splits.meta, np.random.default_rng(init_seed), dtype)
     used += [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
@@ -167,6 +170,5 @@ def task(cfg: DictConfig) -> float:
     except RunnerError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        log.error("%s", e)
         print(f"runner: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -41,9 +41,8 @@ class Run:
 
 
 def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
-    full_env = {**os.environ, "RUNNER_DATA_DIR": str(SHARED_DATA), **(env or {})}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    full_env.update({"RUNNER_DATA_DIR": str(SHARED_DATA), **(env or {})})
     proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Run(proc, cwd)
 
