@@ -121,6 +121,8 @@ def execute(cfg: DictConfig) -> float:
         tracker.log_artifact(weights)
         tracker.log_artifact(run_dir / "config.resolved.yaml")
         tracker.log_artifact(run_dir / ".hydra", "hydra")
+        if (run_dir / "runner.log").is_file():
+            tracker.log_artifact(run_dir / "runner.log")
     except KeyboardInterrupt:
         tracker.set_tags({"runner.error": "interrupted"})
         tracker.end("KILLED")

@@ -27,7 +27,7 @@ def assert_recorded(result, experiment):
     assert params["seed"] == "0" and "optimizer.lr" in params and "trainer.batch_size" in params
     client = result.client()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model.npz", "config.resolved.yaml", "hydra"} <= artifacts
+    assert {"model.npz", "config.resolved.yaml", "hydra", "runner.log"} <= artifacts
     hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
     assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= hydra_files
     weights = np.load(client.download_artifacts(run.info.run_id, "model.npz"), allow_pickle=False)
@@ -88,3 +88,38 @@ def test_same_seed_same_metrics(runner_cli):
     second = runner_cli("+experiment=iris_binary", "trainer.iterations=60")
     a, b = second.runs("iris_binary")
     assert a.data.metrics == b.data.metrics
+
+
+def test_a_failed_gradient_check_warns_and_tags_or_stops_the_run(runner_cli):
+    warned = runner_cli("+experiment=iris_binary", "trainer.iterations=30", "gradcheck.threshold=1e-30")
+    assert warned.proc.returncode == 0
+    assert "gradient check failed" in warned.proc.stdout
+    run = warned.only_run("iris_binary")
+    assert run.info.status == "FINISHED" and run.data.tags["runner.gradcheck"] == "failed"
+
+    stopped = runner_cli("+experiment=iris", "trainer.epochs=1", "gradcheck.threshold=1e-30", "gradcheck.fail=true")
+    assert stopped.proc.returncode == 1 and "Traceback" not in stopped.proc.stderr
+    assert "gradient check failed: max relative error" in stopped.proc.stderr
+    failed = stopped.only_run("iris")
+    assert failed.info.status == "FAILED" and "gradcheck.threshold" in failed.data.tags["runner.error"]
+    assert "train/loss" not in failed.data.metrics  # stopped before training
+
+
+def test_tracking_uri_from_the_environment(runner_cli, tmp_path):
+    elsewhere = tmp_path / "elsewhere.db"
+    result = runner_cli("+experiment=adaline", "trainer.epochs=2", env={"MLFLOW_TRACKING_URI": f"sqlite:///{elsewhere}"})
+    assert result.proc.returncode == 0, result.proc.stderr[-2000:]
+    assert elsewhere.is_file() and not (result.cwd / "outputs" / "mlflow.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{elsewhere}")
+    runs = client.search_runs([client.get_experiment_by_name("adaline").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+def test_multirun_grid_records_one_run_per_job(runner_cli):
+    result = runner_cli("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1")
+    assert result.proc.returncode == 0, result.proc.stderr[-2000:]
+    runs = result.runs("iris")
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.01", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
