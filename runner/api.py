@@ -31,15 +31,21 @@ class Layer:
 
     ``params`` and ``grads`` share keys (``{"W": ..., "b": ...}``; empty for activations).
     ``forward`` keeps what ``backward`` needs; ``backward`` fills ``grads`` and returns
-    d(loss)/d(input). Layers never update their own parameters: optimizers do.
+    d(loss)/d(input). Layers never update their own parameters: optimizers do; layers read
+    them from ``self.params`` on every call (the runner may swap the arrays, e.g. to float64).
+    ``buffers``: state that is not trained (batchnorm's running statistics), saved with the weights.
+    A layer that needs randomness (dropout) draws it from ``self.rng``, a Generator it makes in
+    ``build`` from the ``rng`` it is given; the gradient check rewinds ``self.rng`` between passes.
     """
 
     params: dict[str, np.ndarray]
     grads: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray]
 
     def __init__(self) -> None:
         self.params = {}
         self.grads = {}
+        self.buffers = {}
 
     def build(self, input_shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:
         """Allocate parameters for inputs of ``input_shape`` (one sample, no batch axis); return the output shape."""

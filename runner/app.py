@@ -116,7 +116,7 @@ def execute(cfg: DictConfig) -> float:
 
         run_dir = Path(hydra_cfg.runtime.output_dir)
         weights = run_dir / "model.npz"
-        np.savez(weights, **model.params)
+        np.savez(weights, **model.params, **model.buffers)
         (run_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         tracker.log_artifact(weights)
         tracker.log_artifact(run_dir / "config.resolved.yaml")

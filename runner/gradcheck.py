@@ -10,6 +10,7 @@ and counted. The skip looks at f alone, never at backward, so it cannot hide a w
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,17 +66,37 @@ def check_array(
     return compare(numerical[smooth], flat_grad[index][smooth], kinks=int(np.sum(~smooth)))
 
 
+def replaying_randomness(layers) -> Callable[[], None]:
+    """A function that rewinds every layer's ``rng`` (dropout masks...) to its state now.
+
+    Layers keep their randomness in ``self.rng`` (a numpy Generator); rewinding it before each
+    evaluation makes every forward pass of the check see the same masks.
+    """
+    saved = [(layer.rng, copy.deepcopy(layer.rng.bit_generator.state)) for layer in layers if isinstance(getattr(layer, "rng", None), np.random.Generator)]
+
+    def rewind() -> None:
+        for rng, state in saved:
+            rng.bit_generator.state = copy.deepcopy(state)
+
+    return rewind
+
+
 def check_model(
-    model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-6, max_entries: int | None = 64, seed: int = 0
+    model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-6, max_entries: int | None = 64, seed: int = 0, training: bool = True
 ) -> dict[str, Check]:
-    """Every parameter of ``model`` (a float64 copy), on the samples ``x``: {param name: Check}."""
+    """Every parameter of ``model`` (a float64 copy), on the samples ``x``: {param name: Check}.
+
+    Runs the layers in training mode by default (batch statistics, dropout with replayed masks).
+    """
     model = model.astype(np.float64)
     x = x.astype(np.float64)
     if np.issubdtype(target.dtype, np.floating):
         target = target.astype(np.float64)
+    rewind = replaying_randomness(model.layers)
 
     def f() -> float:
-        return loss.forward(model.forward(x, training=False), target)
+        rewind()
+        return loss.forward(model.forward(x, training=training), target)
 
     f()
     model.backward(loss.backward())
@@ -85,21 +106,25 @@ def check_model(
 
 
 def check_layer(
-    layer: Layer, input_shape: tuple[int, ...], batch: int = 4, eps: float = 1e-6, seed: int = 0, away_from: float = 1e-2
+    layer: Layer, input_shape: tuple[int, ...], batch: int = 4, eps: float = 1e-6, seed: int = 0,
+    away_from: float = 1e-2, training: bool = True,
 ) -> dict[str, Check]:
     """A layer's backward against central differences: {"x": Check, param key: Check, ...}.
 
     The layer is built in float64 on inputs of ``input_shape`` (one sample); inputs keep at least
-    ``away_from`` from 0, where ReLU-like functions have their kink; the upstream gradient is random.
+    ``away_from`` from 0, where ReLU-like functions have their kink; the upstream gradient is
+    random (not ones). Randomness in ``layer.rng`` is replayed, so dropout is checked with a fixed mask.
     """
     rng = np.random.default_rng(seed)
     layer.build(tuple(input_shape), rng, np.dtype(np.float64))
     x = rng.standard_normal((batch, *input_shape))
     x += np.sign(x) * away_from
-    dout = rng.standard_normal(layer.forward(x, training=False).shape)
+    rewind = replaying_randomness([layer])
+    dout = rng.standard_normal(layer.forward(x, training=training).shape)
 
     def f() -> float:
-        return float(np.sum(dout * layer.forward(x, training=False)))
+        rewind()
+        return float(np.sum(dout * layer.forward(x, training=training)))
 
     f()
     dx = layer.backward(dout)

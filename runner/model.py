@@ -24,6 +24,10 @@ class Sequential:
     def grads(self) -> dict[str, np.ndarray]:
         return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in layer.grads.items()}
 
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in getattr(layer, "buffers", {}).items()}
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         for layer in self.layers:
             x = layer.forward(x, training)
@@ -40,6 +44,7 @@ class Sequential:
         for layer in twin.layers:
             layer.params = {k: v.astype(dtype) for k, v in layer.params.items()}
             layer.grads = {k: v.astype(dtype) for k, v in layer.grads.items()}
+            layer.buffers = {k: v.astype(dtype) for k, v in getattr(layer, "buffers", {}).items()}
         return twin
 
     def summary(self) -> str:
