@@ -15,7 +15,8 @@ from runner.gradcheck import check_model, max_rel_error
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
 from runner.tracking import Tracker, default_store, flatten
-from runner.train import Schedule, targets_for, train
+from runner.schedules import make_schedule
+from runner.train import TrainerConfig, targets_for, train
 
 log = logging.getLogger("runner")
 
@@ -89,8 +90,9 @@ def execute(cfg: DictConfig) -> float:
     used += [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
-    schedule = Schedule(**options(cfg.trainer))
-    schedule.validate(len(splits.train))
+    trainer = TrainerConfig(**options(cfg.trainer))
+    trainer.validate(len(splits.train))
+    learning_rate = lr_schedule(cfg, optimizer, trainer.total_steps(len(splits.train)))
 
     cwd = Path.cwd()
     outputs = Path(cfg.tracking.outputs)
@@ -112,7 +114,7 @@ def execute(cfg: DictConfig) -> float:
 
         if cfg.gradcheck.enabled:
             gradient_check(cfg, model, loss, splits, int(check_seed.generate_state(1)[0]), tracker)
-        final = train(model, loss, optimizer, splits, schedule, np.random.default_rng(batch_seed), tracker.log_metrics)
+        final = train(model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), tracker.log_metrics, learning_rate)
 
         run_dir = Path(hydra_cfg.runtime.output_dir)
         weights = run_dir / "model.npz"
@@ -135,6 +137,16 @@ def execute(cfg: DictConfig) -> float:
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
     log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, name, uri, tracker.ui_command())
     return final["val/accuracy"] if "val/accuracy" in final else -final["val/mae"]
+
+
+def lr_schedule(cfg: DictConfig, optimizer, total_steps: int):
+    """The configured schedule over optimizer.lr, or None for an optimizer without a learning rate."""
+    name = cfg.schedule.name
+    if not hasattr(optimizer, "lr"):
+        if name != "constant":
+            raise RunnerError(f"schedule.name: {name!r} needs an optimizer with a learning rate; {cfg.optimizer.name!r} has none")
+        return None
+    return make_schedule(name, float(optimizer.lr), total_steps, options(cfg.schedule, "name"))
 
 
 def gradient_check(cfg: DictConfig, model, loss, splits, seed: int, tracker: Tracker) -> None:

@@ -18,7 +18,7 @@ MetricSink = Callable[[dict[str, float], int], None]
 
 
 @dataclass(frozen=True)
-class Schedule:
+class TrainerConfig:
     """How long to train and how batches are drawn.
 
     ``sampling``: ``shuffle`` (each epoch a permutation, cut into batches) or ``replacement``
@@ -31,6 +31,7 @@ class Schedule:
     batch_size: int = 32
     sampling: str = "shuffle"
     log_every: int = 10
+    clip_grad_norm: float | None = None
 
     def validate(self, n_train: int) -> None:
         def positive(key: str, value) -> None:
@@ -42,6 +43,8 @@ class Schedule:
         positive("iterations" if self.iterations is not None else "epochs", self.iterations if self.iterations is not None else self.epochs)
         if self.batch_size > n_train:
             raise RunnerError(f"trainer.batch_size: {self.batch_size} is larger than the {n_train} training samples")
+        if self.clip_grad_norm is not None and (isinstance(self.clip_grad_norm, bool) or not isinstance(self.clip_grad_norm, (int, float)) or self.clip_grad_norm <= 0):
+            raise RunnerError(f"trainer.clip_grad_norm: expected a positive number or null, got {self.clip_grad_norm!r}")
         if self.sampling not in ("shuffle", "replacement"):
             raise RunnerError(f"trainer.sampling: expected 'shuffle' or 'replacement', got {self.sampling!r}")
 
@@ -52,16 +55,26 @@ class Schedule:
         return self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch(n_train)
 
 
-def batches(schedule: Schedule, n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def batches(trainer: TrainerConfig, n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Index arrays, one per step, forever."""
     while True:
-        if schedule.sampling == "replacement":
-            for _ in range(schedule.steps_per_epoch(n)):
-                yield rng.integers(0, n, schedule.batch_size)
+        if trainer.sampling == "replacement":
+            for _ in range(trainer.steps_per_epoch(n)):
+                yield rng.integers(0, n, trainer.batch_size)
         else:
             order = rng.permutation(n)
-            for start in range(0, n, schedule.batch_size):
-                yield order[start : start + schedule.batch_size]
+            for start in range(0, n, trainer.batch_size):
+                yield order[start : start + trainer.batch_size]
+
+
+def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale every gradient by max_norm / ||g|| when the global norm ||g|| = sqrt(sum g^2) exceeds max_norm."""
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return norm
 
 
 def targets_for(y: np.ndarray, meta: Meta, loss: Loss, dtype) -> np.ndarray:
@@ -93,36 +106,51 @@ def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> di
     return {"loss": total_loss / len(split), key: float(score / len(split))}
 
 
-def train(model, loss: Loss, optimizer: Optimizer, splits: Splits, schedule: Schedule, rng: np.random.Generator, sink: MetricSink) -> dict[str, float]:
-    """Train and report; returns the final metrics, e.g. {"test/accuracy": 0.97, ...}."""
+def train(
+    model, loss: Loss, optimizer: Optimizer, splits: Splits, trainer: TrainerConfig, rng: np.random.Generator,
+    sink: MetricSink, learning_rate: Callable[[int], float] | None = None,
+) -> dict[str, float]:
+    """Train and report; returns the final metrics, e.g. {"test/accuracy": 0.97, ...}.
+
+    ``learning_rate(step)`` sets ``optimizer.lr`` before each step (a schedule), logged as train/lr.
+    """
     train_split, meta = splits.train, splits.meta
     n = len(train_split)
-    schedule.validate(n)
-    per_epoch, total = schedule.steps_per_epoch(n), schedule.total_steps(n)
+    trainer.validate(n)
+    per_epoch, total = trainer.steps_per_epoch(n), trainer.total_steps(n)
     targets = targets_for(train_split.y, meta, loss, train_split.x.dtype)
     params, grads = model.params, model.grads
     window: list[float] = []
     last_loss = float("nan")  # the latest logged train/loss
     final: dict[str, float] = {}
     started = time.perf_counter()
-    log.info("training %d steps (%d per epoch), batch %d, %s sampling", total, per_epoch, schedule.batch_size, schedule.sampling)
-    for step, index in enumerate(batches(schedule, n, rng), start=1):
+    log.info("training %d steps (%d per epoch), batch %d, %s sampling", total, per_epoch, trainer.batch_size, trainer.sampling)
+    for step, index in enumerate(batches(trainer, n, rng), start=1):
         pred = model.forward(train_split.x[index], training=True)
         value = loss.forward(pred, targets[index])
         if not math.isfinite(value):
             raise RunnerError(f"training diverged at step {step}: train/loss is {value}; try a smaller optimizer.lr")
         model.backward(loss.backward())
+        if trainer.clip_grad_norm is not None:
+            grad_norm = clip_by_global_norm(grads, trainer.clip_grad_norm)
+        if learning_rate is not None:
+            optimizer.lr = learning_rate(step)
         optimizer.step(params, grads)
         window.append(value)
-        if step % schedule.log_every == 0 or step == total:
+        if step % trainer.log_every == 0 or step == total:
             last_loss = float(np.mean(window))
-            sink({"train/loss": last_loss}, step)
+            point = {"train/loss": last_loss}
+            if hasattr(optimizer, "lr"):
+                point["train/lr"] = float(optimizer.lr)
+            if trainer.clip_grad_norm is not None:
+                point["train/grad_norm"] = grad_norm
+            sink(point, step)
             window.clear()
         if step % per_epoch == 0 or step == total:
             epoch = math.ceil(step / per_epoch)
             # train/loss stays the running mean of the batch losses; the other splits are evaluated whole
             final = {f"{name}/{key}": value for name, split in (("train", train_split), ("val", splits.val), ("test", splits.test))
-                     for key, value in evaluate(model, loss, split, meta, schedule.batch_size).items()
+                     for key, value in evaluate(model, loss, split, meta, trainer.batch_size).items()
                      if (name, key) != ("train", "loss")}
             final["epoch"] = epoch
             sink(final, step)
