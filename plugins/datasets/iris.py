@@ -1,6 +1,7 @@
 """Fisher's Iris (150 flowers, 4 measurements, 3 species), as 3 classes or setosa vs the rest.
 
-The CSV ships with this package. Splits are stratified by species and seeded.
+The CSV ships with this package. Splits are stratified by species and seeded: by ``split_seed``
+when given (a fixed split whatever the run's seed), else by the run's seed.
 """
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def stratified_split(
 class IrisDataset(Dataset):
     """Iris, 3 classes: x (N, 4) in cm, y int64 species indices."""
 
-    def __init__(self, val_fraction: float = 0.2, test_fraction: float = 0.2, standardize: bool = False):
+    def __init__(
+        self, val_fraction: float = 0.2, test_fraction: float = 0.2, standardize: bool = False, split_seed: int | None = None
+    ):
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise RunnerError(f"{key}: expected a number in [0, 1), got {value!r}")
@@ -52,13 +55,16 @@ class IrisDataset(Dataset):
             )
         if not isinstance(standardize, bool):
             raise RunnerError(f"standardize: expected true or false, got {standardize!r}")
+        if split_seed is not None and (isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0):
+            raise RunnerError(f"split_seed: expected a whole number >= 0 or null (the run's seed), got {split_seed!r}")
+        self.split_seed = split_seed
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.standardize = standardize
 
     def load(self, context: DataContext) -> Splits:
         x, species, names = read_iris()
-        rng = np.random.default_rng(context.seed)
+        rng = np.random.default_rng(context.seed if self.split_seed is None else self.split_seed)
         train, val, test = stratified_split(species, self.val_fraction, self.test_fraction, rng)
         if self.standardize:  # with the training split's statistics only
             mean, std = x[train].mean(axis=0), x[train].std(axis=0)
