@@ -63,9 +63,12 @@ class Loss:
 
     ``accepts_class_indices``: True when ``target`` may be a vector of integer class
     indices; otherwise the runner passes targets shaped like ``pred`` (one-hot for classes).
+    ``binary_threshold``: how accuracy reads a binary task's one output (probability or logit).
     """
 
     accepts_class_indices: bool = False
+    #: where the single output of a binary task splits the classes: 0.5 for probabilities, 0 for logits
+    binary_threshold: float = 0.5
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         raise NotImplementedError

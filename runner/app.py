@@ -29,10 +29,11 @@ def options(section: DictConfig, *drop: str) -> dict:
 def layer_configs(cfg: DictConfig, registry: Registry) -> list[dict]:
     model = cfg.model
     if model.type == "mlp":
-        registry.get("layer", model.activation, "model.activation")
-        if model.get("output_activation"):
-            registry.get("layer", model.output_activation, "model.output_activation")
-        return mlp_layers(model.hidden, model.activation, model.get("output_activation"), options(model.linear))
+        for key in ("activation", "output_activation", "norm"):
+            if model.get(key):
+                registry.get("layer", model[key], f"model.{key}")
+        return mlp_layers(model.hidden, model.activation, model.get("output_activation"), options(model.linear),
+                          model.get("dropout", 0.0), model.get("norm"))
     if model.type == "sequential":
         return [dict(layer) for layer in OmegaConf.to_container(model.layers, resolve=True)]
     raise RunnerError(f"model.type: expected 'mlp' or 'sequential', got {model.type!r}")

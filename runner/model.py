@@ -56,8 +56,12 @@ class Sequential:
         return sum(v.size for v in self.params.values())
 
 
-def mlp_layers(hidden: Iterable[int], activation: str, output_activation: str | None, linear: dict | None) -> list[dict]:
-    """Layer configs of an MLP: linear -> activation for each hidden width, then linear (-> output_activation)."""
+def mlp_layers(
+    hidden: Iterable[int], activation: str, output_activation: str | None, linear: dict | None,
+    dropout: float = 0.0, norm: str | None = None,
+) -> list[dict]:
+    """Layer configs of an MLP: per hidden width linear (-> norm) -> activation (-> dropout p),
+    then a linear layer as wide as the data's outputs (-> output_activation)."""
     hidden = list(hidden)
     for i, width in enumerate(hidden):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
@@ -65,7 +69,12 @@ def mlp_layers(hidden: Iterable[int], activation: str, output_activation: str | 
     options = dict(linear or {})
     layers: list[dict] = []
     for width in hidden:
-        layers += [{"type": "linear", "out": width, **options}, {"type": activation}]
+        layers.append({"type": "linear", "out": width, **options})
+        if norm:
+            layers.append({"type": norm})
+        layers.append({"type": activation})
+        if dropout:
+            layers.append({"type": "dropout", "p": dropout})
     layers.append({"type": "linear", "out": "auto", **options})
     if output_activation:
         layers.append({"type": output_activation})

@@ -99,7 +99,7 @@ def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> di
         if meta.task == "classification":
             score += np.sum(pred.argmax(axis=1) == yb)
         elif meta.task == "binary":
-            score += np.sum((pred[:, 0] >= 0.5) == yb)
+            score += np.sum((pred[:, 0] >= loss.binary_threshold) == yb)
         else:
             score += np.sum(np.abs(pred - yb)) / pred.shape[1]
     key = "mae" if meta.task == "regression" else "accuracy"
