@@ -3,7 +3,6 @@ no half-written data, and a FAILED MLflow run when one had started."""
 import gzip
 import shutil
 
-import pytest
 
 from conftest import SHARED_DATA
 

@@ -84,7 +84,7 @@ def test_fashion_mnist_short_run(runner_cli):
 
 
 def test_same_seed_same_metrics(runner_cli):
-    first = runner_cli("+experiment=iris_binary", "trainer.iterations=60")
+    runner_cli("+experiment=iris_binary", "trainer.iterations=60")
     second = runner_cli("+experiment=iris_binary", "trainer.iterations=60")
     a, b = second.runs("iris_binary")
     assert a.data.metrics == b.data.metrics

@@ -1,0 +1,184 @@
+"""Elementwise activations (any shape -> same shape) and softmax over the last axis.
+
+Scalars in the math are Python floats on purpose: a NumPy float64 scalar would upcast float32 arrays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from runner.api import Layer, RunnerError
+
+from .options import number_option
+
+#: erf per element with the C library's math.erf (NumPy has none); gives an object array
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))  # exp of a non-positive number only: no overflow for large |x|
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+class ReLU(Layer):
+    """y = max(0, x); dx = dout where x > 0, else 0."""
+
+    def forward(self, x, training):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class LeakyReLU(Layer):
+    """y = x if x > 0 else alpha x; dx = dout where x > 0, else alpha dout."""
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__()
+        self.alpha = number_option("alpha", alpha)
+
+    def forward(self, x, training):
+        self.slope = np.where(x > 0, 1.0, self.alpha).astype(x.dtype)
+        return x * self.slope
+
+    def backward(self, dout):
+        return dout * self.slope
+
+
+class ELU(Layer):
+    """y = x if x > 0 else alpha (exp(x) - 1); dx = dout where x > 0, else dout alpha exp(x) (= dout (y + alpha))."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = number_option("alpha", alpha, "a non-negative number", lambda v: v >= 0)
+
+    def forward(self, x, training):
+        self.positive = x > 0
+        negative = self.alpha * np.expm1(np.minimum(x, 0.0))  # min: no overflow in the discarded branch
+        self.y = np.where(self.positive, x, negative)
+        return self.y
+
+    def backward(self, dout):
+        return dout * np.where(self.positive, 1.0, self.y + self.alpha).astype(dout.dtype)
+
+
+class GELU(Layer):
+    """y = x Phi(x), Phi the standard normal CDF; dx = dout (Phi(x) + x phi(x)), phi its density.
+
+    ``approximate="none"``: Phi(x) = (1 + erf(x / sqrt 2)) / 2, exact (math.erf per element, ~70 ns each).
+    ``approximate="tanh"``: Phi(x) ~ (1 + tanh(u)) / 2 with u = sqrt(2/pi) (x + 0.044715 x^3), and
+    dx = dout ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2), t = tanh(u).
+    """
+
+    K, C = math.sqrt(2.0 / math.pi), 0.044715
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise RunnerError(f"approximate: expected 'none' (exact, with erf) or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x, training):
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = np.tanh(self.K * (x + self.C * x**3))
+            return 0.5 * x * (1.0 + self.t)
+        self.Phi = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)).astype(x.dtype))
+        return x * self.Phi
+
+    def backward(self, dout):
+        x = self.x
+        if self.approximate == "tanh":
+            du = self.K * (1.0 + 3.0 * self.C * x**2)
+            return dout * (0.5 * (1.0 + self.t) + 0.5 * x * (1.0 - self.t**2) * du)
+        phi = np.exp(-0.5 * x**2) / math.sqrt(2.0 * math.pi)
+        return dout * (self.Phi + x * phi)
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)); dx = dout y (1 - y)."""
+
+    def forward(self, x, training):
+        self.y = _sigmoid(x)
+        return self.y
+
+    def backward(self, dout):
+        return dout * self.y * (1.0 - self.y)
+
+
+class Tanh(Layer):
+    """y = tanh(x); dx = dout (1 - y^2)."""
+
+    def forward(self, x, training):
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, dout):
+        return dout * (1.0 - self.y**2)
+
+
+class Softplus(Layer):
+    """y = log(1 + exp(beta x)) / beta, or x where beta x > threshold (as torch); dx = dout sigmoid(beta x), or dout there."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta = number_option("beta", beta, "a positive number", lambda v: v > 0)
+        self.threshold = number_option("threshold", threshold, "a positive number", lambda v: v > 0)
+
+    def forward(self, x, training):
+        bx = self.beta * x
+        self.linear = bx > self.threshold
+        self.s = _sigmoid(bx)
+        return np.where(self.linear, x, np.logaddexp(0.0, bx) / self.beta)  # logaddexp(0, z) = log(1 + e^z), stably
+
+    def backward(self, dout):
+        return dout * np.where(self.linear, 1.0, self.s).astype(dout.dtype)
+
+
+class Swish(Layer):
+    """y = x s with s = sigmoid(beta x); dx = dout (s + beta x s (1 - s))."""
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        self.beta = number_option("beta", beta, "a positive number", lambda v: v > 0)
+
+    def forward(self, x, training):
+        self.x, self.s = x, _sigmoid(self.beta * x)
+        return x * self.s
+
+    def backward(self, dout):
+        return dout * (self.s + self.beta * self.x * self.s * (1.0 - self.s))
+
+
+class SiLU(Swish):
+    """y = x sigmoid(x): swish with beta = 1; dx = dout (s + x s (1 - s))."""
+
+    def __init__(self):
+        super().__init__(beta=1.0)
+
+
+class Identity(Layer):
+    """y = x; dx = dout."""
+
+    def forward(self, x, training):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class Softmax(Layer):
+    """y = exp(x - max x) / sum exp(x - max x) over the last axis (the max makes it stable).
+
+    Backward: dx = y (dout - sum_last(dout y)). Shapes: (batch, ..., classes) -> same.
+    """
+
+    def forward(self, x, training):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        self.y = e / e.sum(axis=-1, keepdims=True)
+        return self.y
+
+    def backward(self, dout):
+        return self.y * (dout - np.sum(dout * self.y, axis=-1, keepdims=True))

@@ -1,0 +1,98 @@
+"""Batch and layer normalisation."""
+from __future__ import annotations
+
+import numpy as np
+
+from runner.api import Layer, RunnerError
+
+from .options import flat_features, number_option
+
+
+def _normalize_backward(dxhat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, axis: int) -> np.ndarray:
+    """dx for xhat = (x - mean) inv_std, mean and biased variance over ``axis`` of n entries:
+
+    dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), means over ``axis``.
+    """
+    mean_d = dxhat.mean(axis=axis, keepdims=True)
+    mean_dx = (dxhat * xhat).mean(axis=axis, keepdims=True)
+    return inv_std * (dxhat - mean_d - xhat * mean_dx)
+
+
+class BatchNorm(Layer):
+    """Batch normalisation of (batch, features) over the batch axis (torch's BatchNorm1d).
+
+    Training: mu, var = mean and biased variance over the batch; xhat = (x - mu) / sqrt(var + eps);
+    y = gamma xhat + beta; running = (1 - momentum) running + momentum batch_stat, with the unbiased
+    variance var n / (n - 1) for running_var. Eval: mu, var = running_mean, running_var.
+    Backward: dgamma = sum_batch dout xhat, dbeta = sum_batch dout, dxhat = dout gamma;
+    training: dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps); eval: dx = dxhat / sqrt(var + eps).
+    Shapes: (batch, features) -> same; gamma, beta, running_mean, running_var: (features,).
+    """
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum = number_option("momentum", momentum, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+        self.eps = number_option("eps", eps, "a positive number", lambda v: v > 0)
+
+    def build(self, input_shape, rng, dtype):
+        n = flat_features("batchnorm", input_shape)
+        self.params = {"gamma": np.ones(n, dtype), "beta": np.zeros(n, dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.buffers = {"running_mean": np.zeros(n, dtype), "running_var": np.ones(n, dtype)}
+        return input_shape
+
+    def forward(self, x, training):
+        self.training = training
+        if training:
+            n = len(x)
+            if n < 2:
+                raise RunnerError(f"batchnorm: training needs batches of at least 2 samples, got {n}")
+            mean, var = x.mean(axis=0), x.var(axis=0)
+            m, running = self.momentum, self.buffers
+            running["running_mean"][...] = (1.0 - m) * running["running_mean"] + m * mean
+            running["running_var"][...] = (1.0 - m) * running["running_var"] + m * var * (n / (n - 1))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        self.inv_std = 1.0 / np.sqrt(var + self.eps)  # (features,)
+        self.xhat = (x - mean) * self.inv_std
+        return self.params["gamma"] * self.xhat + self.params["beta"]
+
+    def backward(self, dout):
+        self.grads["gamma"][...] = np.sum(dout * self.xhat, axis=0)
+        self.grads["beta"][...] = np.sum(dout, axis=0)
+        dxhat = dout * self.params["gamma"]
+        if not self.training:  # the statistics are constants
+            return dxhat * self.inv_std
+        return _normalize_backward(dxhat, self.xhat, self.inv_std, axis=0)
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the last axis (torch's LayerNorm(features)), the same in training and eval.
+
+    mu, var = mean and biased variance over the last axis; xhat = (x - mu) / sqrt(var + eps); y = gamma xhat + beta.
+    Backward: dgamma = sum_(all but last) dout xhat, dbeta = sum dout, dxhat = dout gamma,
+    dx = (dxhat - mean_last(dxhat) - xhat mean_last(dxhat xhat)) / sqrt(var + eps).
+    Shapes: (batch, ..., features) -> same; gamma, beta: (features,).
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = number_option("eps", eps, "a positive number", lambda v: v > 0)
+
+    def build(self, input_shape, rng, dtype):
+        n = input_shape[-1]
+        self.params = {"gamma": np.ones(n, dtype), "beta": np.zeros(n, dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        return input_shape
+
+    def forward(self, x, training):
+        mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        self.inv_std = 1.0 / np.sqrt(var + self.eps)  # (batch, ..., 1)
+        self.xhat = (x - mean) * self.inv_std
+        return self.params["gamma"] * self.xhat + self.params["beta"]
+
+    def backward(self, dout):
+        features = dout.shape[-1]
+        self.grads["gamma"][...] = np.sum((dout * self.xhat).reshape(-1, features), axis=0)
+        self.grads["beta"][...] = np.sum(dout.reshape(-1, features), axis=0)
+        return _normalize_backward(dout * self.params["gamma"], self.xhat, self.inv_std, axis=-1)
