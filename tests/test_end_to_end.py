@@ -123,3 +123,21 @@ def test_multirun_grid_records_one_run_per_job(runner_cli):
     runs = result.runs("iris")
     assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.01", "0.1"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_mnist_mlp_composes_with_dropout_adam_and_cosine(runner_cli):
+    result = runner_cli("+experiment=mnist_mlp", "trainer.epochs=1", "model.hidden=[64,64]")
+    run, client = assert_recorded(result, "mnist_mlp")
+    assert run.data.tags["runner.plugin.layer.dropout"].startswith("runner")
+    assert run.data.tags["runner.plugin.optimizer.adam"].startswith("runner")
+    assert run.data.metrics["test/accuracy"] >= 0.9
+    lr = history(run, client, "train/lr")
+    assert lr[0] == pytest.approx(0.001, rel=1e-2) and lr[-1] == pytest.approx(0.0)  # cosine to 0
+
+
+def test_mnist_optimizers_is_a_ready_sweep(runner_cli):
+    result = runner_cli("--multirun", "+experiment=mnist_optimizers", "trainer.iterations=20", "model.hidden=[16]", "dataset.val_size=100")
+    assert result.proc.returncode == 0, result.proc.stderr[-2000:]
+    runs = result.runs("mnist_optimizers")
+    assert sorted(r.data.params["optimizer.name"] for r in runs) == ["adagrad", "adam", "momentum", "sgd"]
+    assert all(r.info.status == "FINISHED" and r.data.metrics["gradcheck/max_rel_error"] <= 1e-6 for r in runs)
