@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.api import DataContext, RunnerError
 from runner.gradcheck import check_model, max_rel_error
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
-from runner.tracking import Tracker, default_store, flatten
+from runner.sweep import read_note
+from runner.tracking import Target, Tracker, flatten, target
 from runner.schedules import make_schedule
 from runner.train import TrainerConfig, targets_for, train
 
@@ -60,16 +62,35 @@ def git_commit(cwd: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def experiment_name(cfg: DictConfig) -> str:
-    from hydra.core.hydra_config import HydraConfig
+def objective(cfg: DictConfig, meta) -> tuple[str, str]:
+    """(metric, direction) the run returns to Hydra's sweeper: by default val/accuracy (maximize),
+    or val/mae (minimize) for regression."""
+    score = "mae" if meta.task == "regression" else "accuracy"
+    metric = cfg.objective.metric or f"val/{score}"
+    measured = [f"{split}/{key}" for split in ("val", "test", "train") for key in ("loss", score) if (split, key) != ("train", "loss")] + ["train/loss"]
+    if metric not in measured:
+        raise RunnerError(f"objective.metric: {metric!r} is not measured for a {meta.task} task; expected one of {', '.join(measured)}")
+    direction = cfg.objective.direction or ("maximize" if metric.endswith("accuracy") else "minimize")
+    if direction not in ("maximize", "minimize"):
+        raise RunnerError(f"objective.direction: expected 'maximize' or 'minimize', got {direction!r}")
+    return metric, direction
 
-    if cfg.tracking.experiment:
-        return str(cfg.tracking.experiment)
-    return HydraConfig.get().runtime.choices.get("experiment") or "default"
+
+def blas_threads(cfg: DictConfig, hydra_cfg) -> int:
+    """BLAS threads for this job: ``threads``, or the cores shared among the launcher's parallel jobs."""
+    if cfg.threads is not None:
+        if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
+            raise RunnerError(f"threads: expected a positive number of BLAS threads or null (auto), got {cfg.threads!r}")
+        return cfg.threads
+    parallel = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.get("launcher") else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(parallel, int) and parallel > 0:
+        return max(1, cores // min(parallel, cores))
+    return cores
 
 
 def execute(cfg: DictConfig) -> float:
-    """One run; returns the objective (validation accuracy, or minus validation mae)."""
+    """One run; returns the objective (see ``objective``) for Hydra's sweepers."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
@@ -94,20 +115,29 @@ def execute(cfg: DictConfig) -> float:
     trainer = TrainerConfig(**options(cfg.trainer))
     trainer.validate(len(splits.train))
     learning_rate = lr_schedule(cfg, optimizer, trainer.total_steps(len(splits.train)))
+    metric, direction = objective(cfg, splits.meta)
 
     cwd = Path.cwd()
-    outputs = Path(cfg.tracking.outputs)
-    uri, artifacts = (cfg.tracking.uri, None) if cfg.tracking.uri else default_store(cwd / outputs)
-    name = experiment_name(cfg)
+    where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
+    run_name = f"{where.experiment}-{model.summary()}-{cfg.optimizer.name}"
+    run_tags: dict = {}
+    note = read_note(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
+        where = Target(note.uri, None, note.experiment)
+        job_overrides = " ".join(hydra_cfg.overrides.task)
+        run_name = f"{note.experiment}-{hydra_cfg.job.num}-{job_overrides}"[:250]
+        run_tags = {"mlflow.parentRunId": note.parent_run_id, "runner.job.num": hydra_cfg.job.num, "runner.job.overrides": job_overrides}
     log.info("data %s: %d train / %d val / %d test; model %s (%d parameters)", splits.meta.name,
              len(splits.train), len(splits.val), len(splits.test), model.summary(), model.parameter_count())
-    tracker = Tracker(uri, name, f"{name}-{model.summary()}-{cfg.optimizer.name}", artifacts)
+    tracker = Tracker.start(where, run_name, run_tags)
     try:
         tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in used}
         tags["runner.overrides"] = " ".join(hydra_cfg.overrides.task)
         tags["runner.command"] = " ".join(sys.argv)
         tags["runner.seed"] = seed
+        tags["runner.objective"] = f"{direction} {metric}"
+        tags["runner.blas_threads"] = threadpool_info()
         commit = git_commit(cwd)
         if commit:
             tags["mlflow.source.git.commit"] = commit
@@ -136,8 +166,8 @@ def execute(cfg: DictConfig) -> float:
         raise
     tracker.end("FINISHED")
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
-    log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, name, uri, tracker.ui_command())
-    return final["val/accuracy"] if "val/accuracy" in final else -final["val/mae"]
+    log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, where.experiment, where.uri, tracker.ui_command())
+    return final[metric]
 
 
 def lr_schedule(cfg: DictConfig, optimizer, total_steps: int):
@@ -175,15 +205,33 @@ def gradient_check(cfg: DictConfig, model, loss, splits, seed: int, tracker: Tra
         log.warning(message)
 
 
-def task(cfg: DictConfig) -> float:
-    """Run; a user's mistake becomes one clear line and exit 1 (a traceback with HYDRA_FULL_ERROR=1)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def threadpool_info() -> str:
+    from threadpoolctl import threadpool_info as info
 
+    return ", ".join(f"{p['internal_api']} {p['num_threads']}" for p in info() if p["user_api"] == "blas") or "none"
+
+
+def task(cfg: DictConfig) -> float:
+    """Run with the BLAS threads this job may use.
+
+    A single run: a user's mistake becomes one clear line and exit 1 (a traceback with
+    HYDRA_FULL_ERROR=1). A sweep's job: any failure is recorded (its run FAILED with the reason)
+    and the job returns NaN, so the other jobs go on and the sweep is still summarised.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from threadpoolctl import threadpool_limits
+
+    hydra_cfg = HydraConfig.get()
     try:
-        return execute(cfg)
-    except RunnerError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+        with threadpool_limits(limits=blas_threads(cfg, hydra_cfg), user_api="blas"):
+            return execute(cfg)
+    except Exception as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            what = str(e) if isinstance(e, RunnerError) else f"{type(e).__name__}: {e}"
+            log.error("job %s failed: %s", hydra_cfg.job.num, what, exc_info=not isinstance(e, RunnerError))
+            print(f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {what}", file=sys.stderr)
+            return float("nan")
+        if not isinstance(e, RunnerError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"runner: error: {e}", file=sys.stderr)
         sys.exit(1)

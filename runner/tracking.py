@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from runner.api import RunnerError
 
@@ -23,6 +24,36 @@ def default_store(outputs: Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the embedded store under ``outputs``."""
     outputs = outputs.resolve()
     return f"sqlite:///{outputs / 'mlflow.db'}", (outputs / "mlartifacts").as_uri()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where runs are recorded: the store, the artifact location of new experiments, the experiment."""
+
+    uri: str
+    artifact_location: str | None
+    experiment: str
+
+
+def target(tracking: Mapping[str, Any], experiment_choice: str | None, cwd: Path) -> Target:
+    """From the ``tracking`` config section and the ``+experiment`` choice (None without one)."""
+    experiment = tracking.get("experiment") or experiment_choice or "default"
+    if tracking.get("uri"):
+        return Target(str(tracking["uri"]), None, str(experiment))
+    uri, artifacts = default_store(cwd / str(tracking.get("outputs") or "outputs"))
+    return Target(uri, artifacts, str(experiment))
+
+
+def _retrying(call: Callable[[], Any], what: str) -> Any:
+    """``call()``, retried with backoff while the SQLite store is locked by another process."""
+    for attempt in range(8):
+        try:
+            return call()
+        except Exception as e:
+            if "locked" not in str(e).lower() or attempt == 7:
+                raise
+            log.warning("%s: store busy (%s), retrying", what, e)
+            time.sleep(0.05 * 2**attempt)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -40,35 +71,43 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 class Tracker:
     """One MLflow run: params, tags, buffered metrics, artifacts, and an honest end status."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, artifact_location: str | None = None):
-        import mlflow  # heavy (~1.3 s): imported only once a run is about to start
-        from mlflow.tracking import MlflowClient
-
-        self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self._mlflow = mlflow
-        try:
-            found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location)
-            self.run = self.client.create_run(experiment_id, run_name=run_name)
-        except Exception as e:  # an unreachable server or an unusable store: say which
-            raise RunnerError(f"tracking: cannot open the MLflow store {uri!r}: {type(e).__name__}: {e}") from None
-        self.run_id = self.run.info.run_id
-        self.experiment_id = experiment_id
+    def __init__(self, client, run_id: str, uri: str):
+        self.client, self.run_id, self.uri = client, run_id, uri
         self._buffer: list = []
         self._last_flush = time.monotonic()
+
+    @classmethod
+    def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None) -> "Tracker":
+        """A new run in ``where`` (the experiment, and a fresh store, are created when missing)."""
+        client = open_client(where.uri)
+        try:
+            found = client.get_experiment_by_name(where.experiment)
+            if found:
+                experiment_id = found.experiment_id
+            else:
+                experiment_id = client.create_experiment(where.experiment, artifact_location=where.artifact_location)
+            run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
+        except Exception as e:  # an unreachable server or an unusable store: say which
+            raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
+        return cls(client, run.info.run_id, where.uri)
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> "Tracker":
+        """An existing run, e.g. a sweep's parent run, reopened in another process."""
+        return cls(open_client(uri), run_id, uri)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), _BATCH_PARAMS):
-            self.client.log_batch(self.run_id, params=items[i : i + _BATCH_PARAMS])
+            _retrying(lambda: self.client.log_batch(self.run_id, params=items[i : i + _BATCH_PARAMS]), "log params")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        _retrying(lambda: self.client.log_batch(self.run_id, tags=items), "set tags")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffered: written in batches, at most a few seconds late."""
@@ -81,7 +120,7 @@ class Tracker:
 
     def flush(self) -> None:
         for i in range(0, len(self._buffer), _BATCH_METRICS):
-            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + _BATCH_METRICS])
+            _retrying(lambda: self.client.log_batch(self.run_id, metrics=self._buffer[i : i + _BATCH_METRICS]), "log metrics")
         self._buffer.clear()
         self._last_flush = time.monotonic()
 
@@ -96,7 +135,16 @@ class Tracker:
         try:
             self.flush()
         finally:
-            self.client.set_terminated(self.run_id, status)
+            _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri}"
+
+
+def open_client(uri: str):
+    from mlflow.tracking import MlflowClient  # heavy (~1.3 s): imported only once a run is about to start
+
+    return MlflowClient(tracking_uri=uri)
