@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import hydra
+import hydra_plugins.runner_optuna_sweeper  # noqa: F401  registers hydra/sweeper=runner_optuna (editable installs too)
 
 from runner.app import task
 

@@ -15,7 +15,7 @@ from runner.api import DataContext, RunnerError
 from runner.gradcheck import check_model, max_rel_error
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
-from runner.sweep import read_note
+from runner.sweep import read_note, record_failed_job
 from runner.tracking import Target, Tracker, flatten, target
 from runner.schedules import make_schedule
 from runner.train import TrainerConfig, targets_for, train
@@ -163,6 +163,7 @@ def execute(cfg: DictConfig) -> float:
     except BaseException as e:
         tracker.set_tags({"runner.error": f"{type(e).__name__}: {e}"[:5000]})
         tracker.end("FAILED")
+        e.runner_run_id = tracker.run_id  # recorded: the caller need not record it again
         raise
     tracker.end("FINISHED")
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
@@ -229,6 +230,9 @@ def task(cfg: DictConfig) -> float:
         if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
             what = str(e) if isinstance(e, RunnerError) else f"{type(e).__name__}: {e}"
             log.error("job %s failed: %s", hydra_cfg.job.num, what, exc_info=not isinstance(e, RunnerError))
+            note = read_note(hydra_cfg.sweep.dir)
+            if note and not getattr(e, "runner_run_id", None):  # failed before its run started: record it
+                record_failed_job(note, hydra_cfg.job.num, " ".join(hydra_cfg.overrides.task), what)
             print(f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {what}", file=sys.stderr)
             return float("nan")
         if not isinstance(e, RunnerError) or os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -85,8 +85,19 @@ class SweepTracking(Callback):
             return
         note = read_note(config.hydra.sweep.dir)
         failed = summarize(self.parent, note)
-        self.parent.end("FAILED" if failed else "FINISHED")
+        if failed:
+            log.warning("%d job(s) of the sweep failed: see the summary's status and error columns", failed)
+        self.parent.end("FINISHED")  # the sweep itself ran; its failed jobs are FAILED children
         log.info("sweep summary logged to parent run %s; browse it with: %s", self.parent.run_id, self.parent.ui_command())
+
+
+def record_failed_job(note: SweepNote, job_num: int, overrides: str, error: str) -> None:
+    """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep)."""
+    tracker = Tracker.start(Target(note.uri, None, note.experiment), f"{note.experiment}-{job_num}-{overrides}"[:250], {
+        "mlflow.parentRunId": note.parent_run_id, "runner.job.num": job_num, "runner.job.overrides": overrides,
+        "runner.error": error,
+    })
+    tracker.end("FAILED")
 
 
 def summarize(parent: Tracker, note: SweepNote) -> int:
