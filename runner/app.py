@@ -124,9 +124,9 @@ def execute(cfg: DictConfig) -> float:
     note = read_note(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
         where = Target(note.uri, None, note.experiment)
-        job_overrides = " ".join(hydra_cfg.overrides.task)
-        run_name = f"{note.experiment}-{hydra_cfg.job.num}-{job_overrides}"[:250]
-        run_tags = {"mlflow.parentRunId": note.parent_run_id, "runner.job.num": hydra_cfg.job.num, "runner.job.overrides": job_overrides}
+        run_name = note.job_name(hydra_cfg.job.num, list(hydra_cfg.overrides.task))
+        run_tags = {"mlflow.parentRunId": note.parent_run_id, "runner.job.num": hydra_cfg.job.num,
+                    "runner.job.overrides": " ".join(hydra_cfg.overrides.task)}
     log.info("data %s: %d train / %d val / %d test; model %s (%d parameters)", splits.meta.name,
              len(splits.train), len(splits.val), len(splits.test), model.summary(), model.parameter_count())
     tracker = Tracker.start(where, run_name, run_tags)
@@ -232,7 +232,7 @@ def task(cfg: DictConfig) -> float:
             log.error("job %s failed: %s", hydra_cfg.job.num, what, exc_info=not isinstance(e, RunnerError))
             note = read_note(hydra_cfg.sweep.dir)
             if note and not getattr(e, "runner_run_id", None):  # failed before its run started: record it
-                record_failed_job(note, hydra_cfg.job.num, " ".join(hydra_cfg.overrides.task), what)
+                record_failed_job(note, hydra_cfg.job.num, list(hydra_cfg.overrides.task), what)
             print(f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {what}", file=sys.stderr)
             return float("nan")
         if not isinstance(e, RunnerError) or os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +36,11 @@ class SweepNote:
     parent_run_id: str
     metric: str | None
     direction: str | None
+    swept: list[str]  # the keys the sweep varies, to name each job's run by its own values
+
+    def job_name(self, job_num: int, overrides: list[str]) -> str:
+        own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept]
+        return f"{self.experiment}-{job_num} {' '.join(own)}".strip()[:250]
 
 
 def read_note(sweep_dir: str | Path) -> SweepNote | None:
@@ -73,7 +79,8 @@ class SweepTracking(Callback):
         if params:
             self.parent.log_params(params)
         metric, direction = objective_of(config)
-        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction)
+        swept = [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction, swept + list(sweep_params))
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / NOTE).write_text(json.dumps(asdict(note)))
@@ -91,10 +98,10 @@ class SweepTracking(Callback):
         log.info("sweep summary logged to parent run %s; browse it with: %s", self.parent.run_id, self.parent.ui_command())
 
 
-def record_failed_job(note: SweepNote, job_num: int, overrides: str, error: str) -> None:
+def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str) -> None:
     """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep)."""
-    tracker = Tracker.start(Target(note.uri, None, note.experiment), f"{note.experiment}-{job_num}-{overrides}"[:250], {
-        "mlflow.parentRunId": note.parent_run_id, "runner.job.num": job_num, "runner.job.overrides": overrides,
+    tracker = Tracker.start(Target(note.uri, None, note.experiment), note.job_name(job_num, overrides), {
+        "mlflow.parentRunId": note.parent_run_id, "runner.job.num": job_num, "runner.job.overrides": " ".join(overrides),
         "runner.error": error,
     })
     tracker.end("FAILED")

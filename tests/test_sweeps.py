@@ -1,0 +1,172 @@
+"""Sweeps as users run them: real Hydra multiruns in subprocesses, recorded in a real MLflow store."""
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+
+GRID = ("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "model.hidden=[8],[16]")
+
+
+def children_and_parent(result, experiment):
+    runs = result.runs(experiment)
+    parents = [r for r in runs if r.data.tags.get("runner.sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def assert_summarised_grid(result, experiment="iris", jobs=4):
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    parents, children = children_and_parent(result, experiment)
+    assert len(parents) == 1 and len(children) == jobs
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" and "val/accuracy" in c.data.metrics for c in children)
+    assert sorted(int(c.data.tags["runner.job.num"]) for c in children) == list(range(jobs))
+    assert parent.data.params["sweep.2"] == "optimizer.lr=0.01,0.1"
+    client = result.client()
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "summary.md"}
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary.csv"))
+    assert len(summary) == jobs and set(summary["status"]) == {"FINISHED"}
+    best = [c for c in children if c.data.tags.get("runner.best") == "true"]
+    assert len(best) == 1
+    assert parent.data.metrics["best/val/accuracy"] == max(c.data.metrics["val/accuracy"] for c in children)
+    assert best[0].data.metrics["val/accuracy"] == parent.data.metrics["best/val/accuracy"]
+    assert parent.data.tags["runner.best_run_id"] == best[0].info.run_id
+    return parent, children
+
+
+def test_grid_with_the_basic_launcher(runner_cli):
+    parent, children = assert_summarised_grid(runner_cli(*GRID))
+    names = sorted(c.info.run_name for c in children)
+    assert names[0] == "iris-0 optimizer.lr=0.01 model.hidden=[8]"
+
+
+def test_grid_with_joblib_two_at_a_time(runner_cli):
+    result = runner_cli(*GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    parent, children = assert_summarised_grid(result)
+    assert parent.data.tags["runner.launcher"] == "joblib"
+    assert all(c.data.tags["runner.blas_threads"].endswith(" 1") for c in children if os.cpu_count() == 2)
+
+
+def test_eight_jobs_four_in_parallel_on_a_fresh_store_lose_nothing(runner_cli):
+    result = runner_cli("--multirun", "+experiment=iris_binary", "trainer.iterations=200", "seed=0,1,2,3,4,5,6,7",
+                        "hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    _, children = children_and_parent(result, "iris_binary")
+    assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
+    client = result.client()
+    for child in children:
+        assert len(client.get_metric_history(child.info.run_id, "train/loss")) == 20  # every 10 of 200 steps
+        assert len(client.get_metric_history(child.info.run_id, "test/accuracy")) == math.ceil(200 / 6)  # per epoch
+
+
+def test_a_failing_job_does_not_sink_the_sweep(runner_cli):
+    result = runner_cli("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.1,1e30,-1")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    assert "job 1" in result.proc.stderr and "diverged" in result.proc.stderr
+    parents, children = children_and_parent(result, "iris")
+    status = {c.data.params.get("optimizer.lr", c.data.tags["runner.job.overrides"]): c.info.status for c in children}
+    assert sorted(status.values()) == ["FAILED", "FAILED", "FINISHED"]
+    by_job = {int(c.data.tags["runner.job.num"]): c for c in children}
+    assert "diverged" in by_job[1].data.tags["runner.error"]
+    assert "lr: expected a positive number, got -1" in by_job[2].data.tags["runner.error"]  # failed before its run
+    summary = pd.read_csv(result.client().download_artifacts(parents[0].info.run_id, "summary.csv"))
+    assert list(summary["status"]) == ["FINISHED", "FAILED", "FAILED"]
+    assert parents[0].data.metrics["sweep/failed"] == 2
+    assert by_job[0].data.tags["runner.best"] == "true"
+
+
+def test_optuna_search_with_a_diverging_trial_goes_on_and_continues(runner_cli):
+    args = ("--multirun", "+experiment=iris", "hparams_search=mnist_optuna", "trainer.epochs=5",
+            "hydra.sweeper.n_trials=5", "optimizer.lr=choice(0.05,1e30)", "model.hidden=choice([8],[16])")
+    result = runner_cli(*args)
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    parents, children = children_and_parent(result, "iris")
+    assert len(children) == 5
+    statuses = {c.data.params["optimizer.lr"]: c.info.status for c in children}
+    assert statuses.get("1e+30", statuses.get("1e30")) == "FAILED" and statuses["0.05"] == "FINISHED"
+    best = [c for c in children if c.data.tags.get("runner.best") == "true"]
+    assert len(best) == 1 and best[0].data.params["optimizer.lr"] == "0.05"
+    import optuna
+
+    study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 5 and "FAIL" in states and "COMPLETE" in states
+    again = run_cli(result.cwd, *args[:-3], "hydra.sweeper.n_trials=2", *args[-2:])  # the study goes on
+    assert again.proc.returncode == 0, again.proc.stderr[-3000:]
+    assert len(optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}").trials) == 7
+
+
+def test_results_table_matches_the_store(runner_cli, tmp_path):
+    result = runner_cli(*GRID)
+    parent, children = assert_summarised_grid(result)
+    out = subprocess.run([sys.executable, "-m", "runner.results", "--sweep", parent.info.run_id, "--sort", "val/accuracy",
+                          "--csv", str(tmp_path / "t.csv")], cwd=result.cwd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert len(table) == 4 and set(table["run_id"]) == {c.info.run_id for c in children}
+    assert {"optimizer.lr", "model.hidden"} <= set(table.columns) and "seed" not in table.columns  # only what varies
+    assert list(table["val/accuracy"]) == sorted((c.data.metrics["val/accuracy"] for c in children), reverse=True)
+    assert children[0].info.run_id in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "runner.results", "--sort", "nope"], cwd=result.cwd, capture_output=True, text=True)
+    assert bad.returncode == 1 and "--sort 'nope': no such column" in bad.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on 127.0.0.1 with a SQLite backend and an artifact root, stopped after the test."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("mlflow server did not start")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_grid_with_joblib_against_a_tracking_server(runner_cli, mlflow_server):
+    result = runner_cli(*GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", env={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    assert not (result.cwd / "outputs" / "mlflow.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("iris").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("runner.sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    summary = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "summary.csv"))
+    assert len(summary) == 4
+    assert "model.npz" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
