@@ -1,5 +1,7 @@
 """``python -m runner.results``: recorded runs as a table (the params that vary, final metrics, status).
 
+Sweep parent runs are left out: each sweep's jobs are rows, and ``--sweep`` selects one sweep.
+
     python -m runner.results                          every run in ./outputs/mlflow.db
     python -m runner.results --experiment mnist --sort test/accuracy
     python -m runner.results --sweep <parent run id> --csv sweep.csv
@@ -36,6 +38,8 @@ def runs_table(uri: str, experiment: str | None = None, sweep: str | None = None
     runs = client.search_runs(list(ids), filter_string=filter_string, max_results=50000) if ids else []
     rows = []
     for run in runs:
+        if run.data.tags.get("runner.sweep") == "parent":  # a sweep's summary, not a training run
+            continue
         row = {"run_id": run.info.run_id, "experiment": ids[run.info.experiment_id], "name": run.info.run_name,
                "status": run.info.status, "start": pd.to_datetime(run.info.start_time, unit="ms")}
         row.update({f"params.{k}": v for k, v in run.data.params.items()})

@@ -170,3 +170,12 @@ def test_grid_with_joblib_against_a_tracking_server(runner_cli, mlflow_server):
     summary = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "summary.csv"))
     assert len(summary) == 4
     assert "model.npz" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
+
+
+def test_grid_with_submitit_local_the_slurm_launcher_on_one_machine(runner_cli):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
+    result = runner_cli("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "hydra/launcher=submitit_local")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    parents, children = children_and_parent(result, "iris")
+    assert len(parents) == 1 and sorted(c.data.params["optimizer.lr"] for c in children) == ["0.01", "0.1"]
+    assert all(c.info.status == "FINISHED" for c in children)
