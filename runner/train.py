@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -55,16 +56,34 @@ class TrainerConfig:
         return self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch(n_train)
 
 
-def batches(trainer: TrainerConfig, n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Index arrays, one per step, forever."""
-    while True:
-        if trainer.sampling == "replacement":
-            for _ in range(trainer.steps_per_epoch(n)):
-                yield rng.integers(0, n, trainer.batch_size)
-        else:
-            order = rng.permutation(n)
-            for start in range(0, n, trainer.batch_size):
-                yield order[start : start + trainer.batch_size]
+class BatchSampler:
+    """Index arrays, one per step, forever; its state (RNG, epoch permutation, position) can be saved.
+
+    ``shuffle``: each epoch a permutation of the training set cut into batches (the last may be
+    smaller); ``replacement``: each batch drawn independently with replacement.
+    """
+
+    def __init__(self, trainer: TrainerConfig, n: int, rng: np.random.Generator):
+        self.trainer, self.n, self.rng = trainer, n, rng
+        self.order: np.ndarray | None = None
+        self.position = 0
+
+    def next(self) -> np.ndarray:
+        if self.trainer.sampling == "replacement":
+            return self.rng.integers(0, self.n, self.trainer.batch_size)
+        if self.order is None or self.position >= self.n:
+            self.order, self.position = self.rng.permutation(self.n), 0
+        index = self.order[self.position : self.position + self.trainer.batch_size]
+        self.position += self.trainer.batch_size
+        return index
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.order = None if state["order"] is None else np.asarray(state["order"])
+        self.position = int(state["position"])
 
 
 def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
@@ -106,58 +125,141 @@ def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> di
     return {"loss": total_loss / len(split), key: float(score / len(split))}
 
 
-def train(
-    model, loss: Loss, optimizer: Optimizer, splits: Splits, trainer: TrainerConfig, rng: np.random.Generator,
-    sink: MetricSink, learning_rate: Callable[[int], float] | None = None,
-) -> dict[str, float]:
-    """Train and report; returns the final metrics, e.g. {"test/accuracy": 0.97, ...}.
+#: ``hook(training)``: called after every step (e.g. to stop at a step boundary on a signal)
+StepHook = Callable[["Training"], None]
 
-    ``learning_rate(step)`` sets ``optimizer.lr`` before each step (a schedule), logged as train/lr.
+
+class Training:
+    """The loop, as an object whose progress can be saved and restored (checkpoints, resume).
+
+    ``run()`` trains from the step after ``self.step`` to the last and returns the final metrics,
+    e.g. ``{"test/accuracy": 0.97, ...}``. ``learning_rate(step)`` sets ``optimizer.lr`` before each
+    step (a schedule), logged as train/lr. ``after_step`` and ``after_epoch`` are called at those
+    boundaries, where the state is consistent.
     """
-    train_split, meta = splits.train, splits.meta
-    n = len(train_split)
-    trainer.validate(n)
-    per_epoch, total = trainer.steps_per_epoch(n), trainer.total_steps(n)
-    targets = targets_for(train_split.y, meta, loss, train_split.x.dtype)
-    params, grads = model.params, model.grads
-    window: list[float] = []
-    last_loss = float("nan")  # the latest logged train/loss
-    final: dict[str, float] = {}
-    started = time.perf_counter()
-    log.info("training %d steps (%d per epoch), batch %d, %s sampling", total, per_epoch, trainer.batch_size, trainer.sampling)
-    for step, index in enumerate(batches(trainer, n, rng), start=1):
-        pred = model.forward(train_split.x[index], training=True)
-        value = loss.forward(pred, targets[index])
-        if not math.isfinite(value):
-            raise RunnerError(f"training diverged at step {step}: train/loss is {value}; try a smaller optimizer.lr")
-        model.backward(loss.backward())
-        if trainer.clip_grad_norm is not None:
-            grad_norm = clip_by_global_norm(grads, trainer.clip_grad_norm)
-        if learning_rate is not None:
-            optimizer.lr = learning_rate(step)
-        optimizer.step(params, grads)
-        window.append(value)
-        if step % trainer.log_every == 0 or step == total:
-            last_loss = float(np.mean(window))
-            point = {"train/loss": last_loss}
-            if hasattr(optimizer, "lr"):
-                point["train/lr"] = float(optimizer.lr)
+
+    def __init__(
+        self, model, loss: Loss, optimizer: Optimizer, splits: Splits, trainer: TrainerConfig, rng: np.random.Generator,
+        sink: MetricSink, learning_rate: Callable[[int], float] | None = None,
+        after_step: StepHook | None = None, after_epoch: StepHook | None = None,
+    ):
+        self.model, self.loss, self.optimizer, self.splits, self.trainer = model, loss, optimizer, splits, trainer
+        self.sink, self.learning_rate, self.after_step, self.after_epoch = sink, learning_rate, after_step, after_epoch
+        self.n = len(splits.train)
+        trainer.validate(self.n)
+        self.per_epoch, self.total = trainer.steps_per_epoch(self.n), trainer.total_steps(self.n)
+        self.sampler = BatchSampler(trainer, self.n, rng)
+        self.step = 0
+        self.window: list[float] = []  # batch losses since train/loss was last logged
+        self.last_loss = float("nan")
+        self.final: dict[str, float] = {}
+        self.epoch_seconds = 0.0  # training time of the current epoch so far
+
+    @property
+    def epoch(self) -> int:
+        return math.ceil(self.step / self.per_epoch)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "window": list(self.window), "last_loss": self.last_loss, "final": dict(self.final),
+                "epoch_seconds": self.epoch_seconds, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.window, self.last_loss = int(state["step"]), list(state["window"]), float(state["last_loss"])
+        self.final, self.epoch_seconds = dict(state["final"]), float(state["epoch_seconds"])
+        self.sampler.load_state_dict(state["sampler"])
+
+    def run(self) -> dict[str, float]:
+        trainer, model, loss, optimizer = self.trainer, self.model, self.loss, self.optimizer
+        x, meta = self.splits.train.x, self.splits.meta
+        targets = targets_for(self.splits.train.y, meta, loss, x.dtype)
+        params, grads = model.params, model.grads
+        log.info("training %d steps (%d per epoch), batch %d, %s sampling%s", self.total, self.per_epoch, trainer.batch_size,
+                 trainer.sampling, f", resuming after step {self.step}" if self.step else "")
+        bar = progress_bar(self)
+        while self.step < self.total:
+            began = time.perf_counter()
+            step = self.step + 1
+            index = self.sampler.next()
+            pred = model.forward(x[index], training=True)
+            value = loss.forward(pred, targets[index])
+            if not math.isfinite(value):
+                raise RunnerError(f"training diverged at step {step}: train/loss is {value}{first_non_finite(params, grads)}; "
+                                  "try a smaller optimizer.lr (or trainer.clip_grad_norm)")
+            model.backward(loss.backward())
             if trainer.clip_grad_norm is not None:
-                point["train/grad_norm"] = grad_norm
-            sink(point, step)
-            window.clear()
-        if step % per_epoch == 0 or step == total:
-            epoch = math.ceil(step / per_epoch)
-            # train/loss stays the running mean of the batch losses; the other splits are evaluated whole
-            final = {f"{name}/{key}": value for name, split in (("train", train_split), ("val", splits.val), ("test", splits.test))
-                     for key, value in evaluate(model, loss, split, meta, trainer.batch_size).items()
-                     if (name, key) != ("train", "loss")}
-            final["epoch"] = epoch
-            sink(final, step)
-            final["train/loss"] = last_loss
-            if epoch % max(1, math.ceil(total / per_epoch / 20)) == 0 or step == total:  # about 20 lines
-                    log.info("epoch %d step %d/%d  %s  (%.1f s)", epoch, step, total,
-                         "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"), time.perf_counter() - started)
-        if step == total:
-            return final
-    raise AssertionError("unreachable")
+                grad_norm = clip_by_global_norm(grads, trainer.clip_grad_norm)
+            if self.learning_rate is not None:
+                optimizer.lr = self.learning_rate(step)
+            optimizer.step(params, grads)
+            self.step = step
+            self.window.append(value)
+            self.epoch_seconds += time.perf_counter() - began
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"loss {value:.4f}", refresh=False)
+            if step % trainer.log_every == 0 or step == self.total:
+                self.last_loss = float(np.mean(self.window))
+                point = {"train/loss": self.last_loss}
+                if hasattr(optimizer, "lr"):
+                    point["train/lr"] = float(optimizer.lr)
+                if trainer.clip_grad_norm is not None:
+                    point["train/grad_norm"] = grad_norm
+                self.sink(point, step)
+                self.window.clear()
+            if step % self.per_epoch == 0 or step == self.total:
+                if bar is not None:
+                    bar.close()
+                self.end_epoch()
+                bar = progress_bar(self) if step < self.total else None
+            if self.after_step is not None:
+                self.after_step(self)
+        return self.final
+
+    def end_epoch(self) -> None:
+        """Evaluate every split, report, and call ``after_epoch``."""
+        splits, meta, epoch = self.splits, self.splits.meta, self.epoch
+        # train/loss stays the running mean of the batch losses; the other splits are evaluated whole
+        final = {f"{name}/{key}": value for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+                 for key, value in evaluate(self.model, self.loss, split, meta, self.trainer.batch_size).items()
+                 if (name, key) != ("train", "loss")}
+        final["epoch"] = epoch
+        final["time/epoch_s"] = self.epoch_seconds
+        self.sink(final, self.step)
+        self.epoch_seconds = 0.0
+        self.final = {**final, "train/loss": self.last_loss}
+        epochs = math.ceil(self.total / self.per_epoch)
+        if epoch % max(1, math.ceil(epochs / 20)) == 0 or self.step == self.total:  # about 20 lines
+            log.info("epoch %d/%d step %d/%d  %s", epoch, epochs, self.step, self.total,
+                     "  ".join(f"{k} {v:.4f}" for k, v in self.final.items() if k not in ("epoch", "time/epoch_s")))
+        if self.after_epoch is not None:
+            self.after_epoch(self)
+
+
+def progress_bar(training: Training):
+    """A tqdm bar over the current epoch's steps when stderr is a terminal; None otherwise (plain log lines)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    epochs = math.ceil(training.total / training.per_epoch)
+    done_in_epoch = training.step % training.per_epoch
+    steps = min(training.per_epoch, training.total - training.step + done_in_epoch)
+    return tqdm(total=steps, initial=done_in_epoch, desc=f"epoch {training.epoch + (done_in_epoch == 0)}/{epochs}",
+                unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def first_non_finite(params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> str:
+    """Names the first parameter (or its gradient) holding NaN or inf: where the divergence shows."""
+    for name, value in params.items():
+        if not np.isfinite(value).all():
+            return f"; parameter {name} holds non-finite values"
+    for name, value in grads.items():
+        if not np.isfinite(value).all():
+            return f"; the gradient of {name} holds non-finite values"
+    return "; every parameter is finite: the activations overflowed"
+
+
+def train(model, loss: Loss, optimizer: Optimizer, splits: Splits, trainer: TrainerConfig, rng: np.random.Generator,
+          sink: MetricSink, learning_rate: Callable[[int], float] | None = None) -> dict[str, float]:
+    """Train from scratch to the end: ``Training(...).run()``."""
+    return Training(model, loss, optimizer, splits, trainer, rng, sink, learning_rate).run()
