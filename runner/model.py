@@ -13,8 +13,9 @@ from runner.registry import Registry
 class Sequential:
     """Layers applied in order. Parameters are named ``<index>.<type>.<key>``, e.g. ``0.linear.W``."""
 
-    def __init__(self, layers: list[Layer], types: list[str], shapes: list[tuple[int, ...]]):
+    def __init__(self, layers: list[Layer], types: list[str], shapes: list[tuple[int, ...]], origins: list[str] | None = None):
         self.layers, self.types, self.shapes = layers, types, shapes
+        self.origins = origins or []  # the provider of each layer, for error messages
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -29,14 +30,25 @@ class Sequential:
         return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in getattr(layer, "buffers", {}).items()}
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        for i, layer in enumerate(self.layers):
+            try:
+                x = layer.forward(x, training)
+            except Exception as e:
+                raise self._failed(i, "forward", e) from e
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        for i in reversed(range(len(self.layers))):
+            try:
+                dout = self.layers[i].backward(dout)
+            except Exception as e:
+                raise self._failed(i, "backward", e) from e
         return dout
+
+    def _failed(self, i: int, method: str, e: Exception) -> RunnerError:
+        """A layer's exception, named by the layer and the plugin that provides it."""
+        origin = f", from {self.origins[i]}" if self.origins else ""
+        return RunnerError(f"model.layers[{i}] ({self.types[i]}{origin}): {method} raised {type(e).__name__}: {e}")
 
     def astype(self, dtype: Any) -> "Sequential":
         """A deep copy whose parameters and gradients are of ``dtype`` (float64 for the gradient check)."""
@@ -88,7 +100,7 @@ def build_model(
     if not layer_configs:
         raise RunnerError("model.layers: expected at least one layer, got an empty list")
     shape = tuple(meta.input_shape)
-    shapes, layers, types = [shape], [], []
+    shapes, layers, types, origins = [shape], [], [], []
     for i, config in enumerate(layer_configs):
         options = dict(config)
         if "type" not in options:
@@ -100,7 +112,8 @@ def build_model(
             raise RunnerError(f"{where}: expected input of {expected_in} features, got {'x'.join(map(str, shape))}")
         if options.get("out") == "auto":
             options["out"] = meta.output_size
-        layer = registry.get("layer", layer_type, f"model.layers[{i}].type").create(options, where)
+        entry = registry.get("layer", layer_type, f"model.layers[{i}].type")
+        layer = entry.create(options, where)
         try:
             shape = tuple(layer.build(shape, rng, dtype))
         except RunnerError as e:
@@ -108,9 +121,10 @@ def build_model(
         layers.append(layer)
         types.append(layer_type)
         shapes.append(shape)
+        origins.append(str(entry.provider))
     if shape != (meta.output_size,):
         raise RunnerError(
             f"model.layers[{len(layers) - 1}] ({types[-1]}): the model gives {'x'.join(map(str, shape))} outputs, "
             f"but dataset {meta.name!r} ({meta.task}) needs {meta.output_size}"
         )
-    return Sequential(layers, types, shapes)
+    return Sequential(layers, types, shapes, origins)

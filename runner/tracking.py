@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,7 @@ class Tracker:
     @classmethod
     def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None) -> "Tracker":
         """A new run in ``where`` (the experiment, and a fresh store, are created when missing)."""
+        check_reachable(where.uri)
         client = open_client(where.uri)
         try:
             found = client.get_experiment_by_name(where.experiment)
@@ -86,10 +89,20 @@ class Tracker:
                 experiment_id = found.experiment_id
             else:
                 experiment_id = client.create_experiment(where.experiment, artifact_location=where.artifact_location)
-            run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
+            reap_stale_runs(client, experiment_id)
+            tags = {**process_tags(), **(tags or {})}
+            run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
         except Exception as e:  # an unreachable server or an unusable store: say which
             raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
         return cls(client, run.info.run_id, where.uri)
+
+    def reopen(self) -> None:
+        """Mark a run that ended (e.g. KILLED by an interrupt) RUNNING again, to continue it."""
+        _retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "reopen run")
+        previous = self.client.get_run(self.run_id).data.tags.get("runner.error")
+        self.set_tags({**process_tags(), **({"runner.interrupted": previous} if previous else {})})
+        if previous:
+            self.client.delete_tag(self.run_id, "runner.error")
 
     @classmethod
     def attach(cls, uri: str, run_id: str) -> "Tracker":
@@ -148,3 +161,48 @@ def open_client(uri: str):
     from mlflow.tracking import MlflowClient  # heavy (~1.3 s): imported only once a run is about to start
 
     return MlflowClient(tracking_uri=uri)
+
+
+def process_tags() -> dict[str, str]:
+    """Which process owns a run: lets a later start tell a run whose process died (SIGKILL) from a live one."""
+    return {"runner.host": socket.gethostname(), "runner.pid": str(os.getpid())}
+
+
+def reap_stale_runs(client, experiment_id: str) -> None:
+    """Mark KILLED the RUNNING runs of this host whose process no longer exists (killed hard, e.g. SIGKILL)."""
+    host = socket.gethostname()
+    stale = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'")
+    for run in stale:
+        pid = int(run.data.tags.get("runner.pid", "0") or 0)
+        if pid and not _alive(pid):
+            client.set_tag(run.info.run_id, "runner.error", f"process {pid} on {host} exited without ending the run (killed hard?)")
+            client.set_terminated(run.info.run_id, "KILLED")
+            log.warning("run %s was left RUNNING by process %d, which is gone: marked KILLED", run.info.run_id, pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server must answer at once: MLflow's own client would retry for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: a server without /health (or behind auth) is reachable
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise RunnerError(f"tracking: the MLflow server {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI "
+                          "to record in the local store") from None
