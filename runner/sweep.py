@@ -8,9 +8,12 @@ directory; each job (any launcher, any process) reads that note and records itse
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner.api import RunnerError
+from runner.interrupt import Interrupted
 from runner.tracking import Target, Tracker, flatten, open_client, target
 
 log = logging.getLogger("runner.sweep")
@@ -37,9 +42,10 @@ class SweepNote:
     metric: str | None
     direction: str | None
     swept: list[str]  # the keys the sweep varies, to name each job's run by its own values
+    resuming: bool = False  # jobs already FINISHED under this parent (same overrides) are skipped
 
     def job_name(self, job_num: int, overrides: list[str]) -> str:
-        own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept]
+        own = [o for o in without_resume(overrides) if o.split("=", 1)[0].lstrip("+~") in self.swept]
         return f"{self.experiment}-{job_num} {' '.join(own)}".strip()[:250]
 
 
@@ -57,35 +63,55 @@ class SweepTracking(Callback):
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.parent: Tracker | None = None
-        self.started = 0.0
+        self.ended = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
+        try:
+            self._start(config)
+        except Exception as e:  # Hydra would only warn and run the jobs unrecorded: stop instead
+            print(f"runner: error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        atexit.register(self._abandoned)
+        signal.signal(signal.SIGTERM, raise_interrupted)  # end like Ctrl-C, so the parent run is ended too
+
+    def _start(self, config: DictConfig) -> None:
         choices = config.hydra.runtime.choices
         where: Target = target(config.tracking, choices.get("experiment"), Path.cwd())
-        overrides = list(config.hydra.overrides.task)
+        overrides = without_resume(config.hydra.overrides.task)
         params_node = config.hydra.sweeper.get("params")
         sweep_params = OmegaConf.to_container(params_node, resolve=True) if params_node else {}
-        name = f"{where.experiment}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.parent = Tracker.start(where, name, tags={
-            "runner.sweep": "parent",
-            "runner.overrides": " ".join(overrides),
-            "runner.sweeper": choices.get("hydra/sweeper", ""),
-            "runner.launcher": choices.get("hydra/launcher", ""),
-        })
-        params = {f"sweep.{i}": o for i, o in enumerate(overrides)}
-        params.update({f"sweep.params.{k}": v for k, v in flatten(sweep_params).items()})
-        if params:
-            self.parent.log_params(params)
+        resume_id = config.get("resume_sweep")
+        if resume_id:
+            self.parent = resumed_parent(where, str(resume_id))
+        else:
+            name = f"{where.experiment}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.parent = Tracker.start(where, name, tags={
+                "runner.sweep": "parent",
+                "runner.overrides": " ".join(overrides),
+                "runner.sweeper": choices.get("hydra/sweeper", ""),
+                "runner.launcher": choices.get("hydra/launcher", ""),
+            })
+            params = {f"sweep.{i}": o for i, o in enumerate(overrides)}
+            params.update({f"sweep.params.{k}": v for k, v in flatten(sweep_params).items()})
+            if params:
+                self.parent.log_params(params)
         metric, direction = objective_of(config)
         swept = [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
-        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction, swept + list(sweep_params))
+        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction, swept + list(sweep_params), bool(resume_id))
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / NOTE).write_text(json.dumps(asdict(note)))
-        self.started = time.time()
-        log.info("sweep recorded as parent run %s in experiment %r of %s", self.parent.run_id, where.experiment, where.uri)
+        log.info("sweep recorded as parent run %s in experiment %r of %s%s", self.parent.run_id, where.experiment, where.uri,
+                 " (resumed: jobs already FINISHED are skipped)" if resume_id else "")
+
+    def _abandoned(self) -> None:
+        """At exit, a sweep that never reached its end (a job's process died, the launcher raised) says so."""
+        if self.parent is not None and not self.ended:
+            self.parent.set_tags({"runner.error": "the sweep stopped before its end; continue it with "
+                                                  f"+resume_sweep={self.parent.run_id} and the same overrides"})
+            self.parent.end("FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or self.parent is None:
@@ -95,13 +121,46 @@ class SweepTracking(Callback):
         if failed:
             log.warning("%d job(s) of the sweep failed: see the summary's status and error columns", failed)
         self.parent.end("FINISHED")  # the sweep itself ran; its failed jobs are FAILED children
+        self.ended = True
         log.info("sweep summary logged to parent run %s; browse it with: %s", self.parent.run_id, self.parent.ui_command())
+
+
+def raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def without_resume(overrides) -> list[str]:
+    """A job's overrides as its identity: ``+resume_sweep=...`` is how it was started, not what it is."""
+    return [o for o in overrides if not o.lstrip("+").startswith("resume_sweep=")]
+
+
+def resumed_parent(where: Target, run_id: str) -> Tracker:
+    client = open_client(where.uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise RunnerError(f"resume_sweep={run_id}: no such run in {where.uri}") from None
+    if run.data.tags.get("runner.sweep") != "parent":
+        raise RunnerError(f"resume_sweep={run_id}: run {run.info.run_name!r} is not a sweep's parent run")
+    parent = Tracker.attach(where.uri, run_id)
+    parent.reopen()
+    return parent
+
+
+def finished_job(note: SweepNote, overrides: list[str]):
+    """The FINISHED child run of a resumed sweep with these overrides, if there is one."""
+    key = " ".join(without_resume(overrides))
+    client = open_client(note.uri)
+    experiment = client.get_experiment_by_name(note.experiment)
+    runs = client.search_runs([experiment.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{note.parent_run_id}' and attributes.status = 'FINISHED'"))
+    return next((r for r in runs if r.data.tags.get("runner.job.overrides") == key), None)
 
 
 def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str) -> None:
     """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep)."""
     tracker = Tracker.start(Target(note.uri, None, note.experiment), note.job_name(job_num, overrides), {
-        "mlflow.parentRunId": note.parent_run_id, "runner.job.num": job_num, "runner.job.overrides": " ".join(overrides),
+        "mlflow.parentRunId": note.parent_run_id, "runner.job.num": job_num, "runner.job.overrides": " ".join(without_resume(overrides)),
         "runner.error": error,
     })
     tracker.end("FAILED")

@@ -179,3 +179,34 @@ def test_grid_with_submitit_local_the_slurm_launcher_on_one_machine(runner_cli):
     parents, children = children_and_parent(result, "iris")
     assert len(parents) == 1 and sorted(c.data.params["optimizer.lr"] for c in children) == ["0.01", "0.1"]
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+def test_an_interrupted_sweep_resumes_skipping_finished_jobs(tmp_path):
+    from test_reliability import start
+
+    args = ["--multirun", "+experiment=mnist", "trainer.iterations=1100", "dataset.val_size=1000", "optimizer.lr=0.05,0.1,0.2"]
+    proc = start(tmp_path, *args)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "#1 :" in line:  # job 0 finished, job 1 starts
+            proc.send_signal(signal.SIGTERM)
+            break
+    seen.append(proc.stdout.read())
+    assert proc.wait(timeout=120) == 143, "".join(seen)[-3000:]
+    first = run_cli(tmp_path, "--multirun", "+experiment=iris", "trainer.epochs=1")  # any store reader
+    parents, children = children_and_parent(first, "mnist")
+    [parent] = parents
+    assert parent.info.status == "FAILED" and "+resume_sweep=" in parent.data.tags["runner.error"]
+    assert [c.data.tags["runner.job.num"] for c in children if c.info.status == "FINISHED"] == ["0"]
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)  # job 1 KILLED if its run had started
+
+    resumed = run_cli(tmp_path, *args, f"+resume_sweep={parent.info.run_id}")
+    assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+    assert "job 0 already FINISHED" in resumed.proc.stdout
+    parents, children = children_and_parent(resumed, "mnist")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    finished = sorted(c.data.tags["runner.job.overrides"] for c in children if c.info.status == "FINISHED")
+    assert finished == [f"+experiment=mnist trainer.iterations=1100 dataset.val_size=1000 optimizer.lr={lr}" for lr in ("0.05", "0.1", "0.2")]
+    summary = pd.read_csv(resumed.client().download_artifacts(parents[0].info.run_id, "summary.csv"))
+    assert sorted(summary.loc[summary["status"] == "FINISHED", "job"]) == [0, 1, 2]
