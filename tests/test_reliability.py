@@ -166,3 +166,20 @@ def test_a_layer_that_raises_is_named_with_its_plugin():
                         np.random.default_rng(0), np.float32)
     with pytest.raises(RunnerError, match=r"model.layers\[1\] \(broken, from .*broken_plugin.*\): forward raised ValueError: boom"):
         model.forward(np.ones((2, 4), np.float32), training=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("tracking.outputs=/proc/runner-outputs",), "tracking.outputs: cannot create or write /proc/runner-outputs"),
+    (("--multirun", "seed=1,2", "tracking.outputs=/proc/runner-outputs"), "tracking.outputs: cannot create or write"),
+])
+def test_unwritable_outputs_are_one_clear_line(runner_cli, args, message):
+    result = runner_cli("+experiment=iris", *args)
+    assert result.proc.returncode == 1
+    assert "Traceback" not in result.proc.stderr and message in result.proc.stderr
+
+
+def test_unreachable_server_stops_a_sweep_before_any_job(runner_cli):
+    result = runner_cli("--multirun", "+experiment=iris", "seed=1,2", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert result.proc.returncode == 1 and "Traceback" not in result.proc.stderr
+    assert "the MLflow server http://127.0.0.1:9 does not answer" in result.proc.stderr
+    assert "#0 :" not in result.proc.stdout
