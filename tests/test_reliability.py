@@ -169,11 +169,11 @@ def test_a_layer_that_raises_is_named_with_its_plugin():
 
 
 @pytest.mark.parametrize("args, message", [
-    (("tracking.outputs=/proc/runner-outputs",), "tracking.outputs: cannot create or write /proc/runner-outputs"),
-    (("--multirun", "seed=1,2", "tracking.outputs=/proc/runner-outputs"), "tracking.outputs: cannot create or write"),
+    (("+experiment=iris", "tracking.outputs=/proc/runner-outputs"), "tracking.outputs: cannot create or write /proc/runner-outputs"),
+    (("--multirun", "+experiment=iris", "seed=1,2", "tracking.outputs=/proc/runner-outputs"), "tracking.outputs: cannot create or write"),
 ])
 def test_unwritable_outputs_are_one_clear_line(runner_cli, args, message):
-    result = runner_cli("+experiment=iris", *args)
+    result = runner_cli(*args)
     assert result.proc.returncode == 1
     assert "Traceback" not in result.proc.stderr and message in result.proc.stderr
 
