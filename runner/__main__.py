@@ -1,16 +1,44 @@
-"""``python -m runner +experiment=mnist``: the Hydra entry point."""
+"""``python -m runner +experiment=mnist``: the Hydra entry point.
+
+Before Hydra starts, the config directories that plugin distributions ship (entry-point group
+``runner.configs``) are put on Hydra's search path, after runner's own conf/ (runner.config_search_path).
+"""
+import os
+import sys
 from pathlib import Path
 
 import hydra
-import hydra_plugins.runner_optuna_sweeper  # noqa: F401  registers hydra/sweeper=runner_optuna (editable installs too)
+from hydra.core.plugins import Plugins
+from hydra_plugins.runner_optuna_sweeper import RunnerOptunaSweeper
 
+from runner.api import RunnerError
 from runner.app import task
+from runner.config_search_path import install as install_plugin_configs
+from runner.interrupt import Interrupted
+from runner.plugin_configs import main_config_dir
 
 # conf/ sits beside runner/ in a checkout (and an editable install); a wheel carries it as runner/conf.
-HERE = Path(__file__).resolve().parent
-CONFIG_PATH = str(HERE / "conf" if (HERE / "conf").is_dir() else HERE.parent / "conf")
+CONFIG_PATH = str(main_config_dir())
 
 main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)
 
+
+def run() -> None:
+    """Plugin configs on the search path, then Hydra; a plugin config problem is one line and exit 1."""
+    Plugins.instance().register(RunnerOptunaSweeper)  # hydra/sweeper=runner_optuna, editable installs too
+    try:
+        install_plugin_configs(Path(CONFIG_PATH))
+    except RunnerError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"runner: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        main()
+    except Interrupted as e:  # a signal between a sweep's jobs: the sweep's parent run says how to continue
+        print(f"runner: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -30,8 +30,8 @@ class Layer:
     """One differentiable step of a model.
 
     ``params`` and ``grads`` share keys (``{"W": ..., "b": ...}``; empty for activations).
-    ``forward`` keeps what ``backward`` needs; ``backward`` fills ``grads`` and returns
-    d(loss)/d(input). Layers never update their own parameters: optimizers do; layers read
+    ``forward`` keeps what ``backward`` needs; ``backward`` fills ``grads`` in place
+    (``self.grads["W"][...] = ...``: the runner holds these arrays) and returns d(loss)/d(input). Layers never update their own parameters: optimizers do; layers read
     them from ``self.params`` on every call (the runner may swap the arrays, e.g. to float64).
     ``buffers``: state that is not trained (batchnorm's running statistics), saved with the weights.
     A layer that needs randomness (dropout) draws it from ``self.rng``, a Generator it makes in

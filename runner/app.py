@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner.api import DataContext, RunnerError
+from runner import checkpoint, resume
 from runner.gradcheck import check_model, max_rel_error
+from runner.interrupt import Interrupted, Signals
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
-from runner.sweep import read_note, record_failed_job
+from runner.sweep import finished_job, read_note, record_failed_job, without_resume
 from runner.tracking import Target, Tracker, flatten, target
 from runner.schedules import make_schedule
-from runner.train import TrainerConfig, targets_for, train
+from runner.train import Training, TrainerConfig, targets_for
 
 log = logging.getLogger("runner")
 
@@ -94,11 +97,18 @@ def execute(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
+    note = read_note(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if note and note.resuming:
+        done = finished_job(note, list(hydra_cfg.overrides.task))
+        if done is not None:
+            direction, metric = done.data.tags.get("runner.objective", "maximize val/accuracy").split(" ", 1)
+            log.info("job %s already FINISHED as run %s: skipped", hydra_cfg.job.num, done.info.run_id)
+            return done.data.metrics.get(metric, float("nan"))
     seed = int(cfg.seed)
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
 
-    registry: Registry = load_registry()
+    registry: Registry = load_registry(cfg.get("plugins"))  # plugins.disable / allow / strict (docs/plugins.md)
     used: list[Entry] = []
 
     def plugin(kind: str, section: DictConfig, key: str) -> object:
@@ -121,54 +131,122 @@ def execute(cfg: DictConfig) -> float:
     where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
     run_name = f"{where.experiment}-{model.summary()}-{cfg.optimizer.name}"
     run_tags: dict = {}
-    note = read_note(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
         where = Target(note.uri, None, note.experiment)
         run_name = note.job_name(hydra_cfg.job.num, list(hydra_cfg.overrides.task))
         run_tags = {"mlflow.parentRunId": note.parent_run_id, "runner.job.num": hydra_cfg.job.num,
-                    "runner.job.overrides": " ".join(hydra_cfg.overrides.task)}
+                    "runner.job.overrides": " ".join(without_resume(hydra_cfg.overrides.task))}
     log.info("data %s: %d train / %d val / %d test; model %s (%d parameters)", splits.meta.name,
              len(splits.train), len(splits.val), len(splits.test), model.summary(), model.parameter_count())
-    tracker = Tracker.start(where, run_name, run_tags)
-    try:
-        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in used}
-        tags["runner.overrides"] = " ".join(hydra_cfg.overrides.task)
-        tags["runner.command"] = " ".join(sys.argv)
-        tags["runner.seed"] = seed
-        tags["runner.objective"] = f"{direction} {metric}"
-        tags["runner.blas_threads"] = threadpool_info()
-        commit = git_commit(cwd)
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        tracker.set_tags(tags)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resumed = None
+    if cfg.get("resume"):
+        resumed, source = resume.find(cfg.resume, where)
+        resume.check_config(resumed, config, str(cfg.resume))
+        tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
+        tracker.reopen()  # RUNNING again; the interruption's reason moves to runner.interrupted
+        log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
+    else:
+        tracker = Tracker.start(where, run_name, run_tags)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    training = Training(model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), tracker.log_metrics, learning_rate)
+    with Signals() as signals:
+        try:
+            if resumed:
+                resume.restore(resumed, model, optimizer, training)
+                tracker.set_tags({"runner.resumed_after_step": training.step})
+            else:
+                record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits)
+            save = checkpointer(cfg, run_dir, tracker, model, optimizer, training, config)
+            training.after_epoch = lambda t: save() if cfg.checkpoint.every and t.epoch % cfg.checkpoint.every == 0 else None
 
-        if cfg.gradcheck.enabled:
-            gradient_check(cfg, model, loss, splits, int(check_seed.generate_state(1)[0]), tracker)
-        final = train(model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), tracker.log_metrics, learning_rate)
+            def stop_on_signal(t: Training) -> None:
+                if signals.pending is not None:
+                    save()
+                    signals.check()
 
-        run_dir = Path(hydra_cfg.runtime.output_dir)
-        weights = run_dir / "model.npz"
-        np.savez(weights, **model.params, **model.buffers)
-        (run_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tracker.log_artifact(weights)
-        tracker.log_artifact(run_dir / "config.resolved.yaml")
-        tracker.log_artifact(run_dir / ".hydra", "hydra")
-        if (run_dir / "runner.log").is_file():
-            tracker.log_artifact(run_dir / "runner.log")
-    except KeyboardInterrupt:
-        tracker.set_tags({"runner.error": "interrupted"})
-        tracker.end("KILLED")
-        raise
-    except BaseException as e:
-        tracker.set_tags({"runner.error": f"{type(e).__name__}: {e}"[:5000]})
-        tracker.end("FAILED")
-        e.runner_run_id = tracker.run_id  # recorded: the caller need not record it again
-        raise
+            training.after_step = stop_on_signal
+            with signals.deferred():
+                final = training.run()
+            finish_artifacts(cfg, run_dir, tracker, model, loss, splits)
+        except Interrupted as e:
+            log.warning("run %s %s at step %d; continue it with: python -m runner %s +resume=%s", tracker.run_id, e,
+                        training.step, " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume=")), tracker.run_id)
+            end_run(tracker, run_dir, "KILLED", f"{e} at step {training.step}")
+            raise
+        except KeyboardInterrupt:
+            end_run(tracker, run_dir, "KILLED", f"interrupted at step {training.step}")
+            raise
+        except BaseException as e:
+            end_run(tracker, run_dir, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
+            e.runner_run_id = tracker.run_id  # recorded: the caller need not record it again
+            raise
     tracker.end("FINISHED")
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
     log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, where.experiment, where.uri, tracker.ui_command())
     return final[metric]
+
+
+def record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits) -> None:
+    """Params, tags and the gradient check: what a new run records before it trains."""
+    tracker.log_params(flatten(config))
+    tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in used}
+    if registry.discovery is not None:  # every plugin distribution loaded, failed or skipped (docs/plugins.md)
+        tags.update(registry.discovery.tags())
+        tracker.client.log_dict(tracker.run_id, registry.discovery.report(), "plugins.json")
+    tags["runner.overrides"] = " ".join(hydra_cfg.overrides.task)
+    tags["runner.command"] = " ".join(sys.argv)
+    tags["runner.seed"] = seed
+    tags["runner.objective"] = f"{direction} {metric}"
+    tags["runner.blas_threads"] = threadpool_info()
+    commit = git_commit(Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tracker.set_tags(tags)
+
+    if cfg.gradcheck.enabled:
+        gradient_check(cfg, model, loss, splits, int(check_seed.generate_state(1)[0]), tracker)
+
+
+def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, training: Training, config: dict):
+    """``save()``: write the run's checkpoint atomically and log it as an artifact."""
+    def save() -> None:
+        if not cfg.checkpoint.enabled:
+            return
+        path = checkpoint.save(run_dir / "checkpoints", resume.state_of(model, optimizer, training, config, tracker.run_id, tracker.uri))
+        tracker.flush()  # the metrics up to this step are in the store with the checkpoint
+        tracker.log_artifact(path, resume.ARTIFACT_DIR)
+        log.debug("checkpoint after step %d: %s", training.step, path)
+
+    return save
+
+
+def end_run(tracker: Tracker, run_dir: Path, status: str, reason: str, trace: str | None = None) -> None:
+    """End the run KILLED or FAILED with the reason as a tag, the traceback in its log artifact."""
+    try:
+        tracker.set_tags({"runner.error": reason[:5000]})
+        job_log = run_dir / "runner.log"
+        if trace and job_log.is_file():
+            with open(job_log, "a") as f:
+                f.write(f"\n{trace}")
+        if job_log.is_file():
+            tracker.log_artifact(job_log)
+    finally:
+        tracker.end(status)
+
+
+def finish_artifacts(cfg, run_dir: Path, tracker: Tracker, model, loss, splits) -> None:
+    """The final weights, the resolved config, Hydra's files and the job log."""
+    weights = run_dir / "model.npz"
+    np.savez(weights, **model.params, **model.buffers)
+    (run_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tracker.log_artifact(weights)
+    tracker.log_artifact(run_dir / "config.resolved.yaml")
+    tracker.log_artifact(run_dir / ".hydra", "hydra")
+    from runner.story import log_run_story  # pictures, tables, summary, dataset inputs, the pyfunc model
+    log_run_story(tracker, model, loss, splits, cfg, run_dir)
+    if (run_dir / "runner.log").is_file():
+        tracker.log_artifact(run_dir / "runner.log")
 
 
 def lr_schedule(cfg: DictConfig, optimizer, total_steps: int):
@@ -226,6 +304,12 @@ def task(cfg: DictConfig) -> float:
     try:
         with threadpool_limits(limits=blas_threads(cfg, hydra_cfg), user_api="blas"):
             return execute(cfg)
+    except Interrupted as e:  # the run is KILLED, with a checkpoint to continue from
+        print(f"runner: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("runner: interrupted", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
         if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
             what = str(e) if isinstance(e, RunnerError) else f"{type(e).__name__}: {e}"

@@ -1,22 +1,26 @@
-"""Plugin discovery: a pluggy PluginManager over the ``runner.plugins`` entry points.
+"""The plugins of one run, by kind and name, each with where it came from.
 
-Built-in plugins come in through the project's own entry points, exactly like
-third-party ones; this module never imports a concrete plugin.
+Discovery (``runner.discovery``) fills it from the ``runner.plugins`` entry points; built-in plugins
+come in through the project's own entry points, exactly like third-party ones. This module never
+imports a concrete plugin.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
-import pluggy
-
-from runner import hookspecs
-from runner.api import ENTRY_POINT_GROUP, PluginSpec, RunnerError
+from runner.api import PluginSpec, RunnerError
 
 KINDS = ("layer", "loss", "optimizer", "dataset")
-_HOOKS = {"layer": "runner_layers", "loss": "runner_losses", "optimizer": "runner_optimizers", "dataset": "runner_datasets"}
+#: The hook that provides each kind (see runner.hookspecs).
+HOOKS = {"layer": "runner_layers", "loss": "runner_losses", "optimizer": "runner_optimizers", "dataset": "runner_datasets"}
+_HOOKS = HOOKS  # the former name
+#: What a plugin's name may be: it is written in configs, MLflow tags and metric keys.
+NAME_RULE = re.compile(r"[a-z][a-z0-9_]*\Z")
+NAME_RULE_TEXT = "lowercase letters, digits and underscores, starting with a letter"
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class Provider:
     module: str
 
     def __str__(self) -> str:
-        return f"{self.distribution} {self.version} ({self.module})"
+        return " ".join(filter(None, (self.distribution, self.version))) + f" ({self.module})"
 
 
 @dataclass(frozen=True)
@@ -71,16 +75,18 @@ class Entry:
 class Registry:
     """Every plugin by kind and name, each with its provider."""
 
-    def __init__(self, entries: list[Entry]):
+    def __init__(self, entries: Iterable[Entry], not_loaded: Iterable[str] = (), discovery: Any = None):
+        """``not_loaded``: one line per plugin distribution that is installed but was not loaded
+        (disabled, or failed), added to an unknown-name error; ``discovery``: the full record."""
+        entries = list(entries)
         self._by_kind: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self.not_loaded = list(not_loaded)
+        self.discovery = discovery
+        problems = duplicates(entries)
+        if problems:
+            raise RunnerError("; ".join(problems))
         for entry in entries:
-            known = self._by_kind[entry.kind]
-            if entry.name in known:
-                raise RunnerError(
-                    f"{entry.kind} {entry.name!r} is provided twice: by {known[entry.name].provider} "
-                    f"and by {entry.provider}; uninstall or disable one of them"
-                )
-            known[entry.name] = entry
+            self._by_kind[entry.kind][entry.name] = entry
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._by_kind[kind])
@@ -91,8 +97,9 @@ class Registry:
         if name not in known:
             close = difflib.get_close_matches(str(name), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            missing = f"; installed but not loaded: {'; '.join(self.not_loaded)}" if self.not_loaded else ""
             raise RunnerError(
-                f"{where}: unknown {kind} {name!r}{hint}; available: {', '.join(self.names(kind)) or 'none'}"
+                f"{where}: unknown {kind} {name!r}{hint}; available: {', '.join(self.names(kind)) or 'none'}{missing}"
             )
         return known[name]
 
@@ -100,31 +107,35 @@ class Registry:
         return [e for kind in KINDS for e in self._by_kind[kind].values()]
 
 
-def plugin_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("runner")
-    pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    return pm
+def duplicates(entries: Iterable[Entry]) -> list[str]:
+    """One message per name provided twice within a kind, naming both providers (no silent shadowing)."""
+    seen: dict[tuple[str, str], Entry] = {}
+    problems = []
+    for entry in entries:
+        first = seen.setdefault((entry.kind, entry.name), entry)
+        if first is not entry:
+            installed = [e.provider.distribution for e in (entry, first)  # third-party ones: hint at switching one off
+                         if not e.provider.distribution.startswith("(") and e.provider.distribution != "runner"]
+            hint = f", e.g. RUNNER_DISABLE_PLUGINS={installed[0]}" if installed else ""
+            problems.append(
+                f"{entry.kind} {entry.name!r} is provided twice: by {first.provider} and by {entry.provider}; "
+                f"uninstall or disable one of them{hint}"
+            )
+    return problems
 
 
-def _provider(pm: pluggy.PluginManager, plugin: object) -> Provider:
-    module = getattr(plugin, "__name__", type(plugin).__name__)
-    for registered, dist in pm.list_plugin_distinfo():
-        if registered is plugin:
-            return Provider(dist.metadata["name"], dist.version, module)
-    return Provider("(not installed)", "-", module)
+def load_registry(config: Any = None) -> Registry:
+    """The registry of a run: every enabled plugin, after the ``plugins`` config section and the
+    RUNNER_*_PLUGINS environment variables (see runner.discovery)."""
+    from runner.discovery import load_registry as load  # discovery builds on this module
+
+    return load(config)
 
 
-def collect(pm: pluggy.PluginManager) -> Registry:
-    """Ask every registered plugin for its records, remembering who provided each."""
-    entries = []
-    for kind, hook_name in _HOOKS.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            provider = _provider(pm, impl.plugin)
-            for spec in impl.function() or []:
-                entries.append(Entry(kind, spec, provider))
-    return Registry(entries)
+def __getattr__(name: str) -> Any:
+    """``plugin_manager`` and ``collect``, the former API, now in runner.discovery (built on this module)."""
+    if name in ("plugin_manager", "collect"):
+        from runner import discovery
 
-
-def load_registry() -> Registry:
-    return collect(plugin_manager())
+        return discovery.loaded_plugin_manager if name == "plugin_manager" else discovery.collect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+#: The developer's own plugin switches never leak into the tests' runs (docs/plugins.md)
+PLUGIN_SWITCHES = ("RUNNER_DISABLE_PLUGINS", "RUNNER_ALLOW_PLUGINS", "RUNNER_STRICT_PLUGINS")
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Run:
 
 
 def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", *PLUGIN_SWITCHES)}
     full_env.update({"RUNNER_DATA_DIR": str(SHARED_DATA), **(env or {})})
     proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Run(proc, cwd)
@@ -51,3 +53,31 @@ def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300
 def runner_cli(tmp_path):
     """``runner_cli("+experiment=iris", ...)`` runs the CLI in a fresh directory and returns a Run."""
     return lambda *args, **kw: run_cli(tmp_path, *args, **kw)
+
+
+# --------------------------------------------------------------------------- plugin distributions, pip-installed
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory) -> Path:
+    """examples/runner-plugin-example, built and installed by pip into a fresh directory
+    (put it on PYTHONPATH to use it; the test environment itself is left as it is)."""
+    from pip_installs import EXAMPLE, pip_install
+
+    return pip_install(EXAMPLE, tmp_path_factory.mktemp("example-site"))
+
+
+@pytest.fixture(scope="session")
+def broken_site(tmp_path_factory) -> Path:
+    """runner-broken-plugin, pip-installed: one entry point raises on import, one in its hook, one works."""
+    from pip_installs import broken_distribution, pip_install
+
+    return pip_install(broken_distribution(tmp_path_factory.mktemp("broken-src")), tmp_path_factory.mktemp("broken-site"))
+
+
+@pytest.fixture(scope="session")
+def duplicate_site(tmp_path_factory) -> Path:
+    """runner-duplicate-prelu, pip-installed: a second layer named 'prelu'."""
+    from pip_installs import duplicate_distribution, pip_install
+
+    return pip_install(duplicate_distribution(tmp_path_factory.mktemp("duplicate-src")), tmp_path_factory.mktemp("duplicate-site"))

@@ -4,7 +4,8 @@ import pytest
 
 from runner.api import Meta, PluginSpec, RunnerError, hookimpl
 from runner.model import build_model, mlp_layers
-from runner.registry import collect, load_registry, plugin_manager
+from runner.registry import load_registry
+from runner.testing import plugin_registry
 
 IRIS = Meta("iris", (4,), 3, "classification")
 
@@ -40,10 +41,8 @@ def test_a_name_provided_twice_names_both_providers():
         def runner_layers(self):
             return [PluginSpec("relu", object, "a second relu")]
 
-    pm = plugin_manager()
-    pm.register(Shadow(), name="shadow")
     with pytest.raises(RunnerError) as e:
-        collect(pm)
+        plugin_registry(Shadow())
     assert "layer 'relu' is provided twice" in str(e.value)
     assert "runner 0.1.0 (plugins.layers)" in str(e.value)
     assert "shadow_plugin" in str(e.value)

@@ -2,7 +2,10 @@
 
 Hydra only instantiates plugin classes that live in the ``hydra_plugins`` namespace, so this
 module is installed as ``hydra_plugins.runner_optuna_sweeper`` (see pyproject.toml); the search
-logic is in ``runner.search``.
+logic is in ``runner.search``. A wheel install is found by Hydra's scan of ``hydra_plugins``; an
+editable install is not (its namespace path is a path hook), so ``python -m runner`` registers the
+class itself before Hydra starts (runner/__main__.py). Registering here, at import, would recurse:
+Hydra imports this module while building ``Plugins.instance()``.
 """
 from __future__ import annotations
 
@@ -62,5 +65,3 @@ class RunnerOptunaSweeper(Sweeper):
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
         return results
 
-
-Plugins.instance().register(RunnerOptunaSweeper)

@@ -1,0 +1,171 @@
+"""End to end: whole processes timed from the outside (imports, data, tracking, everything).
+
+``python -m runner +experiment=mnist`` against a bare PyTorch script and a bare NumPy script of the
+same recipe (mnist_torch_script.py, mnist_numpy_script.py), each in a fresh working directory; the
+runner also with its store already there (a second run), and once instrumented
+(instrumented_cli.py) to see where its time goes. Plus the sweep of four jobs, sequential vs joblib.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+#: Settings a developer may have that would change what a run does; never passed to the runs timed here.
+DROP_ENV = ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", "RUNNER_DISABLE_PLUGINS", "RUNNER_ALLOW_PLUGINS", "RUNNER_STRICT_PLUGINS")
+
+
+def env_for(data_dir: Path, extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    env["RUNNER_DATA_DIR"] = str(data_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def timed(cmd: list[str], cwd: Path, env: dict, timeout: float) -> dict:
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - began
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return {"wall": wall, "accuracy": _accuracy(proc.stdout + proc.stderr)}
+
+
+def _accuracy(text: str) -> float | None:
+    found = re.findall(r"test/accuracy (\d\.\d+)", text) or re.findall(r"test accuracy (\d\.\d+)", text)
+    return float(found[-1]) if found else None
+
+
+class EndToEnd:
+    """The variants of the seed MNIST recipe run end to end; ``run(variant, threads)`` times one."""
+
+    def __init__(self, data_dir: Path, iterations: int | None = None, timeout: float = 900):
+        self.data_dir, self.iterations, self.timeout = Path(data_dir), iterations, timeout
+        self.work = Path(tempfile.mkdtemp(prefix="runner-bench-cli-"))
+        self.warm_dir: Path | None = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _fresh(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.work))
+
+    def runner_args(self, threads: int | None) -> list[str]:
+        args = ["+experiment=mnist"]
+        if self.iterations:
+            args.append(f"trainer.iterations={self.iterations}")
+        if threads is not None:
+            args.append(f"threads={threads}")
+        return args
+
+    def run(self, variant: str, threads: int | None) -> dict:
+        env = env_for(self.data_dir)
+        if variant == "runner":
+            cwd = self._fresh()
+            result = timed([sys.executable, "-m", "runner", *self.runner_args(threads)], cwd, env, self.timeout)
+        elif variant == "runner (store exists)":
+            cwd = self._warm()
+            result = timed([sys.executable, "-m", "runner", *self.runner_args(threads)], cwd, env, self.timeout)
+            return result
+        elif variant == "runner (instrumented)":
+            cwd = self._fresh()
+            out = cwd / "timings.json"
+            result = timed([sys.executable, "-m", "benchmarks.instrumented_cli", *self.runner_args(threads)], cwd,
+                           {**env, "BENCH_TIMINGS": str(out)}, self.timeout)
+            result["timings"] = json.loads(out.read_text())
+        elif variant in ("torch script", "numpy script"):
+            cwd = self._fresh()
+            script = HERE / ("mnist_torch_script.py" if variant == "torch script" else "mnist_numpy_script.py")
+            args = [sys.executable, str(script), "--data", str(self.data_dir)]
+            if threads is not None:
+                args += ["--threads", str(threads)]
+            if self.iterations:
+                args += ["--iterations", str(self.iterations)]
+            result = timed(args, cwd, env, self.timeout)
+        else:
+            raise ValueError(variant)
+        shutil.rmtree(cwd, ignore_errors=True)
+        return result
+
+    def _warm(self) -> Path:
+        """A directory whose MLflow store and experiment exist (made once by a 10-step run)."""
+        if self.warm_dir is None:
+            self.warm_dir = self._fresh()
+            timed([sys.executable, "-m", "runner", "+experiment=mnist", "trainer.iterations=10"], self.warm_dir,
+                  env_for(self.data_dir), self.timeout)
+        return self.warm_dir
+
+
+def profile_cli(data_dir: Path, iterations: int | None, top: int = 25) -> dict:
+    """One ``python -m cProfile -m runner +experiment=mnist`` run: the top entries by cumulative time."""
+    import pstats
+
+    work = Path(tempfile.mkdtemp(prefix="runner-bench-prof-"))
+    try:
+        out = work / "cli.prof"
+        args = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "runner", "+experiment=mnist"]
+        if iterations:
+            args.append(f"trainer.iterations={iterations}")
+        result = timed(args, work, env_for(data_dir), 900)
+        stats = pstats.Stats(str(out))
+        rows = []
+        for (file, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():
+            if file.startswith("<frozen") or name in ("<module>", "exec", "_call_with_frames_removed"):
+                continue
+            rows.append({"function": _short(file, line, name), "calls": nc, "tottime": tt, "cumtime": ct})
+        by_cum = sorted(rows, key=lambda r: r["cumtime"], reverse=True)[:top]
+        by_own = sorted(rows, key=lambda r: r["tottime"], reverse=True)[:top]
+        return {"wall": result["wall"], "by_cumtime": by_cum, "by_tottime": by_own}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _short(file: str, line: int, name: str) -> str:
+    if not line:
+        return name
+    for marker in ("/site-packages/", str(ROOT) + "/"):
+        if marker in file:
+            return f"{file.split(marker, 1)[1]}:{line}({name})"
+    return f"{file.rsplit('/', 1)[-1]}:{line}({name})"
+
+
+def sweep(data_dir: Path, launcher: str, iterations: int, lrs: str, timeout: float = 1800) -> dict:
+    """``python -m runner --multirun +experiment=mnist trainer.iterations=N optimizer.lr=...``, sequential
+    (Hydra's basic launcher) or ``hydra/launcher=joblib hydra.launcher.n_jobs=2``, in a fresh directory."""
+    work = Path(tempfile.mkdtemp(prefix="runner-bench-sweep-"))
+    try:
+        args = [sys.executable, "-m", "runner", "--multirun", "+experiment=mnist", f"trainer.iterations={iterations}", f"optimizer.lr={lrs}"]
+        if launcher == "joblib":
+            args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        result = timed(args, work, env_for(data_dir), timeout)
+        result["jobs"] = _jobs(work / "outputs" / "mlflow.db")
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _jobs(store: Path) -> list[dict]:
+    """Each child run's status, BLAS threads (tag runner.blas_threads) and test accuracy, from the SQLite store."""
+    if not store.is_file():
+        return []
+    with sqlite3.connect(store) as db:
+        runs = db.execute("select run_uuid, status from runs").fetchall()
+        jobs = []
+        for run_id, status in runs:
+            tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)).fetchall())
+            if "runner.job.num" not in tags:
+                continue  # the sweep's parent run
+            acc = db.execute("select value from latest_metrics where run_uuid = ? and key = 'test/accuracy'", (run_id,)).fetchone()
+            jobs.append({"job": tags.get("runner.job.num"), "status": status, "blas_threads": tags.get("runner.blas_threads"),
+                         "test_accuracy": acc[0] if acc else None})
+    return sorted(jobs, key=lambda j: int(j["job"] or 0))

@@ -1,0 +1,482 @@
+"""Markdown tables from the raw results of ``python -m benchmarks``: medians, ratios, targets."""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from . import recipes as R
+
+#: The issue's targets: (key, what, goal as text, comparison, threshold).
+TARGETS = {
+    "engine": ("runner engine vs hand-written NumPy, same recipe", "<= 1.05x", "le", 1.05),
+    "cli": ("`python -m runner +experiment=mnist` vs bare PyTorch script, end to end", "<= 1.0x", "le", 1.0),
+    "gemm": ("512-wide MLP: share of the measured fp32 GEMM peak (runner engine)", ">= 50 %", "ge", 0.50),
+    "tracking": ("tracking (MLflow) share of a run's wall time", "<= 3 %", "le", 0.03),
+    "gradcheck": ("gradient check share of a run's wall time", "<= 2 %", "le", 0.02),
+}
+
+
+def median(xs) -> float:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def per_process(results: list[dict], key: str = "seconds") -> list[float]:
+    """One figure per worker process: the median of its runs."""
+    return [median(r[key] for r in res["runs"]) for res in results]
+
+
+def fmt_s(x: float) -> str:
+    if x != x:
+        return "–"
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def fmt_us(x: float) -> str:
+    return "–" if x != x else (f"{x:.1f}" if x < 100 else f"{x:.0f}")
+
+
+def fmt_ratio(x: float) -> str:
+    return "–" if x != x else f"{x:.2f}x"
+
+
+def fmt_pct(x: float) -> str:
+    return "–" if x != x else f"{100 * x:.1f} %"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ref_threads(results: dict) -> str:
+    """The thread count ratios are quoted at: 1 when measured, else the smallest."""
+    return str(min(results["settings"]["threads"]))
+
+
+# --------------------------------------------------------------------------- derived figures
+
+
+def engine_summary(results: dict) -> dict:
+    """{recipe: {threads: {engine: {seconds, eval, steps, accuracy, runs, n_train}}}} (medians over processes)."""
+    out: dict = {}
+    for name, by_threads in results.get("engines", {}).items():
+        for t, by_engine in by_threads.items():
+            for engine, res in by_engine.items():
+                if not res:
+                    continue
+                seconds = per_process(res)
+                evals = per_process(res, "eval_seconds")
+                out.setdefault(name, {}).setdefault(t, {})[engine] = {
+                    "seconds": median(seconds), "eval": median(evals), "steps": res[0]["runs"][0]["steps"],
+                    "accuracy": median(per_process(res, "test_accuracy")), "runs": seconds, "n_train": res[0].get("n_train"),
+                    "gradcheck": [g["seconds"] for x in res for g in x.get("gradcheck", [])],
+                    "evaluations": res[0]["runs"][0].get("evaluations"),
+                }
+    return out
+
+
+def samples_trained(recipe: R.Recipe, steps: int, n_train: int | None) -> float:
+    if recipe.iterations is None and recipe.sampling == "shuffle" and n_train:
+        return recipe.epochs * n_train
+    return steps * recipe.batch_size
+
+
+def gemm_fractions(results: dict) -> list[dict]:
+    """Per recipe, threads and engine: GFLOP/s reached in the training loop vs the GEMM peaks measured."""
+    rows = []
+    summary = engine_summary(results)
+    quick = results["settings"]["quick"]
+    for name, by_threads in summary.items():
+        recipe = R.get(name, quick)
+        n_in, n_out = results["dims"][name]
+        widths = recipe.widths(n_in, n_out)
+        flops = R.gemm_flops_per_step(widths, recipe.batch_size)
+        for t, by_engine in by_threads.items():
+            gemm = results.get("gemm", {}).get(t)
+            if not gemm:
+                continue
+            by_name = {g["name"]: g for g in gemm["shapes"]}
+            shapes = R.gemm_shapes(widths, recipe.batch_size)
+            needed = sum(2.0 * m * n * k for _, m, n, k, _, _ in shapes)
+            isolated = sum(by_name[s[0]]["seconds_best"] for s in shapes)
+            shapes_peak = needed / isolated / 1e9
+            square_peak = gemm["square"]["gflops_best"]
+            for engine, e in by_engine.items():
+                samples = samples_trained(recipe, e["steps"], e["n_train"])
+                work = flops["needed"] / recipe.batch_size * samples
+                loop = e["seconds"] - e["eval"]
+                achieved = work / loop / 1e9 if loop > 0 else float("nan")
+                rows.append({"recipe": name, "threads": t, "engine": engine, "achieved": achieved, "shapes_peak": shapes_peak,
+                             "square_peak": square_peak, "of_shapes_peak": achieved / shapes_peak, "of_square_peak": achieved / square_peak,
+                             "gemm_share_of_step": (isolated / recipe.batch_size * samples) / loop if loop > 0 else float("nan")})
+    return rows
+
+
+def cli_summary(results: dict) -> dict:
+    out: dict = {}
+    for t, by_variant in results.get("cli", {}).get("runs", {}).items():
+        for variant, runs in by_variant.items():
+            out.setdefault(t, {})[variant] = {"wall": median(r["wall"] for r in runs), "runs": [r["wall"] for r in runs],
+                                              "accuracy": median(r.get("accuracy") for r in runs)}
+    return out
+
+
+def cli_breakdown(results: dict, t: str) -> dict | None:
+    """Median seconds per category over the instrumented runs at ``t`` threads, with the process's wall time."""
+    runs = results.get("cli", {}).get("runs", {}).get(t, {}).get("runner (instrumented)", [])
+    if not runs:
+        return None
+    rows: dict[str, list[float]] = {}
+    for run in runs:
+        timing = run["timings"]
+        cats = dict(timing.get("categories", {}))
+        cats["imports before the run (hydra, runner)"] = timing["imports"]
+        cats["interpreter start-up and exit"] = max(0.0, run["wall"] - timing["inside"])
+        for k, v in cats.items():
+            rows.setdefault(k, []).append(v)
+        rows.setdefault("__wall__", []).append(run["wall"])
+        rows.setdefault("__tracking__", []).append(sum(v for k, v in cats.items() if k.startswith(("tracking", "run story"))))
+        rows.setdefault("__tracking_strict__", []).append(sum(v for k, v in cats.items() if k.startswith("tracking")))
+        rows.setdefault("__gradcheck__", []).append(cats.get("gradient check", 0.0))
+        rows.setdefault("__share_tracking__", []).append(rows["__tracking__"][-1] / run["wall"])
+        rows.setdefault("__share_tracking_strict__", []).append(rows["__tracking_strict__"][-1] / run["wall"])
+        rows.setdefault("__share_gradcheck__", []).append(rows["__gradcheck__"][-1] / run["wall"])
+    med = {k: median(v) for k, v in rows.items()}
+    last = runs[-1]["timings"]
+    top = sorted(last["seconds"].items(), key=lambda kv: kv[1], reverse=True)[:14]
+    return {"median": med, "runs": len(runs), "top": [(k, v, last["calls"].get(k)) for k, v in top]}
+
+
+def targets(results: dict) -> list[dict]:
+    """Every target with its measured figure and pass/miss (None when not measured)."""
+    rows = []
+    t1 = ref_threads(results)
+    summary = engine_summary(results)
+
+    def add(key: str, label: str, value: float, shown: str, note: str = "") -> None:
+        what, goal, op, threshold = TARGETS[key]
+        ok = None if value != value else (value <= threshold if op == "le" else value >= threshold)
+        rows.append({"key": key, "target": f"{what}: {label}" if label else what, "goal": goal, "measured": shown,
+                     "value": value, "pass": ok, "note": note})
+
+    for name in results["settings"]["recipes"]:
+        e = summary.get(name, {}).get(t1, {})
+        if "runner" in e and "numpy" in e:
+            ratio = e["runner"]["seconds"] / e["numpy"]["seconds"]
+            loop = (e["runner"]["seconds"] - e["runner"]["eval"]) / (e["numpy"]["seconds"] - e["numpy"]["eval"])
+            add("engine", f"{results['recipes'][name]['title']}, {t1} thread", ratio, fmt_ratio(ratio),
+                f"{fmt_s(e['runner']['seconds'])} s vs {fmt_s(e['numpy']['seconds'])} s; evaluation excluded {fmt_ratio(loop)}")
+    cli = cli_summary(results)
+    for t in sorted(cli, key=int):
+        c = cli[t]
+        runner = "runner" if "runner" in c else "runner (instrumented)"  # quick mode runs only the instrumented one
+        if runner in c and "torch script" in c:
+            ratio = c[runner]["wall"] / c["torch script"]["wall"]
+            add("cli", f"{t} thread{'s' if t != '1' else ''}" + (" (as quoted)" if t == t1 else ""), ratio, fmt_ratio(ratio),
+                f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['torch script']['wall'])} s"
+                + (f"; numpy script {fmt_s(c['numpy script']['wall'])} s" if "numpy script" in c else ""))
+    for row in gemm_fractions(results):
+        if row["recipe"] == "mlp512" and row["engine"] == "runner":
+            add("gemm", f"{row['threads']} thread{'s' if row['threads'] != '1' else ''}", row["of_shapes_peak"], fmt_pct(row["of_shapes_peak"]),
+                f"{row['achieved']:.0f} GFLOP/s in the training loop vs {row['shapes_peak']:.0f} GFLOP/s for its shapes "
+                f"({fmt_pct(row['of_square_peak'])} of the {row['square_peak']:.0f} GFLOP/s square peak)")
+    for t in sorted(results.get("cli", {}).get("runs", {}), key=int):
+        b = cli_breakdown(results, t)
+        if b:
+            m = b["median"]
+            add("tracking", f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}", m["__share_tracking__"], fmt_pct(m["__share_tracking__"]),
+                f"{fmt_s(m['__tracking__'])} s of {fmt_s(m['__wall__'])} s: MLflow calls {fmt_s(m['__tracking_strict__'])} s "
+                f"({fmt_pct(m['__share_tracking_strict__'])}) + run story {fmt_s(m['__tracking__'] - m['__tracking_strict__'])} s")
+    te = tracking_engine(results)
+    if te:
+        add("tracking", "engine only (log_metrics sink + flush vs no-op), seed MNIST", te["overhead"], fmt_pct(te["overhead"]),
+            f"{fmt_s(te['tracking'])} s vs {fmt_s(te['noop'])} s")
+    for t in sorted(results.get("cli", {}).get("runs", {}), key=int):
+        b = cli_breakdown(results, t)
+        if b:
+            m = b["median"]
+            add("gradcheck", f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}", m["__share_gradcheck__"], fmt_pct(m["__share_gradcheck__"]),
+                f"{m['__gradcheck__'] * 1000:.0f} ms of {fmt_s(m['__wall__'])} s")
+    for name in results["settings"]["recipes"]:
+        e = summary.get(name, {}).get(t1, {}).get("runner")
+        if e and e["gradcheck"]:
+            share = median(e["gradcheck"]) / e["seconds"]
+            add("gradcheck", f"engine, {results['recipes'][name]['title']}", share, fmt_pct(share),
+                f"{median(e['gradcheck']) * 1000:.1f} ms vs {fmt_s(e['seconds'])} s of training")
+    return rows
+
+
+def tracking_engine(results: dict) -> dict | None:
+    te = results.get("tracking_engine")
+    if not te:
+        return None
+    noop = median(r["seconds"] for r in te["runs"]["noop"])
+    tracking = median(r["seconds"] for r in te["runs"]["tracking"])
+    return {"noop": noop, "tracking": tracking, "overhead": tracking / noop - 1, "pairs": len(te["runs"]["noop"])}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def markdown(results: dict) -> str:
+    parts = [machine_section(results), targets_section(results)]
+    if results.get("errors"):
+        parts.append("## Sections that failed\n\n" + "\n\n".join(f"- **{k}**:\n\n```\n{v}\n```" for k, v in results["errors"].items()))
+    for section in (engines_section, gemm_section, breakdown_section, tracking_section, gradcheck_section, cli_section,
+                    scaling_section, sweep_section):
+        text = section(results)
+        if text:
+            parts.append(text)
+    return "\n\n".join(parts) + "\n"
+
+
+def machine_section(results: dict) -> str:
+    m, s = results["machine"], results["settings"]
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, {b['threading_layer']}, {b['num_threads']} threads by default)"
+                     for b in m["blas"]) or "none found"
+    env = ", ".join(f"{k}={v}" for k, v in m["openblas_env"].items() if v) or "neither set (no extra row)"
+    torch = m["versions"].get("torch")
+    torch_info = ""
+    for by_threads in results.get("engines", {}).values():
+        for by_engine in by_threads.values():
+            for res in by_engine.get("torch", []):
+                torch_info = res.get("torch", {}).get("blas", "") or torch_info
+    rows = [
+        ["measured", f"{m['date']}, {'quick mode (figures meaningless)' if s['quick'] else 'full run'}, {s['repeats']} interleaved repeat(s), threads {', '.join(map(str, s['threads']))}, {results.get('seconds', 0):.0f} s in all"],
+        ["CPU", f"{m['cpu']} ({m['cpu_flags']}), {m['cores']} cores ({m['usable_cores']} usable), {_memory(m['memory'])} RAM"],
+        ["load average", f"{', '.join(f'{x:.2f}' for x in m['load_start'])} at the start, {', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))} at the end (the machine is shared)"],
+        ["Python / platform", f"{m['python']} / {m['platform']}"],
+        ["NumPy BLAS (threadpoolctl)", f"numpy {m['numpy']}: {blas}"],
+        ["OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE", env],
+        ["PyTorch", f"{torch} ({torch_info})" if torch else "not installed"],
+        ["versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k not in ("numpy", "torch"))],
+    ]
+    return "## Machine\n\n" + table(["", ""], rows)
+
+
+def _memory(text: str) -> str:
+    try:
+        return f"{int(text.split()[0]) / 2**20:.0f} GB"
+    except (ValueError, IndexError):
+        return text or "?"
+
+
+def targets_section(results: dict) -> str:
+    rows = [[r["target"], r["goal"], r["measured"], {True: "pass", False: "**miss**", None: "–"}[r["pass"]], r["note"]] for r in targets(results)]
+    t1 = ref_threads(results)
+    return (f"## Targets\n\nRatios at {t1} BLAS thread unless said; medians of interleaved runs (see each section for every run).\n\n"
+            + table(["target", "goal", "measured", "", "detail"], rows))
+
+
+def engines_section(results: dict) -> str:
+    summary = engine_summary(results)
+    if not summary:
+        return ""
+    out = ["## Engines: the same recipe three ways",
+           "Training time only (data loaded once per process, outside the timing), each engine in its own process, "
+           "the engines' order rotating per repeat. Every engine starts from the same weights and draws the same batches "
+           "(runner's seed streams), so the test accuracies agree. *Evaluation*: the engine's evaluation passes inside that "
+           "time (runner evaluates train, val and test after every epoch; the others evaluate test once at the end)."]
+    for name, by_threads in summary.items():
+        info = results["recipes"][name]
+        out.append(f"### {info['title']}\n\n{info['description']} (`+experiment={info['experiment']}`).")
+        rows = []
+        for t in sorted(by_threads, key=int):
+            numpy = by_threads[t].get("numpy")
+            for engine, e in by_threads[t].items():
+                ratio = e["seconds"] / numpy["seconds"] if numpy else float("nan")
+                loop = (e["seconds"] - e["eval"]) / (numpy["seconds"] - numpy["eval"]) if numpy else float("nan")
+                evals = f" ({e['evaluations']}×)" if e.get("evaluations") else ""
+                rows.append([t, engine, fmt_s(e["seconds"]), fmt_us(e["seconds"] / e["steps"] * 1e6), fmt_ratio(ratio),
+                             fmt_s(e["eval"]) + evals, fmt_ratio(loop), f"{e['accuracy']:.4f}", ", ".join(fmt_s(x) for x in e["runs"])])
+        out.append(table(["threads", "engine", "median s", "µs/step", "vs NumPy", "evaluation s", "vs NumPy, evaluation excluded",
+                          "test acc", "runs (s)"], rows))
+    return "\n\n".join(out)
+
+
+def gemm_section(results: dict) -> str:
+    gemm = results.get("gemm")
+    if not gemm:
+        return ""
+    out = ["## fp32 GEMM peak",
+           "numpy.matmul (OpenBLAS) on float32 operands laid out as in a step (x^T dout and dout W^T are transposed views); "
+           "best of several rounds. *Shapes peak*: the FLOPs a step's products need over the time those products take in "
+           "isolation; *square*: a large n×n×n product, the machine's peak."]
+    threads = sorted(gemm, key=int)
+    names = [g["name"] for g in gemm[threads[0]]["shapes"]]
+    rows = []
+    for i, name in enumerate(names):
+        rows.append([name] + [f"{gemm[t]['shapes'][i]['gflops_best']:.0f} ({gemm[t]['shapes'][i]['gflops_median']:.0f})" for t in threads])
+    sq = gemm[threads[0]]["square"]["n"]
+    rows.append([f"square {sq}×{sq}×{sq}"] + [f"{gemm[t]['square']['gflops_best']:.0f} ({gemm[t]['square']['gflops_median']:.0f})" for t in threads])
+    out.append(table(["product", *[f"GFLOP/s at {t} thread{'s' if t != '1' else ''}: best (median)" for t in threads]], rows))
+    fr = gemm_fractions(results)
+    if fr:
+        out.append("Share of the peak each run reaches: the FLOPs its training steps need (forward, dW, and dx of all but the "
+                   "first layer) over its training-loop time (evaluation excluded). *GEMM share of the step*: how much of the "
+                   "loop the products alone would take at the measured speed; the rest is everything else.")
+        out.append(table(["recipe", "threads", "engine", "GFLOP/s", "shapes peak", "of shapes peak", "of square peak", "GEMM share of the step"],
+                         [[results["recipes"][r["recipe"]]["title"], r["threads"], r["engine"], f"{r['achieved']:.1f}", f"{r['shapes_peak']:.0f}",
+                           fmt_pct(r["of_shapes_peak"]), fmt_pct(r["of_square_peak"]), fmt_pct(r["gemm_share_of_step"])] for r in fr]))
+    return "\n\n".join(out)
+
+
+def phase_groups(runner: dict, numpy: dict) -> list[list[str]]:
+    """Rows: phase, runner µs/step, NumPy µs/step; runner's own detail rows below each group."""
+    r_run, n_run = runner["runs"][0], numpy["runs"][0]
+    rs, ns = r_run["steps"], n_run["steps"]
+    rp, np_ = dict(r_run["phases"]), dict(n_run["phases"])
+    groups = [
+        ("sample indices", ["sample indices"], ["sample indices"]),
+        ("forward", [k for k in rp if k.startswith("forward")], ["forward"]),
+        ("loss (value and gradient)", [k for k in rp if k.startswith("loss")], ["loss"]),
+        ("backward", [k for k in rp if k.startswith("backward")], ["backward"]),
+        ("optimizer (and schedule)", ["optimizer", "schedule"], ["optimizer"]),
+        ("metric sink (no-op)", ["metric sink"], []),
+        ("evaluation (amortised per step)", ["evaluation"], ["evaluation"]),
+    ]
+    rows = []
+    timed_runner = sum(rp.values())
+    for label, rkeys, nkeys in groups:
+        r = sum(rp.get(k, 0.0) for k in rkeys)
+        n = sum(np_.get(k, 0.0) for k in nkeys)
+        rows.append([f"**{label}**", fmt_us(r / rs * 1e6), fmt_us(n / ns * 1e6) if nkeys else "–"])
+        if len(rkeys) > 1:
+            for k in sorted(rkeys, key=lambda k: -rp.get(k, 0.0)):
+                if rp.get(k):
+                    rows.append([f"  runner {k}", fmt_us(rp[k] / rs * 1e6), ""])
+    overhead = r_run.get("timer_overhead", 0.0)
+    other_r = max(0.0, r_run["seconds"] - timed_runner - overhead)
+    rows.append(["**batch gather, loop bookkeeping**", fmt_us(other_r / rs * 1e6), fmt_us(np_.get("gather batch", 0.0) / ns * 1e6)])
+    rows.append(["(the timers' own cost, estimated, not in the rows above)", fmt_us(overhead / rs * 1e6), ""])
+    rows.append(["**total**", fmt_us(r_run["seconds"] / rs * 1e6), fmt_us(n_run["seconds"] / ns * 1e6)])
+    return rows
+
+
+def breakdown_section(results: dict) -> str:
+    b = results.get("breakdown")
+    if not b:
+        return ""
+    out = ["## Where a step's time goes (1 thread)",
+           "One run per engine. runner: exclusive timers wrapped around its objects' methods (layers, loss, optimizer, "
+           "sampler, sink, end_epoch) — a few hundred ns per call added; NumPy: a clock read between the phases of the same "
+           "loop. Microseconds per training step; evaluation is amortised over the steps."]
+    for name, pair in b.items():
+        if name == "profile":
+            continue
+        note = f" (shortened to {pair['overrides']})" if pair.get("overrides") else ""
+        out.append(f"### {results['recipes'][name]['title']}{note}")
+        out.append(table(["phase", "runner µs/step", "NumPy µs/step"], phase_groups(pair["runner"], pair["numpy"])))
+    prof = b.get("profile")
+    if prof and prof["runs"][0].get("profile"):
+        run = prof["runs"][0]
+        out.append(f"### cProfile of runner's engine, seed MNIST recipe ({run['steps']} steps, 1 thread, {fmt_s(run['seconds'])} s under the profiler)")
+        out.append("Top entries by own time (NumPy's ufuncs and `@` are inside the Python functions that call them).")
+        out.append(table(["function", "calls", "own s", "cumulative s"],
+                         [[f"`{r['function']}`", r["calls"], f"{r['tottime']:.3f}", f"{r['cumtime']:.3f}"] for r in run["profile"]]))
+    return "\n\n".join(out)
+
+
+def tracking_section(results: dict) -> str:
+    out = []
+    te = tracking_engine(results)
+    if te:
+        out.append(f"Engine only, seed MNIST, 1 thread, {te['pairs']} alternating pair(s) in one process: no-op sink "
+                   f"{fmt_s(te['noop'])} s, `Tracker.log_metrics` sink (buffered) plus the final flush {fmt_s(te['tracking'])} s: "
+                   f"{fmt_pct(te['overhead'])}.")
+    for t in sorted(results.get("cli", {}).get("runs", {}), key=int):
+        b = cli_breakdown(results, t)
+        if not b:
+            continue
+        m = b["median"]
+        cats = sorted((k for k in m if not k.startswith("__")), key=lambda k: -m[k])
+        out.append(f"Where the wall time of `python -m runner +experiment=mnist` goes, {t} thread{'s' if t != '1' else ''} "
+                   f"(`benchmarks/instrumented_cli.py`, median of {b['runs']} run(s), {fmt_s(m['__wall__'])} s wall):")
+        out.append(table(["part", "seconds", "share of wall"], [[k, fmt_s(m[k]), fmt_pct(m[k] / m["__wall__"])] for k in cats]))
+        out.append("Its top functions by exclusive time (last run):")
+        out.append(table(["function", "seconds", "calls"], [[f"`{k}`", fmt_s(v), c] for k, v, c in b["top"]]))
+    if not out:
+        return ""
+    return "## Tracking (MLflow)\n\n" + "\n\n".join(out)
+
+
+def gradcheck_section(results: dict) -> str:
+    summary = engine_summary(results)
+    t1 = ref_threads(results)
+    rows = []
+    for name, by_threads in summary.items():
+        e = by_threads.get(t1, {}).get("runner")
+        if e and e["gradcheck"]:
+            g = median(e["gradcheck"])
+            rows.append([results["recipes"][name]["title"], f"{g * 1000:.1f}", fmt_s(e["seconds"]), fmt_pct(g / e["seconds"]), len(e["gradcheck"])])
+    if not rows:
+        return ""
+    return ("## Gradient check\n\n`runner.gradcheck.check_model` with conf/config.yaml's settings, on the recipe's model, "
+            f"vs the runner engine's training time ({t1} thread).\n\n"
+            + table(["recipe", "check ms (median)", "training s", "share", "checks"], rows))
+
+
+def cli_section(results: dict) -> str:
+    cli = results.get("cli")
+    if not cli:
+        return ""
+    summary = cli_summary(results)
+    out = ["## End to end",
+           f"Whole processes, wall time from the outside: imports, data, tracking, everything; {cli['iterations']} iterations; "
+           "each in a fresh working directory (so the runner creates its MLflow store), except *store exists* (a second run "
+           "in the same directory). *numpy script* and *torch script*: benchmarks/mnist_numpy_script.py and "
+           "benchmarks/mnist_torch_script.py, the same recipe written bare. Threads: the runner's `threads=N`, the torch "
+           "script's `torch.set_num_threads(N)`, threadpoolctl in the numpy script."]
+    rows = []
+    for t in sorted(summary, key=int):
+        base = summary[t].get("torch script")
+        for variant, c in summary[t].items():
+            rows.append([t, variant, fmt_s(c["wall"]), fmt_ratio(c["wall"] / base["wall"]) if base else "–",
+                         "–" if c["accuracy"] != c["accuracy"] else f"{c['accuracy']:.4f}", ", ".join(fmt_s(x) for x in c["runs"])])
+    out.append(table(["threads", "variant", "median wall s", "vs torch script", "test acc", "runs (s)"], rows))
+    prof = cli.get("profile")
+    if prof:
+        out.append(f"cProfile of one `python -m runner +experiment=mnist` ({fmt_s(prof['wall'])} s wall under the profiler), "
+                   "top entries by cumulative time:")
+        out.append(table(["function", "calls", "cumulative s", "own s"],
+                         [[f"`{r['function']}`", r["calls"], f"{r['cumtime']:.2f}", f"{r['tottime']:.2f}"] for r in prof["by_cumtime"]]))
+    return "\n\n".join(out)
+
+
+def scaling_section(results: dict) -> str:
+    rows = results.get("scaling")
+    if not rows:
+        return ""
+    body = [[r["kind"], r["batch"], "-".join(map(str, r["hidden"])), fmt_us(r["runner_us"]), fmt_us(r["numpy_us"]), fmt_ratio(r["ratio"]),
+             f"{r['runner_us_per_sample']:.2f}", f"{r['gflops_runner']:.0f}", f"{r['gflops_numpy']:.0f}"] for r in rows]
+    return ("## Scaling\n\nPer training step, 1 thread, evaluation excluded; the seed recipe (784-H-10, ReLU, softmax "
+            "cross-entropy, SGD, batches drawn with replacement from 5000 MNIST images) with the batch size or the hidden "
+            f"width changed; runner and NumPy alternating in one process, median of {rows[0]['rounds']} round(s).\n\n"
+            + table(["varied", "batch", "hidden", "runner µs/step", "NumPy µs/step", "runner/NumPy", "runner µs/sample",
+                     "runner GFLOP/s", "NumPy GFLOP/s"], body))
+
+
+def sweep_section(results: dict) -> str:
+    sw = results.get("sweep")
+    if not sw:
+        return ""
+    rows = []
+    walls = {}
+    for launcher, runs in sw["runs"].items():
+        if not runs:
+            continue
+        walls[launcher] = median(r["wall"] for r in runs)
+        jobs = runs[-1]["jobs"]
+        threads = ", ".join(sorted({str(j["blas_threads"]) for j in jobs})) or "?"
+        status = ", ".join(sorted({j["status"] for j in jobs})) or "?"
+        acc = ", ".join(f"{j['test_accuracy']:.3f}" for j in jobs if j["test_accuracy"] is not None)
+        rows.append([launcher, fmt_s(walls[launcher]), ", ".join(fmt_s(r["wall"]) for r in runs), len(jobs), status, threads, acc])
+    speedup = walls["sequential"] / walls["joblib"] if {"sequential", "joblib"} <= set(walls) else float("nan")
+    cmd = f"python -m runner --multirun +experiment=mnist trainer.iterations={sw['iterations']} optimizer.lr={sw['lrs']}"
+    return (f"## Sweep: joblib vs sequential\n\n`{cmd}`, as is (Hydra's basic launcher, one job after another) and with "
+            "`hydra/launcher=joblib hydra.launcher.n_jobs=2`; fresh directory each time. BLAS threads per job are runner's own "
+            "choice (`threads: null`: the cores shared among parallel jobs), read back from each job's `runner.blas_threads` tag.\n\n"
+            + table(["launcher", "median wall s", "runs (s)", "jobs", "status", "BLAS threads per job", "test accuracy per job"], rows)
+            + f"\n\njoblib speed-up: {fmt_ratio(speedup)}.")

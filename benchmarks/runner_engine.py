@@ -1,0 +1,172 @@
+"""The recipes through runner's own engine: plugins from the registry, ``build_model``,
+``runner.train.Training`` (what ``python -m runner`` runs), with a metric sink that does nothing or
+what app.py does (``Tracker.log_metrics``, buffered, into an MLflow SQLite store)."""
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .recipes import Recipe
+from .timers import Timers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _registry():
+    from runner.registry import load_registry
+
+    return load_registry()  # called without arguments: its signature may grow
+
+
+def build(recipe: Recipe, data, seed: int = 0):
+    """(model, loss, optimizer, splits, trainer config, batch rng, schedule, check seed) as app.py builds them."""
+    from runner.model import build_model, mlp_layers
+    from runner.schedules import make_schedule
+    from runner.train import TrainerConfig
+
+    registry = _registry()
+    splits = data.splits()
+    init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
+    layers = mlp_layers(recipe.hidden, recipe.activation, recipe.output_activation, dict(recipe.linear), dropout=recipe.dropout)
+    model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), np.dtype(np.float32))
+    loss = registry.get("loss", recipe.loss, "loss.name").create({}, "loss")
+    optimizer = registry.get("optimizer", recipe.optimizer, "optimizer.name").create({"lr": recipe.lr}, "optimizer")
+    trainer = TrainerConfig(epochs=recipe.epochs, iterations=recipe.iterations, batch_size=recipe.batch_size,
+                            sampling=recipe.sampling, log_every=_config().trainer.log_every)
+    schedule = make_schedule(recipe.schedule, recipe.lr, trainer.total_steps(len(splits.train)), {})
+    return model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), schedule, check_seed
+
+
+def _config():
+    """The project's defaults (conf/): log_every, the gradient check's settings."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "conf" / "config.yaml")
+    trainer = OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml")
+    cfg.trainer = trainer
+    return cfg
+
+
+def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool = False, profile: bool = False) -> dict:
+    """One timed run of ``Training.run()`` (plus ``tracker.end()``, which flushes, for the tracking sink)."""
+    from runner.train import Training
+
+    model, loss, optimizer, splits, trainer, rng, schedule, _ = build(recipe, data, seed)
+    tracker, store = None, None
+    if sink == "tracking":
+        tracker, store = _tracker()
+        log = tracker.log_metrics
+    else:
+        def log(metrics, step):
+            pass
+    training = Training(model, loss, optimizer, splits, trainer, rng, log, schedule)
+    timers = Timers()
+    eval_timer = Timers()
+    if phases:
+        _instrument(timers, training, model, loss, optimizer)
+    else:
+        eval_timer.wrap(training, "end_epoch", "evaluation")
+    profiler = cProfile.Profile() if profile else None
+    began = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    final = training.run()
+    if tracker is not None:
+        tracker.end("FINISHED")
+    if profiler:
+        profiler.disable()
+    seconds = time.perf_counter() - began
+    if store is not None:
+        shutil.rmtree(store, ignore_errors=True)
+    key = "test/accuracy"
+    result = {"seconds": seconds, "steps": training.total, "test_accuracy": final.get(key, float("nan")),
+              "eval_seconds": (timers if phases else eval_timer).seconds.get("evaluation", 0.0),
+              "evaluations": (timers if phases else eval_timer).calls.get("evaluation", 0)}
+    if phases:
+        result["phases"] = dict(timers.seconds)
+        result["timer_overhead"] = timer_overhead() * sum(timers.calls.values())
+    if profiler:
+        result["profile"] = profile_rows(profiler)
+    return result
+
+
+def _tracker():
+    """A Tracker on a fresh SQLite store in a temp dir, the store created beforehand (as on a second run)."""
+    from runner.tracking import Target, Tracker, default_store
+
+    store = Path(tempfile.mkdtemp(prefix="runner-bench-store-"))
+    uri, artifacts = default_store(store / "outputs")
+    where = Target(uri, artifacts, "benchmarks")
+    Tracker.start(where, "create the store").end("FINISHED")
+    return Tracker.start(where, "benchmark"), store
+
+
+def _instrument(timers: Timers, training, model, loss, optimizer) -> None:
+    for layer, kind in zip(model.layers, model.types):
+        timers.wrap(layer, "forward", f"forward: {kind}")
+        timers.wrap(layer, "backward", f"backward: {kind}")
+    timers.wrap(model, "forward", "forward: Sequential")
+    timers.wrap(model, "backward", "backward: Sequential")
+    timers.wrap(loss, "forward", "loss: forward")
+    timers.wrap(loss, "backward", "loss: backward")
+    timers.wrap(optimizer, "step", "optimizer")
+    timers.wrap(training.sampler, "next", "sample indices")
+    training.learning_rate = timers.timed(training.learning_rate, "schedule") if training.learning_rate else None
+    training.sink = timers.timed(training.sink, "metric sink")
+    timers.wrap(training, "end_epoch", "evaluation", absorb=True)  # the layers' calls inside it are evaluation
+
+
+def timer_overhead(n: int = 20000) -> float:
+    """Seconds one wrapped call adds (a nested pair, as layer calls inside Sequential.forward), for the breakdown."""
+    timers = Timers()
+    inner = timers.timed(lambda: None, "inner")
+    outer = timers.timed(lambda: inner(), "outer")
+    plain = lambda: (lambda: None)()  # noqa: E731
+    began = time.perf_counter()
+    for _ in range(n):
+        plain()
+    base = time.perf_counter() - began
+    began = time.perf_counter()
+    for _ in range(n):
+        outer()
+    return max(0.0, (time.perf_counter() - began - base) / (2 * n))
+
+
+def gradcheck(recipe: Recipe, data, seed: int = 0) -> dict:
+    """One gradient check as app.py runs it before training (conf/config.yaml's gradcheck settings)."""
+    from runner.gradcheck import check_model
+    from runner.train import targets_for
+
+    model, loss, _, splits, _, _, _, check_seed = build(recipe, data, seed)
+    gc = _config().gradcheck
+    x = splits.train.x[: gc.samples]
+    t = targets_for(splits.train.y[: gc.samples], splits.meta, loss, x.dtype)
+    began = time.perf_counter()
+    checks = check_model(model, loss, x, t, eps=gc.eps, max_entries=gc.max_entries, seed=int(check_seed.generate_state(1)[0]))
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "max_rel_error": max(c.rel_error for c in checks.values()), "arrays": len(checks)}
+
+
+def profile_rows(profiler: cProfile.Profile, top: int = 18) -> list[dict]:
+    """The top entries by own time: [{"function", "calls", "tottime", "cumtime"}]."""
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = []
+    for (file, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():
+        short = f"{_short(file)}:{line}({name})" if line else name
+        rows.append({"function": short, "calls": nc, "tottime": tt, "cumtime": ct})
+    rows.sort(key=lambda r: r["tottime"], reverse=True)
+    return rows[:top]
+
+
+def _short(file: str) -> str:
+    for marker in ("/site-packages/", str(ROOT) + "/"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    return file.rsplit("/", 1)[-1]

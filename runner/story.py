@@ -1,0 +1,186 @@
+"""What a finished run adds so that its MLflow page tells the whole story at a glance.
+
+``log_run_story`` is called once, after the weights and the config are logged (runner.app):
+
+    plots/training_curves.png   loss and accuracy (mae) per step, train vs val
+    plots/confusion_matrix.png  classifiers: true vs predicted on the test split
+    plots/misclassified.png     image datasets: misclassified test images, true -> predicted
+    plots/gradcheck.png         relative error per parameter, log scale, with the threshold
+    tables/gradcheck.csv|md     the gradient check per parameter
+    tables/per_class.csv|md     classifiers: precision, recall, f1, support per class
+    summary.txt                 layers, shapes, parameter counts
+    model/                      the trained model as an MLflow pyfunc model (runner.pyfunc)
+    inputs                      the train/val/test splits as MLflow dataset inputs (name, digest, source, shape)
+
+Config section ``report``: ``enabled`` (everything above), ``model`` (the pyfunc model),
+``misclassified`` (how many images the grid shows). A part that fails is logged as a warning
+and named in the tag ``runner.report.failed``: the trained run itself stays FINISHED.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner import report
+
+log = logging.getLogger("runner.story")
+
+#: the curves read back from the run: split/metric for these splits and metrics
+CURVES = [f"{split}/{key}" for split in ("train", "val") for key in ("loss", "accuracy", "mae")]
+DEFAULTS = {"enabled": True, "model": True, "misclassified": 36}
+
+
+def settings(cfg) -> dict:
+    section = cfg.get("report") if cfg is not None else None
+    given = {k: section[k] for k in section} if section is not None else {}
+    return {**DEFAULTS, **given}
+
+
+def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str, float]:
+    """Pictures, tables, the model summary, the dataset inputs and the pyfunc model of a finished
+    run, logged to ``tracker``'s run; returns the seconds each part took."""
+    options = settings(cfg)
+    if not options["enabled"]:
+        return {}
+    out = Path(run_dir) / "report"
+    timings: dict[str, float] = {}
+    failed: list[str] = []
+
+    def part(name: str, fn, *args) -> Any:
+        began = time.perf_counter()
+        try:
+            return fn(*args)
+        except Exception as e:  # pictures are worth less than the trained run: warn, tag, go on
+            failed.append(name)
+            log.warning("report: %s failed: %s: %s", name, type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))
+        finally:
+            timings[name] = time.perf_counter() - began
+
+    tracker.flush()  # the metric history is read back from the store
+    meta, test = splits.meta, splits.test
+    described = _describe(model, loss, cfg, meta)
+    raw = _outputs(model, test.x)
+    predicted = _read(raw, described)
+    part("curves", _curves, tracker, out, cfg)
+    if meta.task in ("classification", "binary"):
+        part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
+    part("gradcheck", _gradcheck, tracker, out, model, cfg)
+    part("summary", _summary, tracker, out, model, cfg)
+    part("inputs", _inputs, tracker, splits, cfg)
+    if options["model"]:
+        part("model", _model, tracker, run_dir, out, described, test.x[:2], predicted[:2])
+    if failed:
+        tracker.set_tags({"runner.report.failed": ", ".join(failed)})
+    log.info("report: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+    return timings
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def _describe(model, loss, cfg, meta) -> dict:
+    from runner.pyfunc import describe
+
+    dtype = next(iter(model.params.values())).dtype if model.params else np.dtype(str(cfg.get("dtype", "float32")))
+    last = model.types[-1] if getattr(model, "types", None) else None
+    return describe(meta, str(dtype), str(cfg.loss.name), float(getattr(loss, "binary_threshold", 0.5)), last)
+
+
+def _outputs(model, x: np.ndarray) -> np.ndarray:
+    from runner.pyfunc import outputs_of
+
+    return outputs_of(model, x)
+
+
+def _read(raw: np.ndarray, described: dict) -> np.ndarray:
+    from runner.pyfunc import read_outputs
+
+    return read_outputs(raw, described, "classes")
+
+
+def history(client, run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """metric key -> [(step, value), ...] for the keys the run has."""
+    logged = client.get_run(run_id).data.metrics
+    return {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in keys if key in logged}
+
+
+def _curves(tracker, out: Path, cfg) -> None:
+    path = report.training_curves(history(tracker.client, tracker.run_id, CURVES), out / "plots" / "training_curves.png")
+    tracker.log_artifact(path, "plots")
+
+
+def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) -> None:
+    n = max(meta.output_size, 2) if meta.task == "binary" else meta.output_size
+    y = np.asarray(test.y).astype(np.int64).reshape(-1)
+    matrix = report.confusion_matrix(y, predicted, n)
+    tracker.log_artifact(report.plot_confusion_matrix(matrix, meta.classes, out / "plots" / "confusion_matrix.png"), "plots")
+    for path in report.write_table(report.per_class_table(y, predicted, meta.classes, n), out / "tables", "per_class"):
+        tracker.log_artifact(path, "tables")
+    shape = report.image_shape(meta.input_shape, test.x[:1000])
+    if shape is not None and limit > 0:
+        path = report.misclassified_grid(test.x, y, predicted, meta.classes, out / "plots" / "misclassified.png", shape, limit)
+        tracker.log_artifact(path, "plots")
+
+
+def _gradcheck(tracker, out: Path, model, cfg) -> None:
+    metrics = tracker.client.get_run(tracker.run_id).data.metrics
+    checks: dict[str, dict] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "gradcheck" and parts[2] in ("rel_error", "max_abs_diff"):
+            checks.setdefault(parts[1], {})[parts[2]] = value
+    order = list(model.params)
+    checks = {name: checks[name] for name in sorted(checks, key=lambda n: order.index(n) if n in order else len(order))
+              if {"rel_error", "max_abs_diff"} <= set(checks[name])}
+    if not checks:
+        return  # gradcheck.enabled=false
+    threshold = float(cfg.gradcheck.threshold)
+    table = report.gradcheck_table(checks, threshold, {k: v.shape for k, v in model.params.items()})
+    tracker.log_artifact(report.plot_gradcheck(table, threshold, out / "plots" / "gradcheck.png"), "plots")
+    for path in report.write_table(table, out / "tables", "gradcheck", floatfmt=".3e"):
+        tracker.log_artifact(path, "tables")
+
+
+def _summary(tracker, out: Path, model, cfg) -> None:
+    dtype = str(next(iter(model.params.values())).dtype) if model.params else ""
+    path = out / "summary.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.model_summary(model, dtype))
+    tracker.log_artifact(path)
+
+
+def _inputs(tracker, splits, cfg) -> None:
+    """The train/val/test splits as MLflow dataset inputs: name, digest, source (the dataset plugin and its
+    options), and the profile (shapes) and schema MLflow records for a NumPy dataset."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+    from omegaconf import OmegaConf
+
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    source = CodeDatasetSource(tags={"runner.dataset": str(cfg.dataset.name), "runner.dataset.options": json.dumps(dataset_cfg),
+                                     "runner.data_dir": str(cfg.get("data_dir") or "")})
+    inputs = []
+    for context, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if not len(split):
+            continue
+        dataset = mlflow.data.from_numpy(split.x, source=source, targets=split.y, name=splits.meta.name)
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+
+
+def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarray, predicted: np.ndarray) -> None:
+    from runner.pyfunc import log_model
+
+    weights, config = Path(run_dir) / "model.npz", Path(run_dir) / "config.resolved.yaml"
+    experiment_id = tracker.client.get_run(tracker.run_id).info.experiment_id
+    work = out / "model"
+    work.mkdir(parents=True, exist_ok=True)
+    model_id = log_model(tracker.client, tracker.run_id, experiment_id, weights=weights, config=config, described=described,
+                         example=example, predicted=predicted, workdir=work)
+    tracker.set_tags({"runner.model_id": model_id})
