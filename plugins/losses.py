@@ -41,6 +41,8 @@ class MSE(Loss):
 class SumSquared(Loss):
     """Seed-style L2: L = 1/2 sum((pred - target)^2) over the batch; dL/dpred = pred - target."""
 
+    reduction = "sum"
+
     def forward(self, pred, target):
         self.diff = pred - _like(target, pred)
         return float(0.5 * np.sum(self.diff**2))

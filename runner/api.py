@@ -41,6 +41,8 @@ class Layer:
     params: dict[str, np.ndarray]
     grads: dict[str, np.ndarray]
     buffers: dict[str, np.ndarray]
+    #: False on a model's first layer: ``backward`` may then skip d(input) and return None
+    needs_input_grad: bool = True
 
     def __init__(self) -> None:
         self.params = {}
@@ -67,6 +69,9 @@ class Loss:
     """
 
     accepts_class_indices: bool = False
+    #: "mean" when the value is an average over the batch, "sum" when it adds up over the batch
+    #: (then evaluation reports it per batch of the training size)
+    reduction: str = "mean"
     #: where the single output of a binary task splits the classes: 0.5 for probabilities, 0 for logits
     binary_threshold: float = 0.5
 

@@ -127,4 +127,5 @@ def build_model(
             f"model.layers[{len(layers) - 1}] ({types[-1]}): the model gives {'x'.join(map(str, shape))} outputs, "
             f"but dataset {meta.name!r} ({meta.task}) needs {meta.output_size}"
         )
+    layers[0].needs_input_grad = False  # d(input) of the data is never used
     return Sequential(layers, types, shapes, origins)

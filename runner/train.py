@@ -107,14 +107,24 @@ def targets_for(y: np.ndarray, meta: Meta, loss: Loss, dtype) -> np.ndarray:
     return y.astype(dtype)
 
 
+#: rows per forward pass when evaluating: large enough for efficient matrix products
+EVAL_ROWS = 8192
+
+
 def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> dict[str, float]:
-    """Loss (mean over batches of the training size) and accuracy, or mae for regression."""
+    """Loss and accuracy (or mae for regression) over a whole split, in chunks of EVAL_ROWS rows.
+
+    The loss is the mean over samples for a "mean" loss; for a "sum" loss (sum_squared) it is
+    given per batch of ``batch_size`` samples, the scale of train/loss.
+    """
     target = targets_for(split.y, meta, loss, split.x.dtype)
     total_loss, score = 0.0, 0.0
-    for start in range(0, len(split), batch_size):
-        xb, tb, yb = split.x[start : start + batch_size], target[start : start + batch_size], split.y[start : start + batch_size]
+    for start in range(0, len(split), EVAL_ROWS):
+        rows = slice(start, start + EVAL_ROWS)
+        xb, tb, yb = split.x[rows], target[rows], split.y[rows]
         pred = model.forward(xb, training=False)
-        total_loss += loss.forward(pred, tb) * len(xb)
+        value = loss.forward(pred, tb)
+        total_loss += value * batch_size if loss.reduction == "sum" else value * len(xb)
         if meta.task == "classification":
             score += np.sum(pred.argmax(axis=1) == yb)
         elif meta.task == "binary":
@@ -123,10 +133,6 @@ def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> di
             score += np.sum(np.abs(pred - yb)) / pred.shape[1]
     key = "mae" if meta.task == "regression" else "accuracy"
     return {"loss": total_loss / len(split), key: float(score / len(split))}
-
-
-#: ``hook(training)``: called after every step (e.g. to stop at a step boundary on a signal)
-StepHook = Callable[["Training"], None]
 
 
 class Training:

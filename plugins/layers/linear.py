@@ -50,6 +50,8 @@ class Linear(Layer):
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dout):
-        self.grads["W"][...] = self.x.T @ dout  # (in, batch) @ (batch, out)
-        self.grads["b"][...] = dout.sum(axis=0)
+        np.matmul(self.x.T, dout, out=self.grads["W"])  # (in, batch) @ (batch, out), into the gradient's buffer
+        np.sum(dout, axis=0, out=self.grads["b"])
+        if not self.needs_input_grad:  # the model's first layer: nobody uses d(input)
+            return None
         return dout @ self.params["W"].T
