@@ -1,24 +1,26 @@
 """The trained network as an MLflow pyfunc model: ``mlflow.pyfunc.load_model(uri).predict(x)``.
 
-The model folder holds no pickled weights: its artifacts are
+Logged to the run as an MLflow 3 logged model named ``model``: ``runs:/<run id>/model`` and
+``models:/<model id>`` (the run's tag ``runner.model_id``) both load it. Its folder holds
 
     artifacts/model.npz            the weights and buffers by parameter name (loaded with allow_pickle=False)
     artifacts/config.resolved.yaml the run's resolved config: the model section rebuilds the layers
     artifacts/model.json           the dataset's Meta (task, input shape, classes), dtype and how to read outputs
+    runner_model.py                MLflow's "model from code": hands it ``runner.pyfunc.RunnerModel``
 
-and ``runner_model.py``, MLflow's "model from code": three lines that hand it ``runner.pyfunc.RunnerModel``
-(no pickle anywhere). Loading rebuilds the
-network from the installed plugins (``load_registry`` + ``build_model``, exactly as a run does),
-then copies the weights in: it needs numpy and this project (with the plugins the run used).
+plus MLmodel (signature, input example) and requirements.txt (numpy, runner). Nothing is pickled.
+Loading rebuilds the network from the installed plugins (``load_registry`` + ``build_model``, as a
+run does) and copies the weights in: it needs numpy and this project (with the plugins the run used).
 
-``predict(x, params=None)``: ``x`` is a float array or a pandas DataFrame of shape (n, features)
-(the dataset's flattened input width, e.g. 784 for MNIST, 4 for iris). It returns
+``predict(x, params=None)``: ``x`` is an array of the run's dtype (float32 by default; MLflow's
+signature check refuses float64) or a pandas DataFrame, of shape (n, features), e.g. (n, 784) for
+MNIST, (n, 4) for iris. It returns
 
 - classification / binary: the predicted class indices, int64 of shape (n,);
   ``params={"output": "probabilities"}``: class probabilities, (n, classes) (binary: (n, 1), the
-  probability of class 1), when the loss says how to read the outputs (softmax cross-entropy,
-  nll, binary cross-entropy, bce with logits); ``params={"output": "scores"}``: the network's raw
-  outputs (logits or probabilities, as trained);
+  probability of class 1) when the outputs can be read so: after a final softmax (sigmoid) layer,
+  or trained with softmax cross-entropy, nll, binary cross-entropy or bce with logits;
+  ``params={"output": "scores"}``: the network's raw outputs (logits or probabilities, as trained);
 - regression: the predicted values, (n, outputs).
 """
 from __future__ import annotations

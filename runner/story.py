@@ -63,16 +63,14 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
 
     tracker.flush()  # the metric history is read back from the store
     meta, test = splits.meta, splits.test
-    described = _describe(model, loss, cfg, meta)
-    raw = _outputs(model, test.x)
-    predicted = _read(raw, described)
+    described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
     part("curves", _curves, tracker, out, cfg)
-    if meta.task in ("classification", "binary"):
+    if meta.task in ("classification", "binary") and predicted is not None:
         part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
     part("gradcheck", _gradcheck, tracker, out, model, cfg)
     part("summary", _summary, tracker, out, model, cfg)
     part("inputs", _inputs, tracker, splits, cfg)
-    if options["model"]:
+    if options["model"] and predicted is not None:
         part("model", _model, tracker, run_dir, out, described, test.x[:2], predicted[:2])
     if failed:
         tracker.set_tags({"runner.report.failed": ", ".join(failed)})
@@ -91,16 +89,12 @@ def _describe(model, loss, cfg, meta) -> dict:
     return describe(meta, str(dtype), str(cfg.loss.name), float(getattr(loss, "binary_threshold", 0.5)), last)
 
 
-def _outputs(model, x: np.ndarray) -> np.ndarray:
-    from runner.pyfunc import outputs_of
+def _predict(model, loss, cfg, meta, x: np.ndarray) -> tuple[dict, np.ndarray]:
+    """(model.json's description, the predictions on ``x``: class indices, or values for regression)."""
+    from runner.pyfunc import outputs_of, read_outputs
 
-    return outputs_of(model, x)
-
-
-def _read(raw: np.ndarray, described: dict) -> np.ndarray:
-    from runner.pyfunc import read_outputs
-
-    return read_outputs(raw, described, "classes")
+    described = _describe(model, loss, cfg, meta)
+    return described, read_outputs(outputs_of(model, x), described, "classes")
 
 
 def history(client, run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
