@@ -44,6 +44,12 @@ def worker(spec: dict, drop_env: tuple[str, ...] = ()) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def rotate(items: list, r: int) -> list:
     k = r % len(items)
     return items[k:] + items[:k]
@@ -92,18 +98,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few steps of everything (proves the harness works; figures meaningless)")
     p.add_argument("--threads", default=None, help="BLAS threads to compare at, e.g. 1,2 (default 1,2; quick: 1)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per measurement (default 3; quick: 1)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="interleaved repeats per measurement (default 3; at 1 thread at least 5 for the cheap seed MNIST and tiny recipes; quick: 1)")
     p.add_argument("--recipes", default=",".join(R.RECIPES), help=f"which recipes (default {','.join(R.RECIPES)})")
     p.add_argument("--only", default=None, help=f"comma-separated sections among {','.join(SECTIONS)} (default all; quick: all but sweep)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     p.add_argument("--data-dir", default=None, help="MNIST lives in <dir>/mnist (default: $RUNNER_DATA_DIR or ../shared/data)")
     p.add_argument("--out", default=None, help="write the report: a .md file (only its generated block is replaced) or a .json file")
     p.add_argument("--json", default=None, help="also write the raw results as JSON here")
+    p.add_argument("--report-from", default=None, metavar="JSON", help="measure nothing: render the report of a saved --json file")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
+    import signal
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that temporary data is removed
+    if args.report_from:
+        from .report import markdown
+
+        results = json.loads(Path(args.report_from).read_text())
+        write(args, results, markdown(results))
+        return results
     quick = args.quick
     threads = [int(t) for t in (args.threads or ("1" if quick else "1,2")).split(",")]
     repeats = args.repeats or (1 if quick else 3)
@@ -209,10 +227,14 @@ def measure_engines(names, paths, threads, repeats, engines, quick, phases: bool
     variants = [(e, e, ()) for e in engines]
     env_set = any(os.environ.get(k) for k in OPENBLAS_ENV)
     out: dict = {n: {str(t): {} for t in threads} for n in names}
-    for r in range(repeats):
+    # the cheap recipes get more repeats at the thread count ratios are quoted at
+    rounds = {(n, t): repeats if quick or t != min(threads) else max(repeats, R.get(n).min_repeats) for n in names for t in threads}
+    for r in range(max(rounds.values())):
         for n in names:
             recipe = R.get(n, quick)
             for t in threads:
+                if r >= rounds[n, t]:
+                    continue
                 rows = list(variants)
                 if env_set and t == min(threads) and n == "mnist":  # an extra row: the same runs without them
                     rows += [(f"{e} (no OPENBLAS_* env)", e, OPENBLAS_ENV) for e in ("runner", "numpy")]
@@ -225,7 +247,7 @@ def measure_engines(names, paths, threads, repeats, engines, quick, phases: bool
                     result = worker(spec, drop)
                     out[n][str(t)].setdefault(label, []).append(result)
                     seconds = [x["seconds"] for x in result["runs"]]
-                    log(f"engines: repeat {r + 1}/{repeats} {n} {t} thread(s) {label}: {min(seconds):.3f} s")
+                    log(f"engines: repeat {r + 1}/{rounds[n, t]} {n} {t} thread(s) {label}: {min(seconds):.3f} s")
     return out
 
 

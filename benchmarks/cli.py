@@ -118,9 +118,12 @@ def profile_cli(data_dir: Path, iterations: int | None, top: int = 25) -> dict:
             args.append(f"trainer.iterations={iterations}")
         result = timed(args, work, env_for(data_dir), 900)
         stats = pstats.Stats(str(out))
+        total = max(ct for (_, _, _), (_, _, _, ct, _) in stats.stats.items())
         rows = []
         for (file, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():
-            if file.startswith("<frozen") or name in ("<module>", "exec", "_call_with_frames_removed"):
+            if file.startswith("<frozen") or name in ("<module>", "<built-in method builtins.exec>", "_call_with_frames_removed"):
+                continue
+            if ct > 0.9 * total or "/hydra/" in file:  # the entry point and Hydra's frames around the whole run
                 continue
             rows.append({"function": _short(file, line, name), "calls": nc, "tottime": tt, "cumtime": ct})
         by_cum = sorted(rows, key=lambda r: r["cumtime"], reverse=True)[:top]

@@ -31,6 +31,7 @@ class Recipe:
     epochs: int = 10
     limit: int | None = None        # use only the first `limit` samples of each split (quick mode)
     inner: int = 1                  # runs per worker process (short recipes: time several, take the median)
+    min_repeats: int = 3            # interleaved repeats at least (cheap recipes get more)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.batch_size)
@@ -58,7 +59,7 @@ class Recipe:
 MNIST = Recipe(
     name="mnist", title="seed MNIST 784-50-10 SGD", experiment="mnist", dataset="mnist", hidden=(50,),
     linear={"init": "normal", "std": 0.01}, loss="softmax_cross_entropy", optimizer="sgd", lr=0.1,
-    batch_size=100, sampling="replacement", iterations=10000,
+    batch_size=100, sampling="replacement", iterations=10000, min_repeats=5,
 )
 
 #: conf/experiment/mnist_mlp.yaml (dropout 0.2, Adam, cosine schedule, batch 128) for 10 epochs, as the issue measured.
@@ -72,7 +73,7 @@ MLP512 = Recipe(
 TINY = Recipe(
     name="tiny", title="iris 4-20-1 SGD", experiment="iris_binary", dataset="iris_binary", hidden=(20,),
     linear={"init": "uniform_centered"}, output_activation="sigmoid", loss="sum_squared", optimizer="sgd", lr=0.1,
-    batch_size=15, sampling="shuffle", iterations=1000, inner=15,
+    batch_size=15, sampling="shuffle", iterations=1000, inner=15, min_repeats=5,
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (MNIST, MLP512, TINY)}
