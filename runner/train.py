@@ -135,6 +135,10 @@ def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> di
     return {"loss": total_loss / len(split), key: float(score / len(split))}
 
 
+#: ``hook(training)``: called after every step or epoch (e.g. to stop at a step boundary on a signal)
+StepHook = Callable[["Training"], None]
+
+
 class Training:
     """The loop, as an object whose progress can be saved and restored (checkpoints, resume).
 

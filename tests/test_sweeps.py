@@ -1,5 +1,4 @@
 """Sweeps as users run them: real Hydra multiruns in subprocesses, recorded in a real MLflow store."""
-import json
 import math
 import os
 import signal
