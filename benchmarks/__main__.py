@@ -55,6 +55,20 @@ def rotate(items: list, r: int) -> list:
     return items[k:] + items[:k]
 
 
+def code_fingerprint() -> dict:
+    """A digest of runner/, plugins/ and conf/ and the newest modification: the code measured, and
+    whether it changed while the benchmark ran (others edit the tree)."""
+    import hashlib
+
+    digest, newest = hashlib.sha256(), 0.0
+    for folder in ("runner", "plugins", "conf"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+                newest = max(newest, path.stat().st_mtime)
+    return {"sha256": digest.hexdigest()[:16], "newest": datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+
+
 def machine_facts() -> dict:
     from threadpoolctl import threadpool_info
     import numpy
@@ -91,6 +105,7 @@ def machine_facts() -> dict:
                  for p in threadpool_info() if p.get("user_api") == "blas"],
         "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_ENV},
         "load_start": os.getloadavg(),
+        "code_start": code_fingerprint(),
     }
 
 
@@ -196,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     results["machine"]["load_end"] = os.getloadavg()
+    results["machine"]["code_end"] = code_fingerprint()
     results["seconds"] = time.perf_counter() - began
     from .report import markdown
 

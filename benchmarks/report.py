@@ -248,12 +248,23 @@ def machine_section(results: dict) -> str:
         ["CPU", f"{m['cpu']} ({m['cpu_flags']}), {m['cores']} cores ({m['usable_cores']} usable), {_memory(m['memory'])} RAM"],
         ["load average", f"{', '.join(f'{x:.2f}' for x in m['load_start'])} at the start, {', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))} at the end (the machine is shared)"],
         ["Python / platform", f"{m['python']} / {m['platform']}"],
+        ["code measured (runner/, plugins/, conf/)", _code(m)],
         ["NumPy BLAS (threadpoolctl)", f"numpy {m['numpy']}: {blas}"],
         ["OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE", env],
         ["PyTorch", f"{torch} ({torch_info})" if torch else "not installed"],
         ["versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k not in ("numpy", "torch"))],
     ]
     return "## Machine\n\n" + table(["", ""], rows)
+
+
+def _code(m: dict) -> str:
+    start, end = m.get("code_start"), m.get("code_end")
+    if not start:
+        return "not recorded"
+    text = f"sha256 {start['sha256']}…, newest file {start['newest']}"
+    if end and end["sha256"] != start["sha256"]:
+        return text + f"; **changed during the run** (sha256 {end['sha256']}…, newest file {end['newest']}): figures mix two versions"
+    return text + ("; unchanged during the run" if end else "")
 
 
 def _memory(text: str) -> str:
