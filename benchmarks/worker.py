@@ -74,8 +74,6 @@ def run(spec: dict) -> dict:
         else:
             raise SystemExit(f"unknown engine {engine!r}")
         if engine == "runner" and spec.get("sink") == "tracking":  # noop and tracking alternating, in one process
-            from . import runner_engine as impl
-
             impl.train(warm, data)
             out: dict = {s: [] for s in set(sinks)}
             for i in range(inner):
