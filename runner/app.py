@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -158,7 +159,7 @@ def execute(cfg: DictConfig) -> float:
             else:
                 record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits)
             save = checkpointer(cfg, run_dir, tracker, model, optimizer, training, config)
-            training.after_epoch = lambda t: save() if cfg.checkpoint.every and t.epoch % cfg.checkpoint.every == 0 else None
+            training.after_epoch = lambda t: save() if save.due(t) else None
 
             def stop_on_signal(t: Training) -> None:
                 if signals.pending is not None:
@@ -209,15 +210,25 @@ def record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, 
 
 
 def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, training: Training, config: dict):
-    """``save()``: write the run's checkpoint atomically and log it as an artifact."""
+    """``save()``: write the run's checkpoint atomically and log it as an artifact. ``save.due(training)``:
+    whether an epoch's end calls for one (every ``checkpoint.every`` epochs, at most one per
+    ``checkpoint.min_interval_s`` seconds; an interrupt always saves)."""
+    every, min_interval = int(cfg.checkpoint.every or 0), float(cfg.checkpoint.get("min_interval_s") or 0)
+    last = [time.monotonic()]
+
     def save() -> None:
         if not cfg.checkpoint.enabled:
             return
         path = checkpoint.save(run_dir / "checkpoints", resume.state_of(model, optimizer, training, config, tracker.run_id, tracker.uri))
         tracker.flush()  # the metrics up to this step are in the store with the checkpoint
         tracker.log_artifact(path, resume.ARTIFACT_DIR)
+        last[0] = time.monotonic()
         log.debug("checkpoint after step %d: %s", training.step, path)
 
+    def due(t: Training) -> bool:
+        return bool(every) and t.epoch % every == 0 and time.monotonic() - last[0] >= min_interval
+
+    save.due = due
     return save
 
 

@@ -33,6 +33,9 @@ class TrainerConfig:
     sampling: str = "shuffle"
     log_every: int = 10
     clip_grad_norm: float | None = None
+    eval_every: int | None = None
+    train_metrics: str = "running"
+    eval_test: str = "final"
 
     def validate(self, n_train: int) -> None:
         def positive(key: str, value) -> None:
@@ -48,12 +51,24 @@ class TrainerConfig:
             raise RunnerError(f"trainer.clip_grad_norm: expected a positive number or null, got {self.clip_grad_norm!r}")
         if self.sampling not in ("shuffle", "replacement"):
             raise RunnerError(f"trainer.sampling: expected 'shuffle' or 'replacement', got {self.sampling!r}")
+        if self.eval_every is not None:
+            positive("eval_every", self.eval_every)
+        if self.train_metrics not in ("running", "full"):
+            raise RunnerError(f"trainer.train_metrics: expected 'running' or 'full', got {self.train_metrics!r}")
+        if self.eval_test not in ("final", "every"):
+            raise RunnerError(f"trainer.eval_test: expected 'final' or 'every', got {self.eval_test!r}")
 
     def steps_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.batch_size)
 
     def total_steps(self, n_train: int) -> int:
         return self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch(n_train)
+
+    def evaluation_interval(self, n_train: int) -> int:
+        """Epochs between evaluations: ``eval_every``, or about 20 evaluations per run when null."""
+        if self.eval_every is not None:
+            return self.eval_every
+        return max(1, math.ceil(math.ceil(self.total_steps(n_train) / self.steps_per_epoch(n_train)) / 20))
 
 
 class BatchSampler:
@@ -146,6 +161,12 @@ class Training:
     e.g. ``{"test/accuracy": 0.97, ...}``. ``learning_rate(step)`` sets ``optimizer.lr`` before each
     step (a schedule), logged as train/lr. ``after_step`` and ``after_epoch`` are called at those
     boundaries, where the state is consistent.
+
+    What is measured when (``TrainerConfig``): train/loss is the running mean of the batch losses,
+    logged every ``log_every`` steps; train/accuracy (train/mae) the running score of the batches
+    since the last evaluation (``train_metrics: running``, free) or the whole training split
+    re-evaluated (``full``); the val split is evaluated every ``eval_every`` epochs and after the
+    last; the test split once, after the last epoch (``eval_test: final``) or with every evaluation.
     """
 
     def __init__(
@@ -158,10 +179,12 @@ class Training:
         self.n = len(splits.train)
         trainer.validate(self.n)
         self.per_epoch, self.total = trainer.steps_per_epoch(self.n), trainer.total_steps(self.n)
+        self.eval_interval = trainer.evaluation_interval(self.n)
         self.sampler = BatchSampler(trainer, self.n, rng)
         self.step = 0
         self.window: list[float] = []  # batch losses since train/loss was last logged
         self.last_loss = float("nan")
+        self.score = [0.0, 0]  # the batches' summed score (correct answers, or |error|) and samples since the last evaluation
         self.final: dict[str, float] = {}
         self.epoch_seconds = 0.0  # training time of the current epoch so far
 
@@ -169,32 +192,44 @@ class Training:
     def epoch(self) -> int:
         return math.ceil(self.step / self.per_epoch)
 
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total / self.per_epoch)
+
     def state_dict(self) -> dict:
         return {"step": self.step, "window": list(self.window), "last_loss": self.last_loss, "final": dict(self.final),
-                "epoch_seconds": self.epoch_seconds, "sampler": self.sampler.state_dict()}
+                "epoch_seconds": self.epoch_seconds, "score": list(self.score), "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.window, self.last_loss = int(state["step"]), list(state["window"]), float(state["last_loss"])
         self.final, self.epoch_seconds = dict(state["final"]), float(state["epoch_seconds"])
+        score = state.get("score", (0.0, 0))
+        self.score = [float(score[0]), int(score[1])]
         self.sampler.load_state_dict(state["sampler"])
 
     def run(self) -> dict[str, float]:
-        trainer, model, loss, optimizer = self.trainer, self.model, self.loss, self.optimizer
-        x, meta = self.splits.train.x, self.splits.meta
-        targets = targets_for(self.splits.train.y, meta, loss, x.dtype)
+        trainer, model, loss, optimizer, sampler = self.trainer, self.model, self.loss, self.optimizer, self.sampler
+        x, y, meta = self.splits.train.x, self.splits.train.y, self.splits.meta
+        targets = targets_for(y, meta, loss, x.dtype)
+        labels_are_targets = targets is y
+        running = trainer.train_metrics == "running"
         params, grads = model.params, model.grads
         log.info("training %d steps (%d per epoch), batch %d, %s sampling%s", self.total, self.per_epoch, trainer.batch_size,
                  trainer.sampling, f", resuming after step {self.step}" if self.step else "")
         bar = progress_bar(self)
+        began = time.perf_counter()
         while self.step < self.total:
-            began = time.perf_counter()
             step = self.step + 1
-            index = self.sampler.next()
+            index = sampler.next()
+            batch_targets = targets[index]
             pred = model.forward(x[index], training=True)
-            value = loss.forward(pred, targets[index])
+            value = loss.forward(pred, batch_targets)
             if not math.isfinite(value):
                 raise RunnerError(f"training diverged at step {step}: train/loss is {value}{first_non_finite(params, grads)}; "
                                   "try a smaller optimizer.lr (or trainer.clip_grad_norm)")
+            if running:
+                self.score[0] += batch_score(pred, batch_targets if labels_are_targets else y[index], meta, loss)
+                self.score[1] += len(index)
             model.backward(loss.backward())
             if trainer.clip_grad_norm is not None:
                 grad_norm = clip_by_global_norm(grads, trainer.clip_grad_norm)
@@ -203,7 +238,6 @@ class Training:
             optimizer.step(params, grads)
             self.step = step
             self.window.append(value)
-            self.epoch_seconds += time.perf_counter() - began
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"loss {value:.4f}", refresh=False)
@@ -217,32 +251,55 @@ class Training:
                 self.sink(point, step)
                 self.window.clear()
             if step % self.per_epoch == 0 or step == self.total:
+                now = time.perf_counter()
+                self.epoch_seconds += now - began
                 if bar is not None:
                     bar.close()
                 self.end_epoch()
                 bar = progress_bar(self) if step < self.total else None
+                began = time.perf_counter()
             if self.after_step is not None:
                 self.after_step(self)
         return self.final
 
     def end_epoch(self) -> None:
-        """Evaluate every split, report, and call ``after_epoch``."""
-        splits, meta, epoch = self.splits, self.splits.meta, self.epoch
-        # train/loss stays the running mean of the batch losses; the other splits are evaluated whole
-        final = {f"{name}/{key}": value for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test))
-                 for key, value in evaluate(self.model, self.loss, split, meta, self.trainer.batch_size).items()
-                 if (name, key) != ("train", "loss")}
-        final["epoch"] = epoch
-        final["time/epoch_s"] = self.epoch_seconds
-        self.sink(final, self.step)
+        """Report the epoch's time, evaluate when due (``eval_every``, and after the last epoch), call ``after_epoch``."""
+        epoch, last = self.epoch, self.step == self.total
+        point: dict[str, float] = {"epoch": epoch, "time/epoch_s": self.epoch_seconds}
         self.epoch_seconds = 0.0
-        self.final = {**final, "train/loss": self.last_loss}
-        epochs = math.ceil(self.total / self.per_epoch)
-        if epoch % max(1, math.ceil(epochs / 20)) == 0 or self.step == self.total:  # about 20 lines
-            log.info("epoch %d/%d step %d/%d  %s", epoch, epochs, self.step, self.total,
-                     "  ".join(f"{k} {v:.4f}" for k, v in self.final.items() if k not in ("epoch", "time/epoch_s")))
+        if last or epoch % self.eval_interval == 0:
+            point.update(self.evaluation(last))
+            self.final = {**point, "train/loss": self.last_loss}
+            if last or epoch % (self.eval_interval * max(1, math.ceil(self.epochs / self.eval_interval / 20))) == 0:  # about 20 lines
+                log.info("epoch %d/%d step %d/%d  %s", epoch, self.epochs, self.step, self.total,
+                         "  ".join(f"{k} {v:.4f}" for k, v in self.final.items() if k not in ("epoch", "time/epoch_s")))
+        self.sink(point, self.step)
         if self.after_epoch is not None:
             self.after_epoch(self)
+
+    def evaluation(self, last: bool) -> dict[str, float]:
+        """train/<score> (running or re-evaluated), val/* and, when due, test/*."""
+        splits, meta, trainer = self.splits, self.splits.meta, self.trainer
+        key = "mae" if meta.task == "regression" else "accuracy"
+        if trainer.train_metrics == "running":
+            metrics = {f"train/{key}": self.score[0] / self.score[1]} if self.score[1] else {}
+            self.score = [0.0, 0]
+        else:  # train/loss stays the running mean of the batch losses
+            metrics = {f"train/{key}": evaluate(self.model, self.loss, splits.train, meta, trainer.batch_size)[key]}
+        due = [("val", splits.val)] + ([("test", splits.test)] if last or trainer.eval_test == "every" else [])
+        for name, split in due:
+            if len(split):
+                metrics.update({f"{name}/{k}": v for k, v in evaluate(self.model, self.loss, split, meta, trainer.batch_size).items()})
+        return metrics
+
+
+def batch_score(pred: np.ndarray, y: np.ndarray, meta: Meta, loss: Loss) -> float:
+    """A batch's correct answers (classification, binary) or summed absolute error per output (regression)."""
+    if meta.task == "classification":
+        return int(np.count_nonzero(pred.argmax(axis=1) == y))
+    if meta.task == "binary":
+        return int(np.count_nonzero((pred[:, 0] >= loss.binary_threshold) == y))
+    return float(np.abs(pred - y).sum()) / pred.shape[1]
 
 
 def progress_bar(training: Training):

@@ -70,7 +70,9 @@ def test_mnist_short_run(runner_cli):
     result = runner_cli("+experiment=mnist", "trainer.iterations=1100")
     run, client = assert_recorded(result, "mnist")
     assert run.data.metrics["test/accuracy"] >= 0.90
-    assert len(history(run, client, "test/accuracy")) == 2  # one evaluation per epoch of 550 steps
+    assert len(history(run, client, "val/accuracy")) == 2  # one evaluation per epoch of 550 steps (2 epochs: every epoch)
+    assert len(history(run, client, "train/accuracy")) == 2  # the running accuracy of each epoch's batches
+    assert len(history(run, client, "test/accuracy")) == 1  # the test split once, at the end
     assert run.data.params["trainer.sampling"] == "replacement"
 
 

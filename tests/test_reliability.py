@@ -69,7 +69,7 @@ def test_interrupted_run_is_killed_and_resumes_to_exactly_the_uninterrupted_metr
 
 
 def test_checkpoints_are_atomic_plain_arrays_and_keep_the_previous_one(tmp_path):
-    result = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=3")
+    result = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=3", "checkpoint.min_interval_s=0")  # every epoch
     assert result.proc.returncode == 0
     [ckpt_dir] = list((tmp_path / "outputs" / "runs").glob("*/*/checkpoints"))
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["checkpoint.npz", "checkpoint.prev.npz"]
@@ -85,9 +85,9 @@ def test_checkpoints_are_atomic_plain_arrays_and_keep_the_previous_one(tmp_path)
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
-    first = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2")
+    first = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0")
     run_id = first.only_run("iris").info.run_id
-    again = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.5", f"+resume={run_id}")
+    again = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0", "optimizer.lr=0.5", f"+resume={run_id}")
     assert again.proc.returncode == 1 and "Traceback" not in again.proc.stderr
     assert "the config differs from the checkpoint's (optimizer.lr: 0.02 -> 0.5)" in again.proc.stderr
     missing = run_cli(tmp_path, "+experiment=iris", "+resume=nope")

@@ -67,7 +67,10 @@ def test_eight_jobs_four_in_parallel_on_a_fresh_store_lose_nothing(runner_cli):
     client = result.client()
     for child in children:
         assert len(client.get_metric_history(child.info.run_id, "train/loss")) == 20  # every 10 of 200 steps
-        assert len(client.get_metric_history(child.info.run_id, "test/accuracy")) == math.ceil(200 / 6)  # per epoch
+        epochs = math.ceil(200 / 6)  # 34: about 20 evaluations -> every 2nd epoch, and the last
+        assert len(client.get_metric_history(child.info.run_id, "epoch")) == epochs
+        assert len(client.get_metric_history(child.info.run_id, "val/accuracy")) == len(set(range(2, epochs + 1, 2)) | {epochs})
+        assert len(client.get_metric_history(child.info.run_id, "test/accuracy")) == 1
 
 
 def test_a_failing_job_does_not_sink_the_sweep(runner_cli):
