@@ -20,7 +20,7 @@ from runner.interrupt import Interrupted, Signals
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
 from runner.sweep import finished_job, read_note, record_failed_job, without_resume
-from runner.tracking import Target, Tracker, flatten, target
+from runner.tracking import Target, Tracker, flatten, prepare, target
 from runner.schedules import make_schedule
 from runner.train import Training, TrainerConfig, targets_for
 
@@ -109,6 +109,12 @@ def execute(cfg: DictConfig) -> float:
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
 
+    cwd = Path.cwd()
+    where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
+    if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
+        where = Target(note.uri, None, note.experiment)
+    store = None if cfg.get("resume") else prepare(where)  # MLflow's import and the store, while the data loads
+
     registry: Registry = load_registry(cfg.get("plugins"))  # plugins.disable / allow / strict (docs/plugins.md)
     used: list[Entry] = []
 
@@ -128,12 +134,9 @@ def execute(cfg: DictConfig) -> float:
     learning_rate = lr_schedule(cfg, optimizer, trainer.total_steps(len(splits.train)))
     metric, direction = objective(cfg, splits.meta)
 
-    cwd = Path.cwd()
-    where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
     run_name = f"{where.experiment}-{model.summary()}-{cfg.optimizer.name}"
     run_tags: dict = {}
-    if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
-        where = Target(note.uri, None, note.experiment)
+    if note:
         run_name = note.job_name(hydra_cfg.job.num, list(hydra_cfg.overrides.task))
         run_tags = {"mlflow.parentRunId": note.parent_run_id, "runner.job.num": hydra_cfg.job.num,
                     "runner.job.overrides": " ".join(without_resume(hydra_cfg.overrides.task))}
@@ -148,7 +151,7 @@ def execute(cfg: DictConfig) -> float:
         tracker.reopen()  # RUNNING again; the interruption's reason moves to runner.interrupted
         log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
     else:
-        tracker = Tracker.start(where, run_name, run_tags)
+        tracker = Tracker.start(where, run_name, run_tags, prepared=store)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     training = Training(model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), tracker.log_metrics, learning_rate)
     with Signals() as signals:

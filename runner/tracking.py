@@ -9,7 +9,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -79,19 +81,14 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     @classmethod
-    def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None) -> "Tracker":
-        """A new run in ``where`` (the experiment, and a fresh store, are created when missing)."""
-        check_reachable(where.uri)
-        client = open_client(where.uri)
+    def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None, prepared: "Future | None" = None) -> "Tracker":
+        """A new run in ``where`` (the experiment, and a fresh store, are created when missing);
+        ``prepared``: a ``prepare(where)`` begun earlier, whose store and experiment it uses."""
+        client, experiment_id = (prepared or prepare(where, background=False)).result()
         try:
-            found = client.get_experiment_by_name(where.experiment)
-            if found:
-                experiment_id = found.experiment_id
-            else:
-                experiment_id = client.create_experiment(where.experiment, artifact_location=where.artifact_location)
-            reap_stale_runs(client, experiment_id)
             tags = {**process_tags(), **(tags or {})}
-            run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+            run = _retrying(lambda: client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}),
+                            "create run")
         except Exception as e:  # an unreachable server or an unusable store: say which
             raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
         return cls(client, run.info.run_id, where.uri)
@@ -155,6 +152,39 @@ class Tracker:
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri}"
+
+
+def prepare(where: Target, background: bool = True) -> "Future":
+    """Open ``where``'s store and experiment (creating them when missing, marking stale runs KILLED):
+    ``(client, experiment_id)`` as a future. In the background by default: ``import mlflow`` and a
+    fresh SQLite store's schema take 1-2 s, overlapped with loading the data. The thread is not a
+    daemon: a store being created is never cut off by the process exiting."""
+    def open_store():
+        check_reachable(where.uri)
+        client = open_client(where.uri)
+        try:
+            found = client.get_experiment_by_name(where.experiment)
+            if found:
+                experiment_id = found.experiment_id
+            else:
+                experiment_id = client.create_experiment(where.experiment, artifact_location=where.artifact_location)
+            reap_stale_runs(client, experiment_id)
+        except Exception as e:  # an unreachable server or an unusable store: say which
+            raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
+        return client, experiment_id
+
+    future: Future = Future()
+    def fill() -> None:
+        try:
+            future.set_result(open_store())
+        except BaseException as e:  # handed to whoever waits for the store
+            future.set_exception(e)
+
+    if background:
+        threading.Thread(target=fill, name="runner-open-store").start()
+    else:
+        fill()
+    return future
 
 
 def open_client(uri: str):
