@@ -53,12 +53,24 @@ def predict(layers, x: np.ndarray, sigmoid_out: bool) -> np.ndarray:
     return h
 
 
-def accuracy(layers, x, y, binary: bool, chunk: int = 2000) -> float:
-    correct = 0
+def accuracy(layers, x, y, binary: bool, chunk: int = 8192) -> float:
+    return evaluate(layers, x, y, binary, chunk)[1]
+
+
+def evaluate(layers, x, y, binary: bool, chunk: int = 8192) -> tuple[float, float]:
+    """(mean loss, accuracy) over a split, in chunks: what runner reports for val and test."""
+    correct, loss = 0, 0.0
     for s in range(0, len(x), chunk):
-        out = predict(layers, x[s : s + chunk], binary)
-        correct += int(np.sum((out[:, 0] >= 0.5) == y[s : s + chunk]) if binary else np.sum(out.argmax(1) == y[s : s + chunk]))
-    return correct / len(x)
+        out, yb = predict(layers, x[s : s + chunk], binary), y[s : s + chunk]
+        if binary:
+            loss += 0.5 * float(np.sum((out[:, 0] - yb) ** 2))
+            correct += int(np.sum((out[:, 0] >= 0.5) == yb))
+        else:
+            z = out - out.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            loss -= float(logp[np.arange(len(yb)), yb].sum())
+            correct += int(np.sum(out.argmax(1) == yb))
+    return loss / len(x), correct / len(x)
 
 
 def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
@@ -82,6 +94,7 @@ def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
     order, pos = None, n
     last = len(layers) - 1
     loss_sum = 0.0
+    evaluations, eval_s = recipe.evaluation_steps(n), 0.0
 
     began = time.perf_counter()
     if tick:
@@ -165,10 +178,16 @@ def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
                     p -= lr * g
         if tick:
             tick("optimizer")
-    train_s = time.perf_counter() - began
+        if step in evaluations:  # the val split, as often as runner evaluates it
+            eval_began = time.perf_counter()
+            evaluate(layers, data.val_x, data.val_y, binary)
+            eval_s += time.perf_counter() - eval_began
+            if tick:
+                tick("evaluation")
     eval_began = time.perf_counter()
     test_acc = accuracy(layers, data.test_x, data.test_y, binary)
-    eval_s = time.perf_counter() - eval_began
+    eval_s += time.perf_counter() - eval_began
+    train_s = time.perf_counter() - began - eval_s
     if tick:
         tick("evaluation")
     return {"seconds": train_s + eval_s, "eval_seconds": eval_s, "steps": total, "test_accuracy": test_acc,

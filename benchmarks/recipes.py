@@ -39,6 +39,15 @@ class Recipe:
     def total_steps(self, n_train: int) -> int:
         return self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch(n_train)
 
+    def evaluation_steps(self, n_train: int) -> set[int]:
+        """The steps after which every engine evaluates the val split: the ends of every k-th epoch,
+        k giving about 20 evaluations per run (runner's default ``trainer.eval_every: null``), and the last
+        step. The test split is evaluated once, after the last step."""
+        per_epoch, total = self.steps_per_epoch(n_train), self.total_steps(n_train)
+        epochs = math.ceil(total / per_epoch)
+        every = max(1, math.ceil(epochs / 20))
+        return {min(e * per_epoch, total) for e in range(every, epochs + 1, every)} | {total}
+
     def widths(self, n_in: int, n_out: int) -> list[int]:
         return [n_in, *self.hidden, n_out]
 

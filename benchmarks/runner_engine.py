@@ -72,7 +72,7 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
     if phases:
         _instrument(timers, training, model, loss, optimizer)
     else:
-        eval_timer.wrap(training, "end_epoch", "evaluation")
+        eval_timer.wrap(training, "evaluation", "evaluation")
     profiler = cProfile.Profile() if profile else None
     began = time.perf_counter()
     if profiler:
@@ -120,7 +120,7 @@ def _instrument(timers: Timers, training, model, loss, optimizer) -> None:
     timers.wrap(training.sampler, "next", "sample indices")
     training.learning_rate = timers.timed(training.learning_rate, "schedule") if training.learning_rate else None
     training.sink = timers.timed(training.sink, "metric sink")
-    timers.wrap(training, "end_epoch", "evaluation", absorb=True)  # the layers' calls inside it are evaluation
+    timers.wrap(training, "evaluation", "evaluation", absorb=True)  # the layers' calls inside it are evaluation
 
 
 def timer_overhead(n: int = 20000) -> float:

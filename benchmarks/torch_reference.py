@@ -49,6 +49,8 @@ def train(recipe: Recipe, data, seed: int = 0) -> dict:
     B = recipe.batch_size
     order, pos = None, n
 
+    evaluations, eval_s = recipe.evaluation_steps(n), 0.0
+    val_x, val_y = torch.from_numpy(data.val_x), torch.from_numpy(data.val_y)
     began = time.perf_counter()
     model.train()
     for step in range(1, total + 1):
@@ -68,16 +70,34 @@ def train(recipe: Recipe, data, seed: int = 0) -> dict:
             for group in opt.param_groups:
                 group["lr"] = lr
         opt.step()
-    train_s = time.perf_counter() - began
+        if step in evaluations:  # the val split, as often as runner evaluates it
+            eval_began = time.perf_counter()
+            evaluate(model, val_x, val_y, binary)
+            model.train()
+            eval_s += time.perf_counter() - eval_began
     eval_began = time.perf_counter()
+    _, accuracy = evaluate(model, torch.from_numpy(data.test_x), torch.from_numpy(data.test_y), binary)
+    eval_s += time.perf_counter() - eval_began
+    train_s = time.perf_counter() - began - eval_s
+    return {"seconds": train_s + eval_s, "eval_seconds": eval_s, "steps": total,
+            "test_accuracy": accuracy, "mean_loss": float(loss)}
+
+
+def evaluate(model, x, y, binary: bool) -> tuple[float, float]:
+    """(mean loss, accuracy) of a split in eval mode, without gradients."""
+    import torch
+    import torch.nn.functional as F
+
     model.eval()
     with torch.no_grad():
-        out = model(torch.from_numpy(data.test_x))
-        test_y = torch.from_numpy(data.test_y)
-        correct = ((out[:, 0] >= 0.5).long() == test_y).sum() if binary else (out.argmax(1) == test_y).sum()
-    eval_s = time.perf_counter() - eval_began
-    return {"seconds": train_s + eval_s, "eval_seconds": eval_s, "steps": total,
-            "test_accuracy": float(correct) / len(test_y), "mean_loss": float(loss)}
+        out = model(x)
+        if binary:
+            loss = 0.5 * float(((out[:, 0] - y.float()) ** 2).sum()) / len(y)
+            correct = ((out[:, 0] >= 0.5).long() == y).sum()
+        else:
+            loss = float(F.cross_entropy(out, y))
+            correct = (out.argmax(1) == y).sum()
+    return loss, float(correct) / len(y)
 
 
 def info() -> dict:

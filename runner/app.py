@@ -113,7 +113,6 @@ def execute(cfg: DictConfig) -> float:
     where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
     if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
         where = Target(note.uri, None, note.experiment)
-    store = None if cfg.get("resume") else prepare(where)  # MLflow's import and the store, while the data loads
 
     registry: Registry = load_registry(cfg.get("plugins"))  # plugins.disable / allow / strict (docs/plugins.md)
     used: list[Entry] = []
@@ -123,13 +122,17 @@ def execute(cfg: DictConfig) -> float:
         used.append(entry)
         return entry.create(options(section, "name"), f"{key} ({section.name})")
 
+    # what the config alone can get wrong is checked before anything is created ...
     dataset = plugin("dataset", cfg.dataset, "dataset")
-    splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
-    model = build_model(layer_configs(cfg, registry), registry, splits.meta, np.random.default_rng(init_seed), dtype)
-    used += [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]
+    layers = layer_configs(cfg, registry)
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
     trainer = TrainerConfig(**options(cfg.trainer))
+    # ... then MLflow's import and the store (1-2 s) go on in a thread while the data loads
+    store = None if cfg.get("resume") else prepare(where)
+    splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
+    model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
+    used[1:1] = [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]  # dataset, layers, loss, optimizer
     trainer.validate(len(splits.train))
     learning_rate = lr_schedule(cfg, optimizer, trainer.total_steps(len(splits.train)))
     metric, direction = objective(cfg, splits.meta)
