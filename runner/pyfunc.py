@@ -183,7 +183,7 @@ def log_model(client, run_id: str, experiment_id: str, *, weights: Path, config:
     try:
         path = workdir / "pyfunc"
         mlflow_model = Model(artifact_path=logged.artifact_location, run_id=run_id, model_uuid=logged.model_id, model_id=logged.model_id)
-        with quiet_copies():
+        with quiet_copies(), no_requirements_check():
             mlflow.pyfunc.save_model(
                 path, python_model=str(model_code(workdir)), mlflow_model=mlflow_model,
                 artifacts={"weights": str(weights), "config": str(config), "meta": str(meta_path)},
@@ -229,6 +229,26 @@ def quiet_copies():
         yield
     finally:
         os.environ.pop(key, None)
+
+
+@contextmanager
+def no_requirements_check():
+    """save_model without MLflow's check that this environment satisfies the model's requirements: they
+    are ``requirements()``, the installed versions themselves, and mlflow pinned to the running one, so
+    the check cannot fail, and it costs ~0.2 s (importlib_metadata.packages_distributions reads the file
+    list of every installed distribution). Should MLflow move the check, it simply runs."""
+    import mlflow.utils.environment as environment
+
+    name = "warn_dependency_requirement_mismatches"
+    check = getattr(environment, name, None)
+    if check is None:
+        yield
+        return
+    setattr(environment, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        setattr(environment, name, check)
 
 
 def requirements() -> list[str]:

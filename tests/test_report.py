@@ -172,3 +172,18 @@ def test_the_runner_imports_neither_matplotlib_nor_mlflow_at_start():
     code = "import sys, runner.app; print(sorted(m for m in ('matplotlib', 'mlflow', 'runner.report', 'runner.pyfunc') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_dataset_digest_is_mlflows_numpy_digest_without_copying_the_arrays():
+    from mlflow.data.digest_utils import compute_numpy_digest
+
+    from runner.story import numpy_digest
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((3000, 784)).astype(np.float32), rng.integers(0, 10, 3000)
+    for features, targets in [(x, y), (x[:, ::2], y), (x[:5], None), (x.T, y), (x[:0], y[:0]), (y, None)]:
+        assert numpy_digest(features, targets) == compute_numpy_digest(features, targets)
+    changed = x.copy()
+    changed[0, 0] += 1  # among the first 10,000 values MLflow's digest reads
+    assert numpy_digest(changed, y) != numpy_digest(x, y)
+    assert numpy_digest(x[:2999], y[:2999]) != numpy_digest(x, y)  # the shape is part of it
