@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections import defaultdict
 from typing import Any, Callable
@@ -13,7 +14,9 @@ class Timers:
     Times are exclusive: while a wrapped call runs another wrapped call (evaluation calls the layers'
     forward), the inner one's time goes to the inner name only. With ``category(name)`` given, each
     slice of time is also charged to a category: the call's own, or (when it has none) that of the
-    nearest enclosing call that has one, else ``"other"``.
+    nearest enclosing call that has one, else ``"other"``. Only the main thread's calls are timed: work
+    a background thread overlaps (runner opens the MLflow store in one while the data loads) is not on
+    the critical path; the main thread's wait for it is, and is charged to the call that waits.
     """
 
     def __init__(self, category: Callable[[str], str | None] | None = None) -> None:
@@ -34,9 +37,11 @@ class Timers:
         own = self._category(name)
         absorbing = self._absorbing
 
+        main = threading.main_thread()
+
         @functools.wraps(fn)
         def timed_call(*args, **kwargs):
-            if absorbing[0]:
+            if absorbing[0] or threading.current_thread() is not main:
                 return fn(*args, **kwargs)
             now = clock()
             if stack:
