@@ -45,7 +45,7 @@ class SumSquared(Loss):
 
     def forward(self, pred, target):
         self.diff = pred - _like(target, pred)
-        return float(0.5 * np.sum(self.diff**2))
+        return float(0.5 * (self.diff**2).sum())
 
     def backward(self):
         return self.diff
@@ -88,7 +88,7 @@ class SoftmaxCrossEntropy(Loss):
         log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         self.p = np.exp(log_p)
         self.onehot = _targets_as_rows(target, pred)
-        return float(-np.sum(self.onehot * log_p) / len(pred))
+        return float(-(self.onehot * log_p).sum() / len(pred))
 
     def backward(self):
         return (self.p - self.onehot) / len(self.p)

@@ -37,28 +37,75 @@ def check_number(name: str, value: Any, low: float, high: float = math.inf, low_
     return float(value)
 
 
+#: Entries per piece of an update. A large parameter is updated piece by piece, every in-place pass of
+#: the update over one piece of each array it touches (theta, g, state, scratch: about 5 x 256 KB in
+#: float32) while the piece sits in the L2 cache; measured on the 784-512-512-10 MLP, Adam took 1.26 ms a
+#: step this way, 1.8 ms in place over whole arrays, 2.7 ms with a temporary per operation.
+CHUNK = 1 << 16
+
+
 class BaseOptimizer(Optimizer):
     """What every built-in optimizer shares: ``lr`` and ``weight_decay``, the step count, state buffers.
 
-    A subclass names its buffers in ``buffer_names`` and implements ``update`` for one parameter.
+    A subclass names its state buffers in ``buffer_names`` and implements ``update(theta, g, s, state)``:
+    the math of one step, in place on ``theta`` and ``state`` (its buffers, a tuple in ``buffer_names``
+    order), for arrays of one shape -- a whole parameter or a piece of it (see CHUNK). ``g`` already
+    holds the L2 term and must not be written to; ``s`` is scratch of ``theta``'s shape and dtype.
+    ``begin_step`` computes what a step's updates share (bias corrections).
     """
 
     buffer_names: tuple[str, ...] = ()
+    l2_in_gradient = True  # False: the subclass applies weight_decay itself (AdamW)
 
     def __init__(self, lr: float, weight_decay: float = 0.0):
         self.lr = check_number("lr", lr, 0)
         self.weight_decay = check_number("weight_decay", weight_decay, 0, low_inclusive=True)
         self.steps = 0  # steps taken, for bias corrections
         self.buffers: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in self.buffer_names}
+        self._plans: dict[str, tuple] = {}  # name -> (theta, g, pieces, L2 scratch): made once, not state
+        self._scratch: dict[np.dtype, np.ndarray] = {}  # dtype -> (2, CHUNK) array shared by the pieces of large parameters
 
     def step(self, params, grads):
         self.steps += 1
+        self.begin_step()
+        wd = self.weight_decay if self.l2_in_gradient else 0.0
+        update = self.update
         for name, theta in params.items():
-            self.update(name, theta, grads[name])
+            g = grads[name]
+            plan = self._plans.get(name)
+            if plan is None or plan[0] is not theta or plan[1] is not g:  # the first step, or new arrays
+                plan = self._plans[name] = self.plan(name, theta, g)
+            if not wd:
+                for theta_p, g_p, s, state in plan[2]:
+                    update(theta_p, g_p, s, state)
+                continue
+            for (theta_p, g_p, s, state), l2 in zip(plan[2], plan[3]):
+                np.multiply(theta_p, wd, out=l2)  # g + weight_decay theta
+                update(theta_p, np.add(g_p, l2, out=l2), s, state)
 
-    def update(self, name: str, theta: np.ndarray, g: np.ndarray) -> None:
-        """Update ``theta`` in place from its gradient ``g`` (never modify ``g``: it is the model's)."""
+    def begin_step(self) -> None:
+        """Per-step constants, after ``self.steps`` is incremented."""
+
+    def update(self, theta: np.ndarray, g: np.ndarray, s: np.ndarray, state: tuple[np.ndarray, ...]) -> None:
         raise NotImplementedError
+
+    def plan(self, name: str, theta: np.ndarray, g: np.ndarray) -> tuple:
+        """``(theta, g, pieces, L2 scratch per piece)``, a piece being the arguments of ``update``:
+        the whole arrays, or flat views of at most CHUNK entries when the parameter is larger."""
+        state = tuple(self.buffer(kind, name, theta) for kind in self.buffer_names)
+        arrays = (theta, g, *state)
+        if theta.size <= CHUNK or not all(a.flags.c_contiguous for a in arrays):  # the whole arrays at once
+            return theta, g, [(theta, g, np.empty_like(theta), state)], [np.empty_like(theta)]
+        scratch = self._scratch.get(theta.dtype)
+        if scratch is None:
+            scratch = self._scratch[theta.dtype] = np.empty((2, CHUNK), theta.dtype)
+        flat = [a.reshape(-1) for a in arrays]
+        pieces, l2 = [], []
+        for start in range(0, theta.size, CHUNK):
+            theta_p, g_p, *state_p = (a[start : start + CHUNK] for a in flat)
+            pieces.append((theta_p, g_p, scratch[1][: theta_p.size], tuple(state_p)))
+            l2.append(scratch[0][: theta_p.size])
+        return theta, g, pieces, l2
 
     def buffer(self, kind: str, name: str, theta: np.ndarray) -> np.ndarray:
         """State buffer ``kind`` of parameter ``name``: zeros like ``theta`` the first time."""
@@ -66,10 +113,6 @@ class BaseOptimizer(Optimizer):
         if name not in buffers:
             buffers[name] = np.zeros_like(theta)
         return buffers[name]
-
-    def with_l2(self, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """g + weight_decay * theta (a new array; ``g`` itself when there is no weight decay)."""
-        return g + self.weight_decay * theta if self.weight_decay else g
 
     def state_dict(self):
         state: dict[str, Any] = {"lr": self.lr, "step": self.steps}
@@ -84,6 +127,7 @@ class BaseOptimizer(Optimizer):
         self.lr = check_number("lr", state["lr"], 0)
         self.steps = int(state["step"])
         self.buffers = {kind: {name: np.array(array, copy=True) for name, array in state[kind].items()} for kind in self.buffer_names}
+        self._plans = {}  # their views are of the old buffers
 
 
 class SGD(BaseOptimizer):
@@ -96,9 +140,8 @@ class SGD(BaseOptimizer):
     def __init__(self, lr: float = 0.1, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
 
-    def update(self, name, theta, g):
-        g = self.with_l2(theta, g)
-        theta -= self.lr * g
+    def update(self, theta, g, s, state):
+        theta -= self.lr * g  # a temporary measured as fast as scratch here (malloc hands back cache-hot memory)
 
 
 class Momentum(BaseOptimizer):
@@ -115,12 +158,11 @@ class Momentum(BaseOptimizer):
         super().__init__(lr, weight_decay)
         self.momentum = check_number("momentum", momentum, 0, 1, low_inclusive=True)
 
-    def update(self, name, theta, g):
-        g = self.with_l2(theta, g)
-        v = self.buffer("v", name, theta)
+    def update(self, theta, g, s, state):
+        (v,) = state
         v *= self.momentum  # v = mu v + g
         v += g
-        theta -= self.lr * v
+        theta -= np.multiply(v, self.lr, out=s)  # theta = theta - lr v
 
 
 class Nesterov(Momentum):
@@ -131,12 +173,14 @@ class Nesterov(Momentum):
         theta <- theta - lr * (g + mu * v)
     """
 
-    def update(self, name, theta, g):
-        g = self.with_l2(theta, g)
-        v = self.buffer("v", name, theta)
+    def update(self, theta, g, s, state):
+        (v,) = state
         v *= self.momentum  # v = mu v + g
         v += g
-        theta -= self.lr * (g + self.momentum * v)
+        np.multiply(v, self.momentum, out=s)  # theta = theta - lr (g + mu v)
+        s += g
+        s *= self.lr
+        theta -= s
 
 
 class Adagrad(BaseOptimizer):
@@ -153,11 +197,14 @@ class Adagrad(BaseOptimizer):
         super().__init__(lr, weight_decay)
         self.eps = check_number("eps", eps, 0)
 
-    def update(self, name, theta, g):
-        g = self.with_l2(theta, g)
-        s = self.buffer("sum", name, theta)
-        s += g * g  # s = s + g^2
-        theta -= self.lr * (g / (np.sqrt(s) + self.eps))
+    def update(self, theta, g, s, state):
+        (total,) = state
+        total += np.multiply(g, g, out=s)  # sum = sum + g^2
+        np.sqrt(total, out=s)  # theta = theta - lr g / (sqrt(sum) + eps)
+        s += self.eps
+        np.divide(g, s, out=s)
+        s *= self.lr
+        theta -= s
 
 
 class RMSprop(BaseOptimizer):
@@ -175,12 +222,17 @@ class RMSprop(BaseOptimizer):
         self.alpha = check_number("alpha", alpha, 0, 1, low_inclusive=True)
         self.eps = check_number("eps", eps, 0)
 
-    def update(self, name, theta, g):
-        g = self.with_l2(theta, g)
-        a = self.buffer("square_avg", name, theta)
+    def update(self, theta, g, s, state):
+        (a,) = state
         a *= self.alpha  # a = alpha a + (1 - alpha) g^2
-        a += (1 - self.alpha) * g * g
-        theta -= self.lr * (g / (np.sqrt(a) + self.eps))
+        np.multiply(g, 1 - self.alpha, out=s)
+        s *= g
+        a += s
+        np.sqrt(a, out=s)  # theta = theta - lr g / (sqrt(a) + eps)
+        s += self.eps
+        np.divide(g, s, out=s)
+        s *= self.lr
+        theta -= s
 
 
 class Adam(BaseOptimizer):
@@ -193,7 +245,6 @@ class Adam(BaseOptimizer):
     """
 
     buffer_names = ("m", "v")
-    decoupled = False  # AdamW: decay the weights directly instead of adding L2 to the gradient
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
@@ -201,21 +252,25 @@ class Adam(BaseOptimizer):
         self.beta2 = check_number("beta2", beta2, 0, 1, low_inclusive=True)
         self.eps = check_number("eps", eps, 0)
 
-    def update(self, name, theta, g):
-        if self.decoupled:
-            theta *= 1 - self.lr * self.weight_decay  # theta = theta - lr wd theta
-        else:
-            g = self.with_l2(theta, g)
-        m = self.buffer("m", name, theta)
-        v = self.buffer("v", name, theta)
-        m *= self.beta1  # m = beta1 m + (1 - beta1) g
-        m += (1 - self.beta1) * g
-        v *= self.beta2  # v = beta2 v + (1 - beta2) g^2
-        v += (1 - self.beta2) * g * g
+    def begin_step(self):
         t = self.steps
-        step_size = self.lr / (1 - self.beta1**t)
-        denom = np.sqrt(v) / math.sqrt(1 - self.beta2**t) + self.eps
-        theta -= step_size * (m / denom)
+        self.step_size = self.lr / (1 - self.beta1**t)
+        self.inv_c2 = 1 / math.sqrt(1 - self.beta2**t)  # dividing sqrt(v) by sqrt(1 - beta2^t), as a product
+
+    def update(self, theta, g, s, state):
+        m, v = state
+        m *= self.beta1  # m = beta1 m + (1 - beta1) g
+        m += np.multiply(g, 1 - self.beta1, out=s)
+        v *= self.beta2  # v = beta2 v + (1 - beta2) g^2
+        np.multiply(g, 1 - self.beta2, out=s)
+        s *= g
+        v += s
+        np.sqrt(v, out=s)  # theta = theta - step_size m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+        s *= self.inv_c2
+        s += self.eps
+        np.divide(m, s, out=s)
+        s *= self.step_size
+        theta -= s
 
 
 class AdamW(Adam):
@@ -225,10 +280,14 @@ class AdamW(Adam):
         then Adam's update with the plain gradient g (no L2 term)
     """
 
-    decoupled = True
+    l2_in_gradient = False
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+    def update(self, theta, g, s, state):
+        theta *= 1 - self.lr * self.weight_decay  # theta = theta - lr wd theta
+        super().update(theta, g, s, state)
 
 
 @hookimpl

@@ -16,6 +16,7 @@ class Sequential:
     def __init__(self, layers: list[Layer], types: list[str], shapes: list[tuple[int, ...]], origins: list[str] | None = None):
         self.layers, self.types, self.shapes = layers, types, shapes
         self.origins = origins or []  # the provider of each layer, for error messages
+        self._granted: list[Layer] = []  # the layers _grant_in_place last saw
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -30,20 +31,47 @@ class Sequential:
         return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in getattr(layer, "buffers", {}).items()}
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for i, layer in enumerate(self.layers):
-            try:
+        layers = self.layers
+        if self._granted != layers:  # the first call, or layers were replaced
+            self._grant_in_place()
+        i = 0
+        try:
+            for i, layer in enumerate(layers):
                 x = layer.forward(x, training)
-            except Exception as e:
-                raise self._failed(i, "forward", e) from e
+        except Exception as e:
+            raise self._failed(i, "forward", e) from e
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        for i in reversed(range(len(self.layers))):
-            try:
-                dout = self.layers[i].backward(dout)
-            except Exception as e:
-                raise self._failed(i, "backward", e) from e
+        layers = self.layers
+        i = len(layers) - 1  # the index of the layer running
+        try:
+            for layer in reversed(layers):
+                dout = layer.backward(dout)
+                i -= 1
+        except Exception as e:
+            raise self._failed(i, "backward", e) from e
         return dout
+
+    def _grant_in_place(self) -> None:
+        """Let the layers that can work in place (relu, dropout) do so on arrays nobody else holds.
+
+        Such a layer class defines ``overwrite_input`` and ``overwrite_dout`` (False); they are set
+        here per layer. Any layer may declare ``output_unshared`` / ``input_grad_unshared``: True when
+        the array its forward / backward returns is held by nobody else, itself included (linear's).
+        Layer i may overwrite its input when layer i-1's output is unshared, and its dout when layer
+        i+1's d(input) is; never the model's input (the caller's data) nor the loss's gradient.
+        Called again whenever ``self.layers`` no longer holds the layers it saw.
+        """
+        layers = self.layers
+        for i, layer in enumerate(layers):  # forward order: a layer's output_unshared may depend on its own flag
+            if hasattr(type(layer), "overwrite_input"):
+                layer.overwrite_input = i > 0 and getattr(layers[i - 1], "output_unshared", False)
+        for i in reversed(range(len(layers))):
+            layer = layers[i]
+            if hasattr(type(layer), "overwrite_dout"):
+                layer.overwrite_dout = i + 1 < len(layers) and getattr(layers[i + 1], "input_grad_unshared", False)
+        self._granted = list(layers)
 
     def _failed(self, i: int, method: str, e: Exception) -> RunnerError:
         """A layer's exception, named by the layer and the plugin that provides it."""

@@ -1,7 +1,10 @@
 """Built-in optimizers: against torch.optim step by step, learning-rate changes, state round trips, options."""
+import warnings
+
 import numpy as np
 import pytest
 
+from plugins import optimizers
 from plugins.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, RMSprop, runner_optimizers
 from runner.api import RunnerError
 
@@ -141,6 +144,38 @@ def test_gradients_are_not_modified():
     for g, s in zip(grads, saved):
         for k in g:
             np.testing.assert_array_equal(g[k], s[k])
+
+
+@pytest.mark.parametrize("weight_decay", WEIGHT_DECAYS, ids=["default_wd", "wd0.1"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_large_and_non_contiguous_parameters_match_torch_too(name, weight_decay, monkeypatch):
+    """Above CHUNK entries a parameter is updated in pieces (flat views); a non-contiguous one as a whole."""
+    monkeypatch.setattr(optimizers, "CHUNK", 16)
+    make, torch_name, torch_options = CASES[name]
+    wd = {} if weight_decay is None else {"weight_decay": weight_decay}
+    rng = np.random.default_rng(5)
+    params = {"W": rng.standard_normal((5, 7)), "b": rng.standard_normal(3), "T": np.asfortranarray(rng.standard_normal((6, 4)))}
+    grads = [{k: rng.standard_normal(p.shape) for k, p in params.items()} for _ in range(STEPS)]
+    start = {k: v.copy() for k, v in params.items()}
+    ours = run(make(**wd), params, grads)
+    assert not ours["T"].flags.c_contiguous
+    theirs = run_torch(torch_name, {**torch_options, **wd}, start, grads)
+    assert max_abs_diff(ours, theirs) <= TORCH_TOL
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_schedule_may_take_lr_to_zero(name):
+    make = CASES[name][0]
+    params, grads = problem(seed=6, dtype=np.float32)
+    opt = make()
+    run(opt, params, grads[:2])
+    before = {k: v.copy() for k, v in params.items()}
+    opt.lr = 0.0  # the cosine schedule's last step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(opt, params, grads[2:4])
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
 
 
 def test_sgd_step_by_hand():

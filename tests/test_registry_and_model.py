@@ -94,3 +94,57 @@ def test_astype_makes_an_independent_float64_copy(registry):
     assert twin.params["0.linear.W"].dtype == np.float64
     twin.params["0.linear.W"][...] = 0
     assert np.any(model.params["0.linear.W"] != 0)
+
+
+IN_PLACE_MODELS = {
+    "mlp": mlp_layers([6, 5], "relu", "sigmoid", {}, dropout=0.3),
+    # relu first (on the caller's input) and last (on the caller's gradient)
+    "ends": [{"type": "relu"}, {"type": "dropout", "p": 0.3}, {"type": "linear", "out": "auto"}, {"type": "dropout", "p": 0.5}, {"type": "relu"}],
+}
+
+
+@pytest.mark.parametrize("name", IN_PLACE_MODELS)
+def test_in_place_layers_give_the_same_numbers_and_spare_arrays_others_hold(registry, name):
+    """relu and dropout overwrite only arrays nobody else holds: the caller's input and gradient
+    stay as they were, and the results are those of the same layers working on copies."""
+    meta = Meta("binary", (4,), 1, "binary")
+    model, copies = (build_model(IN_PLACE_MODELS[name], registry, meta, np.random.default_rng(0), np.float64) for _ in range(2))
+    copies._grant_in_place = lambda: None  # its layers keep overwrite_input = overwrite_dout = False
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        x, dout = rng.standard_normal((8, 4)), rng.standard_normal((8, 1))
+        x_saved, dout_saved = x.copy(), dout.copy()
+        np.testing.assert_array_equal(model.forward(x, training=True), copies.forward(x, training=True))
+        np.testing.assert_array_equal(model.backward(dout), copies.backward(dout))
+        for key, g in model.grads.items():
+            np.testing.assert_array_equal(g, copies.grads[key])
+        np.testing.assert_array_equal(x, x_saved)
+        np.testing.assert_array_equal(dout, dout_saved)
+    granted = [(type(layer).__name__, layer.overwrite_input, layer.overwrite_dout) for layer in model.layers if hasattr(layer, "overwrite_input")]
+    if name == "mlp":
+        assert granted == [("ReLU", True, True), ("Dropout", True, True)] * 2
+    else:
+        assert granted == [("ReLU", False, True), ("Dropout", True, True), ("Dropout", True, True), ("ReLU", True, False)]
+    assert not any(layer.overwrite_input or layer.overwrite_dout for layer in copies.layers if hasattr(layer, "overwrite_input"))
+
+
+def test_a_replaced_layer_is_seen_and_an_array_it_keeps_is_not_overwritten(registry):
+    model = build_model(mlp_layers([6], "relu", None, {}), registry, IRIS, np.random.default_rng(0), np.float64)
+    x = np.random.default_rng(1).standard_normal((8, 4))
+    model.forward(x, training=True)
+    assert model.layers[1].overwrite_input  # after a linear layer
+
+    class Holds:  # gives out an array it keeps
+        params, grads = {}, {}
+
+        def __init__(self):
+            self.y = np.random.default_rng(2).standard_normal((8, 6))
+
+        def forward(self, x, training):
+            return self.y
+
+    held = model.layers[0] = Holds()
+    y_saved = held.y.copy()
+    model.forward(x, training=True)
+    np.testing.assert_array_equal(held.y, y_saved)
+    assert not model.layers[1].overwrite_input

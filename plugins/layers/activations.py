@@ -17,18 +17,34 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(x))  # exp of a non-positive number only: no overflow for large |x|
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+    """1 / (1 + exp(-x)) = exp(min(x, 0)) / (1 + exp(-|x|)): exp of non-positive numbers only, so no
+    overflow for large |x| and no cancellation; in x's dtype, 7 ufunc passes over 2 new arrays."""
+    d = np.abs(x)
+    np.negative(d, out=d)
+    np.exp(d, out=d)
+    d += 1.0  # d = 1 + exp(-|x|)
+    y = np.minimum(x, 0.0)
+    np.exp(y, out=y)  # y = exp(min(x, 0)) / d
+    return np.divide(y, d, out=y)
 
 
 class ReLU(Layer):
-    """y = max(0, x); dx = dout where x > 0, else 0."""
+    """y = max(0, x); dx = dout where x > 0, else 0.
+
+    In place on x and dout where the model says nobody else holds them (runner.model.Sequential).
+    """
+
+    overwrite_input = overwrite_dout = False  # set by Sequential
+    output_unshared = input_grad_unshared = True  # it keeps only its mask
 
     def forward(self, x, training):
         self.mask = x > 0
-        return x * self.mask
+        return np.maximum(x, 0, out=x if self.overwrite_input else None)
 
     def backward(self, dout):
+        if self.overwrite_dout:
+            dout *= self.mask
+            return dout
         return dout * self.mask
 
 
@@ -105,7 +121,10 @@ class Sigmoid(Layer):
         return self.y
 
     def backward(self, dout):
-        return dout * self.y * (1.0 - self.y)
+        dx = np.subtract(1.0, self.y)  # dx = dout y (1 - y)
+        dx *= self.y
+        dx *= dout
+        return dx
 
 
 class Tanh(Layer):
