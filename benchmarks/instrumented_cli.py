@@ -25,7 +25,8 @@ from benchmarks.timers import Timers  # noqa: E402
 
 #: Where each runner function's time goes: (prefix of the timer's name, category); first match wins.
 CATEGORIES = [
-    ("runner.tracking.", "tracking (MLflow)"), ("client.", "tracking (MLflow)"), ("runner.pyfunc.", "tracking (MLflow)"),
+    ("runner.tracking.", "tracking (MLflow)"), ("runner.remote_tracker.", "tracking (MLflow)"), ("client.", "tracking (MLflow)"),
+    ("runner.pyfunc.", "tracking (MLflow)"),
     ("runner.story.", "run story (figures, tables for MLflow)"), ("runner.report.", "run story (figures, tables for MLflow)"),
     ("runner.app.gradient_check", "gradient check"), ("runner.gradcheck.", "gradient check"),
     ("runner.train.evaluate", "evaluation"), ("runner.train.Training.evaluation", "evaluation"),

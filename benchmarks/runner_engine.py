@@ -98,14 +98,18 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
 
 
 def _tracker():
-    """A Tracker on a fresh SQLite store in a temp dir, the store created beforehand (as on a second run)."""
+    """The tracker app.py uses (``RemoteTracker``: MLflow in the sidecar process) on a fresh SQLite store in
+    a temp dir, the store created and the sidecar ready beforehand (as on a second run)."""
+    from runner.remote_tracker import RemoteTracker
     from runner.tracking import Target, Tracker, default_store
 
     store = Path(tempfile.mkdtemp(prefix="runner-bench-store-"))
     uri, artifacts = default_store(store / "outputs")
     where = Target(uri, artifacts, "benchmarks")
     Tracker.start(where, "create the store").end("FINISHED")
-    return Tracker.start(where, "benchmark"), store
+    tracker = RemoteTracker(where).start_run("benchmark")
+    tracker.run_id  # waits until the sidecar has imported MLflow and created the run
+    return tracker, store
 
 
 def _instrument(timers: Timers, training, model, loss, optimizer) -> None:

@@ -21,6 +21,7 @@ from runner.interrupt import Interrupted, Signals
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
 from runner.sweep import finished_job, read_note, record_failed_job, without_resume
+from runner.remote_tracker import RemoteTracker
 from runner.tracking import Target, Tracker, flatten, prepare, target
 from runner.schedules import make_schedule
 from runner.train import Training, TrainerConfig, targets_for
@@ -107,13 +108,23 @@ def execute(cfg: DictConfig) -> float:
             log.info("job %s already FINISHED as run %s: skipped", hydra_cfg.job.num, done.info.run_id)
             return done.data.metrics.get(metric, float("nan"))
     seed = int(cfg.seed)
-    dtype = dtype_of(cfg)
-    init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
-
     cwd = Path.cwd()
     where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
     if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
         where = Target(note.uri, None, note.experiment)
+    # MLflow in a process of its own, started now: its import overlaps everything up to training
+    sidecar = RemoteTracker(where) if cfg.tracking.get("sidecar", True) and not cfg.get("resume") else None
+    try:
+        return run_with(cfg, hydra_cfg, note, where, sidecar, seed)
+    finally:
+        if sidecar is not None:
+            sidecar.close()  # ended already, unless the run failed before it started: then nothing was sent
+
+
+def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, seed: int) -> float:
+    """The run itself, recorded in ``where`` (through ``sidecar`` when given)."""
+    dtype = dtype_of(cfg)
+    init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
 
     registry: Registry = load_registry(cfg.get("plugins"))  # plugins.disable / allow / strict (docs/plugins.md)
     used: list[Entry] = []
@@ -130,7 +141,7 @@ def execute(cfg: DictConfig) -> float:
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
     trainer = TrainerConfig(**options(cfg.trainer))
     # ... then MLflow's import and the store (1-2 s) go on in a thread while the data loads
-    store = None if cfg.get("resume") else prepare(where)
+    store = None if cfg.get("resume") or sidecar is not None else prepare(where)
     splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
     model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
     used[1:1] = [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]  # dataset, layers, loss, optimizer
@@ -154,6 +165,8 @@ def execute(cfg: DictConfig) -> float:
         tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
         tracker.reopen()  # RUNNING again; the interruption's reason moves to runner.interrupted
         log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
+    elif sidecar is not None:
+        tracker = sidecar.start_run(run_name, run_tags)
     else:
         tracker = Tracker.start(where, run_name, run_tags, prepared=store)
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -205,7 +218,7 @@ def record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, 
     tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in used}
     if registry.discovery is not None:  # every plugin distribution loaded, failed or skipped (docs/plugins.md)
         tags.update(registry.discovery.tags())
-        tracker.client.log_dict(tracker.run_id, registry.discovery.report(), "plugins.json")
+        tracker.log_dict(registry.discovery.report(), "plugins.json")
     tags["runner.overrides"] = " ".join(hydra_cfg.overrides.task)
     tags["runner.command"] = " ".join(sys.argv)
     tags["runner.seed"] = seed

@@ -25,6 +25,7 @@ MNIST, (n, 4) for iris. It returns
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,11 +38,6 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger("runner.pyfunc")
-
-try:  # mlflow is heavy: runner.app imports this module only when a run logs its model
-    from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover - mlflow is a dependency
-    PythonModel = object  # type: ignore[assignment,misc]
 
 #: how a classifier's raw outputs become probabilities, by loss: the built-ins whose reading is known
 PROBABILITIES = {
@@ -147,18 +143,34 @@ def as_array(model_input: Any, dtype: np.dtype, input_shape: tuple[int, ...]) ->
     return np.ascontiguousarray(x)
 
 
-class RunnerModel(PythonModel):
-    """An MLflow pyfunc around a runner network (see the module docstring)."""
+def __getattr__(name: str):
+    """``RunnerModel``, defined on first use: its base class is MLflow's (heavy), and a run's process
+    uses this module's other functions without importing MLflow (the sidecar logs the model)."""
+    if name == "RunnerModel":
+        return _runner_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def load_context(self, context) -> None:
-        self.described = json.loads(Path(context.artifacts["meta"]).read_text())
-        self.model, self.meta = rebuild(Path(context.artifacts["weights"]), Path(context.artifacts["config"]), self.described)
-        self.dtype = np.dtype(self.described["dtype"])
 
-    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
-        x = as_array(model_input, self.dtype, self.meta.input_shape)
-        output = (params or {}).get("output", "classes")
-        return read_outputs(outputs_of(self.model, x), self.described, output)
+@functools.cache
+def _runner_model() -> type:
+    from mlflow.pyfunc import PythonModel
+
+    class RunnerModel(PythonModel):
+        """An MLflow pyfunc around a runner network (see the module docstring)."""
+
+        def load_context(self, context) -> None:
+            self.described = json.loads(Path(context.artifacts["meta"]).read_text())
+            self.model, self.meta = rebuild(Path(context.artifacts["weights"]), Path(context.artifacts["config"]), self.described)
+            self.dtype = np.dtype(self.described["dtype"])
+
+        def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+            x = as_array(model_input, self.dtype, self.meta.input_shape)
+            output = (params or {}).get("output", "classes")
+            return read_outputs(outputs_of(self.model, x), self.described, output)
+
+    RunnerModel.__module__ = __name__
+    RunnerModel.__qualname__ = "RunnerModel"
+    return RunnerModel
 
 
 def log_model(client, run_id: str, experiment_id: str, *, weights: Path, config: Path, described: dict,

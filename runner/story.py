@@ -66,17 +66,16 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
 
     meta, test = splits.meta, splits.test
     with no_collector_pauses():
-        tracker.flush()  # the metric history is read back from the store
-        run = functools.cache(lambda: tracker.client.get_run(tracker.run_id))  # one query for the parts that need it
+        metrics = functools.cache(tracker.latest_metrics)  # one query for the parts that need it
         described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
-        part("curves", _curves, tracker, run, out, cfg)
+        part("curves", _curves, tracker, out, cfg)
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
-        part("gradcheck", _gradcheck, tracker, run, out, model, cfg)
+        part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
         part("inputs", _inputs, tracker, splits, cfg)
         if options["model"] and predicted is not None:
-            part("model", _model, tracker, run, run_dir, out, described, test.x[:2], predicted[:2])
+            part("model", _model, tracker, run_dir, out, described, test.x[:2], predicted[:2])
     if failed:
         tracker.set_tags({"runner.report.failed": ", ".join(failed)})
     log.info("report: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
@@ -117,15 +116,8 @@ def _predict(model, loss, cfg, meta, x: np.ndarray) -> tuple[dict, np.ndarray]:
     return described, read_outputs(outputs_of(model, x), described, "classes")
 
 
-def history(client, run_id: str, keys: list[str], logged: dict | None = None) -> dict[str, list[tuple[int, float]]]:
-    """metric key -> [(step, value), ...] for the keys the run has (``logged``: its latest metrics, when known)."""
-    logged = client.get_run(run_id).data.metrics if logged is None else logged
-    return {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in keys if key in logged}
-
-
-def _curves(tracker, run, out: Path, cfg) -> None:
-    path = report.training_curves(history(tracker.client, tracker.run_id, CURVES, run().data.metrics),
-                                  out / "plots" / "training_curves.png")
+def _curves(tracker, out: Path, cfg) -> None:
+    path = report.training_curves(tracker.history(CURVES), out / "plots" / "training_curves.png")
     tracker.log_artifact(path, "plots")
 
 
@@ -142,8 +134,8 @@ def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) 
         tracker.log_artifact(path, "plots")
 
 
-def _gradcheck(tracker, run, out: Path, model, cfg) -> None:
-    metrics = run().data.metrics
+def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:
+    metrics = logged()
     checks: dict[str, dict] = {}
     for key, value in metrics.items():
         parts = key.split("/")
@@ -173,42 +165,68 @@ def _inputs(tracker, splits, cfg) -> None:
     """The train/val/test splits as MLflow dataset inputs: name, digest, source (the dataset plugin and its
     options), and the profile (shapes) and schema MLflow records for a NumPy dataset.
 
-    The digest is MLflow's own NumPy digest (``numpy_digest``), computed without the copy of the whole
-    array that ``mlflow.data.from_numpy`` makes to read its first elements."""
-    import mlflow.data
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.entities import DatasetInput, InputTag
+    The digest is MLflow's own NumPy digest (``numpy_digest``): it reads only the first rows, so only
+    those travel to where MLflow runs (``log_inputs``, in the sidecar) with each array's shape and dtype."""
     from omegaconf import OmegaConf
 
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    source = CodeDatasetSource(tags={"runner.dataset": str(cfg.dataset.name), "runner.dataset.options": json.dumps(dataset_cfg),
-                                     "runner.data_dir": str(cfg.get("data_dir") or "")})
+    source_tags = {"runner.dataset": str(cfg.dataset.name), "runner.dataset.options": json.dumps(dataset_cfg),
+                   "runner.data_dir": str(cfg.get("data_dir") or "")}
+    described = [(context, _head(split.x), _head(split.y)) for context, split in
+                 (("train", splits.train), ("val", splits.val), ("test", splits.test)) if len(split)]
+    tracker.call("runner.story:log_inputs", splits.meta.name, source_tags, described)
+
+
+#: how many leading elements of an array MLflow's NumPy digest reads (mlflow.data.digest_utils.MAX_ROWS)
+DIGEST_ELEMENTS = 10_000
+
+
+def _head(array: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], str]:
+    """(the rows that hold the first ``DIGEST_ELEMENTS`` elements, the full shape, the dtype) of an array."""
+    row = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
+    head = array[: -(-DIGEST_ELEMENTS // row)] if array.ndim and row else array
+    return np.ascontiguousarray(head), tuple(array.shape), str(array.dtype)
+
+
+def log_inputs(client, run_id: str, experiment_id: str, name: str, source_tags: dict, described: list) -> None:
+    """(In the sidecar) ``described``'s splits as the run's dataset inputs. Each split stands in as a
+    zero-strided array of its shape and dtype (no data: MLflow reads the shape for the profile and the
+    dtype for the schema); the digest comes from its first rows."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = CodeDatasetSource(tags=source_tags)
     inputs = []
-    for context, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        if not len(split):
-            continue
-        dataset = mlflow.data.from_numpy(split.x, source=source, targets=split.y, name=splits.meta.name,
-                                         digest=numpy_digest(split.x, split.y))
+    for context, x, y in described:
+        features, targets = _stand_in(*x), _stand_in(*y)
+        digest = numpy_digest(features, targets, heads=(x[0], y[0]))
+        dataset = mlflow.data.from_numpy(features, source=source, targets=targets, name=name, digest=digest)
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+    client.log_inputs(run_id, datasets=inputs)
 
 
-def numpy_digest(features: np.ndarray, targets: np.ndarray | None = None) -> str:
+def _stand_in(head: np.ndarray, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """A read-only array of ``shape`` and ``dtype`` that holds one element (all entries alias it)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=shape, strides=(0,) * len(shape), writeable=False)
+
+
+def numpy_digest(features: np.ndarray, targets: np.ndarray | None = None, heads: tuple | None = None) -> str:
     """The digest ``mlflow.data.from_numpy`` computes (``mlflow.data.digest_utils.compute_numpy_digest``):
     an md5 over the first ``MAX_ROWS`` (10,000) elements of each array in C order and its full shape,
     so it changes with the shape and with those first values (the first 13 MNIST images). MLflow copies
     the whole flattened array to read them (0.1 s for MNIST's training split); this flattens only the
-    rows that hold them."""
+    rows that hold them (``heads``: those rows, when the arrays are stand-ins of the right shape)."""
     import pandas as pd
     from mlflow.data.digest_utils import MAX_ROWS, get_normalized_md5_digest
 
+    assert MAX_ROWS == DIGEST_ELEMENTS, f"MLflow's digest now reads {MAX_ROWS} elements: update DIGEST_ELEMENTS"
     elements: list = []
-    for array in (features, targets):
+    for i, array in enumerate((features, targets)):
         if array is None:
             continue
         array = np.asarray(array)
-        row = int(np.prod(array.shape[1:])) if array.ndim > 1 else 1
-        head = (array[: -(-MAX_ROWS // row)] if array.ndim and row else array).flatten()[:MAX_ROWS]
+        head = (heads[i] if heads is not None else _head(array)[0]).flatten()[:MAX_ROWS]
         try:
             elements.append(pd.util.hash_array(head))
         except TypeError:  # as MLflow: an array pandas cannot hash counts by its size
@@ -217,13 +235,19 @@ def numpy_digest(features: np.ndarray, targets: np.ndarray | None = None) -> str
     return get_normalized_md5_digest(elements)
 
 
-def _model(tracker, run, run_dir: Path, out: Path, described: dict, example: np.ndarray, predicted: np.ndarray) -> None:
-    from runner.pyfunc import log_model
-
+def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarray, predicted: np.ndarray) -> None:
     weights, config = Path(run_dir) / "model.npz", Path(run_dir) / "config.resolved.yaml"
-    experiment_id = run().info.experiment_id
     work = out / "model"
     work.mkdir(parents=True, exist_ok=True)
-    model_id = log_model(tracker.client, tracker.run_id, experiment_id, weights=weights, config=config, described=described,
-                         example=example, predicted=predicted, workdir=work)
+    model_id = tracker.call("runner.story:log_pyfunc_model", weights=str(weights), config=str(config), described=described,
+                            example=example, predicted=predicted, workdir=str(work.resolve()))
     tracker.set_tags({"runner.model_id": model_id})
+
+
+def log_pyfunc_model(client, run_id: str, experiment_id: str, *, weights: str, config: str, described: dict,
+                     example: np.ndarray, predicted: np.ndarray, workdir: str) -> str:
+    """(In the sidecar) ``runner.pyfunc.log_model``; returns the logged model's id."""
+    from runner.pyfunc import log_model
+
+    return log_model(client, run_id, experiment_id, weights=Path(weights).resolve(), config=Path(config).resolve(),
+                     described=described, example=example, predicted=predicted, workdir=Path(workdir))

@@ -150,6 +150,26 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def latest_metrics(self) -> dict[str, float]:
+        self.flush()
+        return dict(self.client.get_run(self.run_id).data.metrics)
+
+    def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+        """metric key -> [(step, value), ...] for the keys the run has."""
+        logged = self.latest_metrics()
+        return {key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged}
+
+    def call(self, function: str, *args, **kwargs) -> Any:
+        """``module:function(client, run_id, experiment_id, *args, **kwargs)`` (in the sidecar for a ``RemoteTracker``)."""
+        import importlib
+
+        module, name = function.split(":")
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        return getattr(importlib.import_module(module), name)(self.client, self.run_id, experiment_id, *args, **kwargs)
+
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri}"
 

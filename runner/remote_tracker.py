@@ -1,0 +1,179 @@
+"""A ``Tracker`` whose MLflow client lives in another process (``runner.sidecar``).
+
+The run's process never imports MLflow: ``RemoteTracker(where)`` starts the sidecar at once (its
+``import mlflow`` overlaps the run's data loading), ``start_run`` asks for the run, and every write
+is a message on a pipe (microseconds), carried out in order on the other core. The run id is waited
+for only when needed (a checkpoint, the last log line). A failure in the store comes back at the
+next ``flush`` (every few seconds of training) or at ``end`` as a ``RunnerError``.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from runner.api import RunnerError
+from runner.tracking import _BATCH_METRICS, _BATCH_PARAMS, Target, process_tags
+
+log = logging.getLogger("runner.tracking")
+
+
+class RemoteTracker:
+    """One MLflow run, written by the sidecar process: the same methods as ``runner.tracking.Tracker``."""
+
+    def __init__(self, where: Target):
+        self.uri, self.where = where.uri, where
+        self._proc = subprocess.Popen([sys.executable, "-m", "runner.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      close_fds=True)
+        self._seq = 0
+        self._replies: dict[int, Any] = {}
+        self._run_seq: int | None = None
+        self._run_id: str | None = None
+        self._buffer: list[tuple[str, float, int, int]] = []
+        self._last_flush = time.monotonic()
+        self._ended = False  # end() was called
+        self._closed = False  # the pipe is closed: after the end, or a failure (already raised)
+        self._failure: str | None = None
+
+    # -- the run
+    def start_run(self, run_name: str, tags: Mapping[str, Any] | None = None) -> "RemoteTracker":
+        """Open the store and experiment (created when missing) and a new run in it; returns at once."""
+        self._send("open", self.where.uri, self.where.experiment, self.where.artifact_location)
+        tags = {**process_tags(), **(tags or {})}
+        self._run_seq = self._send("create_run", run_name, {k: str(v) for k, v in tags.items()}, reply=True)
+        return self
+
+    @property
+    def run_id(self) -> str:
+        if self._run_id is None:
+            if self._failure is not None:  # the store failed before the run was created
+                return "(not created)"
+            self._run_id = self._wait(self._run_seq)
+        return self._run_id
+
+    # -- writes (in order, not waited for)
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH_PARAMS):
+            self._send("log_batch", params=items[i : i + _BATCH_PARAMS])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._send("log_batch", tags=[(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffered, and sent every few seconds (or every 1000 values)."""
+        now = int(time.time() * 1000)
+        self._buffer += [(k, float(v), now, step) for k, v in metrics.items()]
+        if len(self._buffer) >= _BATCH_METRICS or time.monotonic() - self._last_flush > 5.0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is buffered; raise the store's failure, if one came back."""
+        for i in range(0, len(self._buffer), _BATCH_METRICS):
+            self._send("log_batch", metrics=self._buffer[i : i + _BATCH_METRICS])
+        self._buffer.clear()
+        self._last_flush = time.monotonic()
+        self._poll()
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        self._send("log_artifact", str(path.resolve()), artifact_path, path.is_dir())
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self._send("log_dict", obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._send("log_text", text, artifact_file)
+
+    def end(self, status: str) -> None:
+        """Flush, mark the run FINISHED, FAILED or KILLED, wait until the sidecar has written everything, let it go."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.flush()
+            self._send("set_terminated", status)
+            self._wait(self._send("barrier", reply=True))
+        finally:
+            self._close()
+
+    # -- reads (waited for)
+    def latest_metrics(self) -> dict[str, float]:
+        self.flush()
+        return self._wait(self._send("latest_metrics", reply=True))
+
+    def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+        self.flush()
+        return self._wait(self._send("history", keys, reply=True))
+
+    def call(self, function: str, *args, **kwargs) -> Any:
+        """``module:function(client, run_id, experiment_id, *args, **kwargs)`` run in the sidecar; its result."""
+        return self._wait(self._send("call", function, args, kwargs, reply=True))
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.uri}"
+
+    # -- the pipe
+    def _send(self, op: str, *args, reply: bool = False, **kwargs) -> int:
+        self._seq += 1
+        if self._closed:  # after a failure (already raised) or the end: nothing more is written
+            if reply:
+                self._failed(self._failure or "the run has ended")
+            return self._seq
+        try:
+            pickle.dump((self._seq, op, args, kwargs, reply), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self._failed(None)
+        return self._seq
+
+    def _receive(self) -> None:
+        try:
+            seq, ok, value = pickle.load(self._proc.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._failed(None)
+        if not ok:
+            self._failed(value)
+        self._replies[seq] = value
+
+    def _wait(self, seq: int) -> Any:
+        while seq not in self._replies:
+            self._receive()
+        return self._replies.pop(seq)
+
+    def _poll(self) -> None:
+        """Read what came back without waiting: a failure is raised here."""
+        while select.select([self._proc.stdout], [], [], 0)[0]:
+            self._receive()
+
+    def _failed(self, message: str | None):
+        if message is None:
+            code = self._proc.poll()
+            message = f"the MLflow process (runner.sidecar) exited{f' with code {code}' if code is not None else ''}"
+        self._failure = message
+        self._close()
+        raise RunnerError(f"tracking: cannot record in the MLflow store {self.uri!r}: {message}")
+
+    def close(self) -> None:
+        """Let the sidecar go: after ``end``, nothing to do; with nothing ever sent (the run failed before it
+        started), it is stopped at once; else it exits when it has written what it was sent."""
+        if self._seq == 0 and self._proc.poll() is None:
+            self._proc.kill()
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        try:
+            if self._proc.stdin and not self._proc.stdin.closed:
+                self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            log.warning("the MLflow process (runner.sidecar, pid %d) is still writing; left to finish on its own", self._proc.pid)

@@ -1,0 +1,150 @@
+"""The MLflow side of a run, in a process of its own: ``python -m runner.sidecar``.
+
+A run's process starts it first thing (``runner.tracking.RemoteTracker``), so that ``import mlflow``
+(~1 s), a fresh SQLite store's schema (~1 s) and every write to the store happen on the other core
+while the run loads its data and trains. The run's process sends requests, pickled, one after
+another on stdin: ``(seq, op, args, kwargs, reply)``. They are carried out in order. A reply
+``(seq, True, result)`` goes back on stdout when asked for; a failure is always reported,
+``(seq, False, "<Type>: <message>")``, once: after the first failure the store is assumed unusable
+and later writes are dropped (their replies, when asked for, fail too).
+
+Ctrl-C reaches every process of the terminal's group: the sidecar ignores SIGINT and SIGTERM and
+lets the run's process decide (it records KILLED, then closes the pipe). At end of input it has
+carried out everything it was sent, and exits.
+"""
+from __future__ import annotations
+
+import importlib
+import pickle
+import queue
+import signal
+import sys
+import threading
+from typing import Any
+
+#: end of input
+_EOF = object()
+
+
+class Session:
+    """The store, experiment and run the requests refer to, and the operations on them."""
+
+    def __init__(self) -> None:
+        self.client = None
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+
+    # -- opening
+    def open(self, uri: str, experiment: str, artifact_location: str | None) -> str:
+        from runner.tracking import open_client, reap_stale_runs
+
+        self.client = open_client(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location)
+        reap_stale_runs(self.client, self.experiment_id)
+        return self.experiment_id
+
+    def create_run(self, run_name: str, tags: dict[str, str]) -> str:
+        from runner.tracking import _retrying
+
+        run = _retrying(lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=tags), "create run")
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    # -- writes
+    def log_batch(self, metrics=(), params=(), tags=()) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        from runner.tracking import _retrying
+
+        entities = {"metrics": [Metric(k, v, t, s) for k, v, t, s in metrics], "params": [Param(k, v) for k, v in params],
+                    "tags": [RunTag(k, v) for k, v in tags]}
+        _retrying(lambda: self.client.log_batch(self.run_id, **entities), "log batch")
+
+    def log_artifact(self, path: str, artifact_path: str | None, is_dir: bool) -> None:
+        if is_dir:
+            self.client.log_artifacts(self.run_id, path, artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, path, artifact_path)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def set_terminated(self, status: str) -> None:
+        from runner.tracking import _retrying
+
+        _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
+
+    # -- reads
+    def latest_metrics(self) -> dict[str, float]:
+        return dict(self.client.get_run(self.run_id).data.metrics)
+
+    def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+        logged = self.client.get_run(self.run_id).data.metrics
+        return {key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged}
+
+    def call(self, function: str, args: tuple, kwargs: dict) -> Any:
+        """``module:function(client, run_id, experiment_id, *args, **kwargs)``: MLflow work done here, not in the run's process."""
+        module, name = function.split(":")
+        return getattr(importlib.import_module(module), name)(self.client, self.run_id, self.experiment_id, *args, **kwargs)
+
+    def barrier(self) -> None:
+        """Nothing: its reply says every earlier request has been carried out."""
+
+
+def _read(stream, requests: queue.Queue) -> None:
+    """Read requests as fast as they come (the run's process never waits on a full pipe), into ``requests``."""
+    try:
+        while True:
+            requests.put(pickle.load(stream))
+    except (EOFError, OSError, pickle.UnpicklingError):
+        requests.put(_EOF)
+
+
+def serve(stdin, stdout) -> None:
+    requests: queue.Queue = queue.Queue()
+    threading.Thread(target=_read, args=(stdin, requests), daemon=True, name="runner-sidecar-reader").start()
+    _warm()  # while the run's process loads its data
+    session, failed = Session(), None
+    while True:
+        request = requests.get()
+        if request is _EOF:
+            return
+        seq, op, args, kwargs, reply = request
+        if failed is not None:
+            if reply:
+                _send(stdout, (seq, False, f"an earlier request failed: {failed}"))
+            continue
+        try:
+            result = getattr(session, op)(*args, **kwargs)
+        except Exception as e:
+            failed = f"{type(e).__name__}: {e}"
+            _send(stdout, (seq, False, failed))
+            continue
+        if reply:
+            _send(stdout, (seq, True, result))
+
+
+def _warm() -> None:
+    """``import mlflow`` (and its client): the bulk of the sidecar's start-up."""
+    from mlflow.tracking import MlflowClient  # noqa: F401
+
+
+def _send(stdout, message) -> None:
+    pickle.dump(message, stdout, protocol=pickle.HIGHEST_PROTOCOL)
+    stdout.flush()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed goes to the terminal, not into the replies
+    serve(stdin, stdout)
+
+
+if __name__ == "__main__":
+    main()
