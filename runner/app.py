@@ -179,7 +179,13 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
             else:
                 record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits)
             save = checkpointer(cfg, run_dir, tracker, model, optimizer, training, config)
-            training.after_epoch = lambda t: save() if save.due(t) else None
+
+            def after_epoch(t: Training) -> None:
+                tracker.check()  # a store that failed stops the run here, not after it
+                if save.due(t):
+                    save()
+
+            training.after_epoch = after_epoch
 
             def stop_on_signal(t: Training) -> None:
                 if signals.pending is not None:

@@ -80,6 +80,10 @@ class RemoteTracker:
         self._last_flush = time.monotonic()
         self._poll()
 
+    def check(self) -> None:
+        """Raise the store's failure now if one came back (cheap: called at every epoch's end)."""
+        self._poll()
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         self._send("log_artifact", str(path.resolve()), artifact_path, path.is_dir())

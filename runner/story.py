@@ -18,7 +18,6 @@ and named in the tag ``runner.report.failed``: the trained run itself stays FINI
 """
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import logging
@@ -66,7 +65,8 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
 
     meta, test = splits.meta, splits.test
     with no_collector_pauses():
-        metrics = functools.cache(tracker.latest_metrics)  # one query for the parts that need it
+        logged = tracker.latest_metrics()  # one query for the parts that need it; a failed store stops here
+        metrics = lambda: logged  # noqa: E731
         described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
         part("curves", _curves, tracker, out, cfg)
         if meta.task in ("classification", "binary") and predicted is not None:

@@ -134,6 +134,9 @@ class Tracker:
         self._buffer.clear()
         self._last_flush = time.monotonic()
 
+    def check(self) -> None:
+        """Nothing: this tracker's failures are raised where they happen (see RemoteTracker.check)."""
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_path)

@@ -1,0 +1,86 @@
+"""MLflow in a process of its own (runner.sidecar): the run's process never imports it, nothing is lost,
+Ctrl-C to the whole terminal group is still recorded, a failing store is one clear line."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import PLUGIN_SWITCHES, SHARED_DATA, Run, run_cli
+
+
+def env():
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", "PYTHONPROFILEIMPORTTIME", *PLUGIN_SWITCHES)}
+    env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
+    return env
+
+
+def test_the_run_process_never_imports_mlflow_and_everything_is_recorded(tmp_path):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "+experiment=iris"], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "runner.app" in imported and "numpy" in imported  # -X importtime reports this process's imports
+    assert not [m for m in imported if re.fullmatch(r"mlflow(\..*)?", m)], "the run's process imported mlflow"
+    run = Run(proc, tmp_path).only_run("iris")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test/accuracy"] >= 0.9 and run.data.metrics["gradcheck/max_rel_error"] < 1e-6
+    assert run.data.params["optimizer.name"] == "sgd" and run.data.tags["runner.gradcheck"] == "passed"
+    artifacts = {a.path for a in Run(proc, tmp_path).client().list_artifacts(run.info.run_id)}
+    assert {"model.npz", "config.resolved.yaml", "plugins.json", "plots", "tables"} <= artifacts
+    assert run.data.tags["runner.model_id"]  # the pyfunc model, logged by the sidecar
+    steps = int(run.data.metrics["epoch"]) * 6  # 300 epochs of 6 batches (90 training samples, batch 15)
+    assert len(Run(proc, tmp_path).client().get_metric_history(run.info.run_id, "train/loss")) == steps // 10  # every point
+
+
+def test_the_in_process_client_still_records_everything(tmp_path):
+    result = run_cli(tmp_path, "+experiment=iris", "tracking.sidecar=false")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    run = result.only_run("iris")
+    assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] >= 0.9
+    assert run.data.tags["runner.model_id"] and "plots" in {a.path for a in result.client().list_artifacts(run.info.run_id)}
+
+
+def test_ctrl_c_reaches_the_whole_group_and_the_run_is_still_recorded_killed(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "+experiment=mnist", "trainer.iterations=2200", "threads=1"],
+                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "epoch 1/4" in line:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: every process of the group, the sidecar too
+            break
+    seen.append(proc.stdout.read())
+    assert proc.wait(timeout=120) == 130, "".join(seen)[-3000:]
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the sidecar ignores SIGINT, writes what it was sent, then exits
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a process of the run's group is still alive a minute after it ended")
+    run = Run(subprocess.CompletedProcess([], 130, "".join(seen), ""), tmp_path).only_run("mnist")
+    assert run.info.status == "KILLED" and "SIGINT" in run.data.tags["runner.error"]
+    assert "checkpoints/checkpoint.npz" in {a.path for a in Run(None, tmp_path).client().list_artifacts(run.info.run_id, "checkpoints")}
+
+
+def test_a_store_the_sidecar_cannot_use_is_one_clear_line_and_stops_the_run(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "other.db"  # a store of some other MLflow: a schema revision this one does not know
+    with sqlite3.connect(store) as db:
+        db.execute("create table alembic_version (version_num varchar(32) not null)")
+        db.execute("insert into alembic_version values ('0123456789ab')")
+        db.execute("create table experiments (experiment_id integer)")
+    began = time.time()
+    result = run_cli(tmp_path, "+experiment=mnist", "threads=1", f"tracking.uri=sqlite:///{store}")
+    assert result.proc.returncode == 1, result.proc.stderr[-3000:]
+    assert "Traceback" not in result.proc.stderr and "report:" not in result.proc.stderr  # no story half-logged
+    assert f"tracking: cannot record in the MLflow store 'sqlite:///{store}'" in result.proc.stderr
+    assert "Can't locate revision identified by '0123456789ab'" in result.proc.stderr
+    assert "epoch 19/19" not in result.proc.stderr  # found out at an epoch's end, not after the whole run
+    assert time.time() - began < 120
