@@ -35,6 +35,7 @@ class RemoteTracker:
         self._run_seq: int | None = None
         self._run_id: str | None = None
         self._buffer: list[tuple[str, float, int, int]] = []
+        self._history: dict[str, list[tuple[int, float]]] = {}  # key -> [(step, value)], as logged
         self._last_flush = time.monotonic()
         self._ended = False  # end() was called
         self._closed = False  # the pipe is closed: after the end, or a failure (already raised)
@@ -68,7 +69,10 @@ class RemoteTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffered, and sent every few seconds (or every 1000 values)."""
         now = int(time.time() * 1000)
-        self._buffer += [(k, float(v), now, step) for k, v in metrics.items()]
+        points = [(k, float(v), now, step) for k, v in metrics.items()]
+        self._buffer += points
+        for key, value, _, _ in points:  # every point of this run passes here: its history, without asking the store
+            self._history.setdefault(key, []).append((step, value))
         if len(self._buffer) >= _BATCH_METRICS or time.monotonic() - self._last_flush > 5.0:
             self.flush()
 
@@ -103,21 +107,27 @@ class RemoteTracker:
             self.flush()
             self._send("set_terminated", status)
             self._wait(self._send("barrier", reply=True))
-        finally:
+        except BaseException:
             self._close()
+            raise
+        self._close(wait=False)  # everything is written: its interpreter's shutdown (~0.5 s) is not waited for
 
     # -- reads (waited for)
     def latest_metrics(self) -> dict[str, float]:
-        self.flush()
-        return self._wait(self._send("latest_metrics", reply=True))
+        """The value at the last step of every metric, from what this tracker logged (a new run's every point)."""
+        return {key: max(points, key=lambda p: p[0])[1] for key, points in self._history.items()}
 
     def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
-        self.flush()
-        return self._wait(self._send("history", keys, reply=True))
+        """metric key -> [(step, value), ...] for the keys the run has, from what this tracker logged."""
+        return {key: list(self._history[key]) for key in keys if key in self._history}
 
     def call(self, function: str, *args, **kwargs) -> Any:
         """``module:function(client, run_id, experiment_id, *args, **kwargs)`` run in the sidecar; its result."""
         return self._wait(self._send("call", function, args, kwargs, reply=True))
+
+    def submit(self, function: str, *args, **kwargs) -> None:
+        """As ``call``, not waited for (a failure comes back like a write's)."""
+        self._send("call", function, args, kwargs)
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri}"
@@ -170,13 +180,15 @@ class RemoteTracker:
             self._proc.kill()
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, wait: bool = True) -> None:
         self._closed = True
         try:
             if self._proc.stdin and not self._proc.stdin.closed:
                 self._proc.stdin.close()
         except OSError:
             pass
+        if not wait:
+            return
         try:
             self._proc.wait(timeout=120)
         except subprocess.TimeoutExpired:

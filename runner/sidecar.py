@@ -15,6 +15,7 @@ carried out everything it was sent, and exits.
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import queue
 import signal
@@ -112,7 +113,8 @@ def serve(stdin, stdout) -> None:
     while True:
         request = requests.get()
         if request is _EOF:
-            return
+            stdout.flush()
+            os._exit(0)  # everything asked for is written: skip MLflow's exit handlers (~0.5 s)
         seq, op, args, kwargs, reply = request
         if failed is not None:
             if reply:

@@ -68,14 +68,15 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
         logged = tracker.latest_metrics()  # one query for the parts that need it; a failed store stops here
         metrics = lambda: logged  # noqa: E731
         described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
+        # first what only MLflow does (in the sidecar, while the figures are drawn here)
+        part("inputs", _inputs, tracker, splits, cfg)
+        if options["model"] and predicted is not None:
+            part("model", _model, tracker, run_dir, out, described, test.x[:2], predicted[:2])
         part("curves", _curves, tracker, out, cfg)
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
         part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
-        part("inputs", _inputs, tracker, splits, cfg)
-        if options["model"] and predicted is not None:
-            part("model", _model, tracker, run_dir, out, described, test.x[:2], predicted[:2])
     if failed:
         tracker.set_tags({"runner.report.failed": ", ".join(failed)})
     log.info("report: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
@@ -174,7 +175,7 @@ def _inputs(tracker, splits, cfg) -> None:
                    "runner.data_dir": str(cfg.get("data_dir") or "")}
     described = [(context, _head(split.x), _head(split.y)) for context, split in
                  (("train", splits.train), ("val", splits.val), ("test", splits.test)) if len(split)]
-    tracker.call("runner.story:log_inputs", splits.meta.name, source_tags, described)
+    tracker.submit("runner.story:log_inputs", splits.meta.name, source_tags, described)
 
 
 #: how many leading elements of an array MLflow's NumPy digest reads (mlflow.data.digest_utils.MAX_ROWS)
@@ -239,15 +240,16 @@ def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarr
     weights, config = Path(run_dir) / "model.npz", Path(run_dir) / "config.resolved.yaml"
     work = out / "model"
     work.mkdir(parents=True, exist_ok=True)
-    model_id = tracker.call("runner.story:log_pyfunc_model", weights=str(weights), config=str(config), described=described,
-                            example=example, predicted=predicted, workdir=str(work.resolve()))
-    tracker.set_tags({"runner.model_id": model_id})
+    tracker.submit("runner.story:log_pyfunc_model", weights=str(weights), config=str(config), described=described,
+                   example=example, predicted=predicted, workdir=str(work.resolve()))
 
 
 def log_pyfunc_model(client, run_id: str, experiment_id: str, *, weights: str, config: str, described: dict,
                      example: np.ndarray, predicted: np.ndarray, workdir: str) -> str:
-    """(In the sidecar) ``runner.pyfunc.log_model``; returns the logged model's id."""
+    """(In the sidecar) ``runner.pyfunc.log_model``, and the run's tag ``runner.model_id``; returns the model's id."""
     from runner.pyfunc import log_model
 
-    return log_model(client, run_id, experiment_id, weights=Path(weights).resolve(), config=Path(config).resolve(),
-                     described=described, example=example, predicted=predicted, workdir=Path(workdir))
+    model_id = log_model(client, run_id, experiment_id, weights=Path(weights).resolve(), config=Path(config).resolve(),
+                         described=described, example=example, predicted=predicted, workdir=Path(workdir))
+    client.set_tag(run_id, "runner.model_id", model_id)
+    return model_id

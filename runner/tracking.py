@@ -165,6 +165,10 @@ class Tracker:
         logged = self.latest_metrics()
         return {key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged}
 
+    def submit(self, function: str, *args, **kwargs) -> None:
+        """``call``, its result dropped (not waited for in a ``RemoteTracker``)."""
+        self.call(function, *args, **kwargs)
+
     def call(self, function: str, *args, **kwargs) -> Any:
         """``module:function(client, run_id, experiment_id, *args, **kwargs)`` (in the sidecar for a ``RemoteTracker``)."""
         import importlib
