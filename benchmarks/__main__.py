@@ -297,7 +297,7 @@ def measure_cli(data_dir: Path, threads: list[int], repeats: int, torch_ok: bool
     e2e = EndToEnd(data_dir, iterations)
     variants = ["runner (instrumented)", "numpy script"] + (["torch script"] if torch_ok else [])
     if not quick:  # quick mode: the instrumented run stands for the runner's (one process of ~10 s less)
-        variants[:0] = ["runner", "runner (store exists)"]
+        variants[:0] = ["runner", "runner (store exists)", "runner (MLflow in-process)"]
     out: dict = {"iterations": iterations or 10000, "runs": {str(t): {} for t in threads}}
     try:
         for r in range(repeats):

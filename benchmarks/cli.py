@@ -73,6 +73,9 @@ class EndToEnd:
         if variant == "runner":
             cwd = self._fresh()
             result = timed([sys.executable, "-m", "runner", *self.runner_args(threads)], cwd, env, self.timeout)
+        elif variant == "runner (MLflow in-process)":  # tracking.sidecar=false: the client in the run's own process
+            cwd = self._fresh()
+            result = timed([sys.executable, "-m", "runner", *self.runner_args(threads), "tracking.sidecar=false"], cwd, env, self.timeout)
         elif variant == "runner (store exists)":
             cwd = self._warm()
             result = timed([sys.executable, "-m", "runner", *self.runner_args(threads)], cwd, env, self.timeout)
