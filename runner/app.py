@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, RunnerError
 from runner import checkpoint, resume
@@ -95,6 +96,18 @@ def blas_threads(cfg: DictConfig, hydra_cfg) -> int:
     return cores
 
 
+#: Below this many FLOPs of matrix products per training step a second BLAS thread gains nothing and
+#: costs a lot: 784-50-10 at batch 100 (24 MFLOP) took 318 vs 325 µs a step on 1 vs 2 threads, and the
+#: whole `+experiment=mnist` 5.4 vs 7.4-8.1 s (the threads wait for each other and for the sidecar);
+#: the 512-wide MLP (513 MFLOP) is 20 % faster on 2. With ``threads: null`` smaller models get 1 thread.
+SMALL_STEP_FLOPS = 100e6
+
+
+def step_flops(model, batch_size: int) -> float:
+    """FLOPs of a training step's matrix products: forward, d(weights) and d(input), 2 m n k each."""
+    return sum(6.0 * batch_size * w.shape[0] * w.shape[1] for w in model.params.values() if w.ndim == 2)
+
+
 def execute(cfg: DictConfig) -> float:
     """One run; returns the objective (see ``objective``) for Hydra's sweepers."""
     from hydra.core.hydra_config import HydraConfig
@@ -146,6 +159,8 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
     model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
     used[1:1] = [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]  # dataset, layers, loss, optimizer
     trainer.validate(len(splits.train))
+    if cfg.threads is None and step_flops(model, trainer.batch_size) < SMALL_STEP_FLOPS:
+        threadpool_limits(limits=1, user_api="blas")  # task()'s limits restore the previous ones afterwards
     learning_rate = lr_schedule(cfg, optimizer, trainer.total_steps(len(splits.train)))
     metric, direction = objective(cfg, splits.meta)
 
@@ -339,7 +354,6 @@ def task(cfg: DictConfig) -> float:
     and the job returns NaN, so the other jobs go on and the sweep is still summarised.
     """
     from hydra.core.hydra_config import HydraConfig
-    from threadpoolctl import threadpool_limits
 
     hydra_cfg = HydraConfig.get()
     try:

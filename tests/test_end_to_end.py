@@ -1,4 +1,5 @@
 """Each experiment run as a user runs it (a real subprocess), its MLflow record read back with MlflowClient."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,13 @@ def test_mnist_short_run(runner_cli):
     assert len(history(run, client, "train/accuracy")) == 2  # the running accuracy of each epoch's batches
     assert len(history(run, client, "test/accuracy")) == 1  # the test split once, at the end
     assert run.data.params["trainer.sampling"] == "replacement"
+    assert run.data.tags["runner.blas_threads"].endswith(" 1")  # threads: null and a 24 MFLOP step: one BLAS thread
+
+
+def test_a_large_model_gets_every_core(runner_cli):
+    cores = len(os.sched_getaffinity(0))
+    run, _ = assert_recorded(runner_cli("+experiment=mnist_mlp", "trainer.iterations=3", "report.enabled=false"), "mnist_mlp")
+    assert run.data.tags["runner.blas_threads"].endswith(f" {cores}")  # 513 MFLOP a step: worth the second thread
 
 
 FASHION_DIRS = [SHARED_DATA / "fashion_mnist", Path("/usr/share/datasets/fashion-mnist")]
