@@ -1,5 +1,7 @@
 """The recipes as a plain hand-written NumPy loop: forward, backward and update written out,
-float32 throughout, batches by fancy indexing. What runner's engine is compared against.
+float32 throughout, batches by fancy indexing. What runner's engine is compared against. It computes
+what runner reports, no more: the running accuracy of the training batches, the val split at runner's
+evaluation points (``Recipe.evaluation_steps``) and the test split at the end.
 
 ``train(recipe, data, seed, tick)`` returns test accuracy and seconds; ``tick(phase)``, when given,
 is called after each phase of a step (the per-phase breakdown); when None the loop has no timers.
@@ -93,7 +95,7 @@ def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
     B = recipe.batch_size
     order, pos = None, n
     last = len(layers) - 1
-    loss_sum = 0.0
+    loss_sum, correct = 0.0, 0
     evaluations, eval_s = recipe.evaluation_steps(n), 0.0
 
     began = time.perf_counter()
@@ -133,6 +135,7 @@ def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
             out = 1 / (1 + np.exp(-h))
             diff = out - t_all[idx]
             loss = 0.5 * float(np.sum(diff * diff))
+            correct += int(np.count_nonzero((out[:, 0] >= 0.5) == y[idx]))  # the running train accuracy runner reports
             dz = diff * out * (1 - out)
         else:
             z = h - h.max(axis=1, keepdims=True)
@@ -140,6 +143,7 @@ def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
             rows = np.arange(nb)
             yb = y[idx]
             loss = -float(logp[rows, yb].mean())
+            correct += int(np.count_nonzero(h.argmax(axis=1) == yb))  # the running train accuracy runner reports
             dz = np.exp(logp)
             dz[rows, yb] -= 1
             dz /= nb

@@ -49,7 +49,7 @@ def train(recipe: Recipe, data, seed: int = 0) -> dict:
     B = recipe.batch_size
     order, pos = None, n
 
-    evaluations, eval_s = recipe.evaluation_steps(n), 0.0
+    evaluations, eval_s, correct = recipe.evaluation_steps(n), 0.0, 0
     val_x, val_y = torch.from_numpy(data.val_x), torch.from_numpy(data.val_y)
     began = time.perf_counter()
     model.train()
@@ -63,6 +63,8 @@ def train(recipe: Recipe, data, seed: int = 0) -> dict:
             pos += B
         out = model(x[idx])
         loss = 0.5 * ((out - t_all[idx]) ** 2).sum() if binary else F.cross_entropy(out, y[idx])
+        with torch.no_grad():  # the running train accuracy runner reports
+            correct += int((((out[:, 0] >= 0.5).long() == y[idx]) if binary else (out.argmax(1) == y[idx])).sum())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.schedule == "cosine":
