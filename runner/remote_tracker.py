@@ -3,8 +3,10 @@
 The run's process never imports MLflow: ``RemoteTracker(where)`` starts the sidecar at once (its
 ``import mlflow`` overlaps the run's data loading), ``start_run`` asks for the run, and every write
 is a message on a pipe (microseconds), carried out in order on the other core. The run id is waited
-for only when needed (a checkpoint, the last log line). A failure in the store comes back at the
-next ``flush`` (every few seconds of training) or at ``end`` as a ``RunnerError``.
+for only when needed (a checkpoint, the last log line). A failure in the store comes back as a
+``RunnerError`` at the next ``check`` (every epoch's end), ``flush`` (every few seconds of metrics)
+or ``end``. The run's metric history is kept here as it is logged: ``history`` and
+``latest_metrics`` never wait for the store.
 """
 from __future__ import annotations
 
