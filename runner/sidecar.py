@@ -107,6 +107,12 @@ def _read(stream, requests: queue.Queue) -> None:
 
 def serve(stdin, stdout) -> None:
     requests: queue.Queue = queue.Queue()
+    # NumPy first, whole, in this thread: requests carry arrays, and unpickling one in the reader thread
+    # while this thread's ``import mlflow`` is importing NumPy would see it half-initialised
+    # ("module 'numpy._core' has no attribute '_multiarray_umath'": seen when a tiny run's story
+    # arrived before MLflow's import had finished)
+    import numpy  # noqa: F401
+
     threading.Thread(target=_read, args=(stdin, requests), daemon=True, name="runner-sidecar-reader").start()
     _warm()  # while the run's process loads its data
     session, failed = Session(), None

@@ -84,3 +84,27 @@ def test_a_store_the_sidecar_cannot_use_is_one_clear_line_and_stops_the_run(tmp_
     assert "Can't locate revision identified by '0123456789ab'" in result.proc.stderr
     assert "epoch 19/19" not in result.proc.stderr  # found out at an epoch's end, not after the whole run
     assert time.time() - began < 120
+
+
+def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path):
+    """A tiny run can reach its story (requests carrying NumPy arrays) before the sidecar's ``import
+    mlflow`` is done: its reader thread then unpickles arrays while MLflow's import runs. Before the
+    sidecar imported NumPy first, that broke the import once in CI (NumPy seen half-initialised); the
+    race needs a slow import to show, so this checks the outcome: such requests are carried out."""
+    import numpy as np
+
+    from runner.remote_tracker import RemoteTracker
+    from runner.story import _head
+    from runner.tracking import Target, default_store
+
+    uri, artifacts = default_store(tmp_path / "outputs")
+    for attempt in range(3):  # the race needs the arrays to arrive during the import: try a few fresh sidecars
+        tracker = RemoteTracker(Target(uri, artifacts, "early")).start_run(f"early-{attempt}")
+        x, y = np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4)
+        tracker.submit("runner.story:log_inputs", "toy", {"runner.dataset": "toy"}, [("train", _head(x), _head(y))])
+        tracker.log_metrics({"m": 1.0}, 1)
+        tracker.end("FINISHED")
+    client = Run(None, tmp_path).client()
+    runs = client.search_runs([client.get_experiment_by_name("early").experiment_id])
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" and r.data.metrics["m"] == 1.0 for r in runs)
+    assert all(len(r.inputs.dataset_inputs) == 1 and r.inputs.dataset_inputs[0].dataset.name == "toy" for r in runs)
