@@ -79,14 +79,6 @@ class Session:
 
         _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
 
-    # -- reads
-    def latest_metrics(self) -> dict[str, float]:
-        return dict(self.client.get_run(self.run_id).data.metrics)
-
-    def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
-        logged = self.client.get_run(self.run_id).data.metrics
-        return {key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged}
-
     def call(self, function: str, args: tuple, kwargs: dict) -> Any:
         """``module:function(client, run_id, experiment_id, *args, **kwargs)``: MLflow work done here, not in the run's process."""
         module, name = function.split(":")
