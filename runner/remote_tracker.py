@@ -40,7 +40,7 @@ class RemoteTracker:
         self._history: dict[str, list[tuple[int, float]]] = {}  # key -> [(step, value)], as logged
         self._last_flush = time.monotonic()
         self._ended = False  # end() was called
-        self._closed = False  # the pipe is closed: after the end, or a failure (already raised)
+        self._closed = False  # the pipe is closed: after the end, or the sidecar's exit
         self._failure: str | None = None
 
     # -- the run
@@ -54,9 +54,12 @@ class RemoteTracker:
     @property
     def run_id(self) -> str:
         if self._run_id is None:
-            if self._failure is not None:  # the store failed before the run was created
-                return "(not created)"
-            self._run_id = self._wait(self._run_seq)
+            try:
+                self._run_id = self._wait(self._run_seq)
+            except RunnerError:
+                if self._failure is None:
+                    raise
+                return "(not created)"  # the store failed before the run was created (already said)
         return self._run_id
 
     # -- writes (in order, not waited for)
@@ -101,17 +104,21 @@ class RemoteTracker:
         self._send("log_text", text, artifact_file)
 
     def end(self, status: str) -> None:
-        """Flush, mark the run FINISHED, FAILED or KILLED, wait until the sidecar has written everything, let it go."""
+        """Flush, mark the run FINISHED, FAILED or KILLED, wait until the sidecar has written everything, let it go.
+        After a failure already raised (the run is ending because of it) the end is still tried, quietly."""
         if self._ended:
             return
         self._ended = True
+        known = self._failure
         try:
             self.flush()
             self._send("set_terminated", status)
             self._wait(self._send("barrier", reply=True))
-        except BaseException:
+        except RunnerError:
             self._close()
-            raise
+            if known is None:  # found only now: say it
+                raise
+            return
         self._close(wait=False)  # everything is written: its interpreter's shutdown (~0.5 s) is not waited for
 
     # -- reads (waited for)
@@ -128,8 +135,9 @@ class RemoteTracker:
         return self._wait(self._send("call", function, args, kwargs, reply=True))
 
     def submit(self, function: str, *args, **kwargs) -> None:
-        """As ``call``, not waited for (a failure comes back like a write's)."""
-        self._send("call", function, args, kwargs)
+        """As ``call``, not waited for; a part of the run story: its failure is the sidecar's warning and
+        the tag ``runner.report.failed``, not the run's."""
+        self._send("report_part", function, args, kwargs)
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri}"
@@ -137,7 +145,7 @@ class RemoteTracker:
     # -- the pipe
     def _send(self, op: str, *args, reply: bool = False, **kwargs) -> int:
         self._seq += 1
-        if self._closed:  # after a failure (already raised) or the end: nothing more is written
+        if self._closed:  # after the end, or the sidecar's exit (already raised): nothing more is written
             if reply:
                 self._failed(self._failure or "the run has ended")
             return self._seq
@@ -168,11 +176,13 @@ class RemoteTracker:
             self._receive()
 
     def _failed(self, message: str | None):
-        if message is None:
+        """Raise the store's failure. The pipe stays open while the sidecar lives: it drops later writes
+        but still tries the run's end (see ``end``)."""
+        if message is None:  # the sidecar is gone
             code = self._proc.poll()
             message = f"the MLflow process (runner.sidecar) exited{f' with code {code}' if code is not None else ''}"
-        self._failure = message
-        self._close()
+            self._close()
+        self._failure = self._failure or message
         raise RunnerError(f"tracking: cannot record in the MLflow store {self.uri!r}: {message}")
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ while the run loads its data and trains. The run's process sends requests, pickl
 another on stdin: ``(seq, op, args, kwargs, reply)``. They are carried out in order. A reply
 ``(seq, True, result)`` goes back on stdout when asked for; a failure is always reported,
 ``(seq, False, "<Type>: <message>")``, once: after the first failure the store is assumed unusable
-and later writes are dropped (their replies, when asked for, fail too).
+and later writes are dropped (their replies, when asked for, fail too), except the run's end, which
+is still tried. A part of the run story (``report_part``) that fails is a warning, not a failure.
 
 Ctrl-C reaches every process of the terminal's group: the sidecar ignores SIGINT and SIGTERM and
 lets the run's process decide (it records KILLED, then closes the pipe). At end of input it has
@@ -84,6 +85,19 @@ class Session:
         module, name = function.split(":")
         return getattr(importlib.import_module(module), name)(self.client, self.run_id, self.experiment_id, *args, **kwargs)
 
+    def report_part(self, function: str, args: tuple, kwargs: dict) -> None:
+        """``call`` for a part of the run story: pictures are worth less than the run, so a failure is a
+        warning and the tag ``runner.report.failed``, and the sidecar goes on (as runner.story does)."""
+        try:
+            self.call(function, args, kwargs)
+        except Exception as e:
+            name = function.split(":")[1]
+            print(f"runner.sidecar: report part {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            try:
+                self.client.set_tag(self.run_id, "runner.report.failed", name)
+            except Exception:  # the store itself is failing: what follows will say so
+                pass
+
     def barrier(self) -> None:
         """Nothing: its reply says every earlier request has been carried out."""
 
@@ -114,15 +128,16 @@ def serve(stdin, stdout) -> None:
             stdout.flush()
             os._exit(0)  # everything asked for is written: skip MLflow's exit handlers (~0.5 s)
         seq, op, args, kwargs, reply = request
-        if failed is not None:
+        if failed is not None and op != "set_terminated":  # the run's end is still tried: it must not stay RUNNING
             if reply:
                 _send(stdout, (seq, False, f"an earlier request failed: {failed}"))
             continue
         try:
             result = getattr(session, op)(*args, **kwargs)
         except Exception as e:
-            failed = f"{type(e).__name__}: {e}"
-            _send(stdout, (seq, False, failed))
+            if failed is None:
+                failed = f"{type(e).__name__}: {e}"
+                _send(stdout, (seq, False, failed))
             continue
         if reply:
             _send(stdout, (seq, True, result))

@@ -166,7 +166,8 @@ class Tracker:
         return {key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged}
 
     def submit(self, function: str, *args, **kwargs) -> None:
-        """``call``, its result dropped (not waited for in a ``RemoteTracker``)."""
+        """``call`` for a part of the run story, its result dropped (not waited for in a ``RemoteTracker``);
+        a failure is raised to the story, which warns and tags ``runner.report.failed``."""
         self.call(function, *args, **kwargs)
 
     def call(self, function: str, *args, **kwargs) -> Any:

@@ -108,3 +108,19 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
     runs = client.search_runs([client.get_experiment_by_name("early").experiment_id])
     assert len(runs) == 3 and all(r.info.status == "FINISHED" and r.data.metrics["m"] == 1.0 for r in runs)
     assert all(len(r.inputs.dataset_inputs) == 1 and r.inputs.dataset_inputs[0].dataset.name == "toy" for r in runs)
+
+
+def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends(tmp_path):
+    from runner.remote_tracker import RemoteTracker
+    from runner.tracking import Target, default_store
+
+    uri, artifacts = default_store(tmp_path / "outputs")
+    tracker = RemoteTracker(Target(uri, artifacts, "parts")).start_run("a run")
+    tracker.log_metrics({"m": 2.0}, 1)
+    tracker.submit("runner.story:no_such_part")  # raises AttributeError in the sidecar
+    tracker.set_tags({"after": "yes"})  # later writes still happen
+    tracker.end("FINISHED")
+    client = Run(None, tmp_path).client()
+    [run] = client.search_runs([client.get_experiment_by_name("parts").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["m"] == 2.0
+    assert run.data.tags["runner.report.failed"] == "no_such_part" and run.data.tags["after"] == "yes"
