@@ -38,12 +38,9 @@ class Session:
 
     # -- opening
     def open(self, uri: str, experiment: str, artifact_location: str | None) -> str:
-        from runner.tracking import open_client, reap_stale_runs
+        from runner.tracking import Target, prepare
 
-        self.client = open_client(uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment, artifact_location=artifact_location)
-        reap_stale_runs(self.client, self.experiment_id)
+        self.client, self.experiment_id = prepare(Target(uri, artifact_location, experiment), background=False).result()
         return self.experiment_id
 
     def create_run(self, run_name: str, tags: dict[str, str]) -> str:
