@@ -43,6 +43,10 @@ class Layer:
     buffers: dict[str, np.ndarray]
     #: False on a model's first layer: ``backward`` may then skip d(input) and return None
     needs_input_grad: bool = True
+    #: Where a piecewise elementwise layer changes formula, as input values (relu: ``(0.0,)``);
+    #: empty for a smooth layer. The gradient check skips an entry only when its perturbation moves
+    #: an input of this layer across one of them (no finite difference is the derivative there).
+    kinks: tuple[float, ...] = ()
 
     def __init__(self) -> None:
         self.params = {}
@@ -58,6 +62,16 @@ class Layer:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def branches(self, x: np.ndarray) -> np.ndarray | None:
+        """Which piece of a piecewise formula each element uses for the input ``x``; None when smooth.
+
+        The gradient check compares these before and after a perturbation. By default they come
+        from ``kinks``; a layer that is piecewise but not elementwise (max pooling) overrides this.
+        """
+        if not self.kinks:
+            return None
+        return np.searchsorted(np.asarray(self.kinks, dtype=np.float64), x)  # kink k < x: piece k + 1
 
 
 class Loss:
@@ -81,6 +95,11 @@ class Loss:
     def backward(self) -> np.ndarray:
         """d(loss)/d(pred) for the last ``forward``."""
         raise NotImplementedError
+
+    def branches(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+        """Which piece of a piecewise loss (l1, hinge, huber, a clip) each element of ``pred`` is on;
+        None when smooth. The gradient check skips an entry whose perturbation changes one."""
+        return None
 
 
 class Optimizer:
