@@ -61,6 +61,9 @@ class L1(Loss):
     def backward(self):
         return np.sign(self.diff) / self.diff.size
 
+    def branches(self, pred, target):  # the kink at pred = target
+        return np.sign(pred - _like(target, pred))
+
 
 def _targets_as_rows(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Class indices (batch,) as one-hot rows; one-hot or soft-label rows (batch, classes) as they are."""
@@ -121,6 +124,9 @@ class NLL(Loss):
         p, n = self.p, len(self.p)
         return np.where(p >= self.tiny, -self.onehot / np.maximum(p, self.tiny), 0).astype(p.dtype, copy=False) / n
 
+    def branches(self, pred, target):  # where the clip at tiny starts
+        return pred >= np.finfo(pred.dtype).tiny
+
 
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy on probabilities ``pred`` (e.g. a sigmoid's output), targets in [0, 1], same shape.
@@ -151,6 +157,9 @@ class BinaryCrossEntropy(Loss):
         grad = (q - t) / (q * (1 - q)) / q.size
         grad[~self.inside] = 0
         return grad
+
+    def branches(self, pred, target):  # below, inside or above [eps, 1 - eps]
+        return np.searchsorted(np.array([self.eps, 1 - self.eps]), pred)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -203,6 +212,9 @@ class Huber(Loss):
     def backward(self):
         return np.clip(self.r, -self.delta, self.delta) / self.r.size
 
+    def branches(self, pred, target):  # quadratic inside [-delta, delta], linear outside
+        return np.searchsorted(np.array([-self.delta, self.delta]), pred - _like(target, pred))
+
 
 class Hinge(Loss):
     """Binary hinge loss on scores ``pred`` (batch, 1), averaged over every element:
@@ -229,6 +241,9 @@ class Hinge(Loss):
 
     def backward(self):
         return np.where(self.margin > 0, -self.s, 0).astype(self.s.dtype, copy=False) / self.s.size
+
+    def branches(self, pred, target):  # the kink at margin 1 - s pred = 0
+        return 1 - np.where(np.asarray(target) > 0, 1, -1) * pred > 0
 
 
 @hookimpl

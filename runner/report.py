@@ -9,7 +9,7 @@ Figures have fixed sizes in pixels (``SIZES``): the tests check them.
     training_curves(history, path)                 plots/training_curves.png
     confusion_matrix(y_true, y_pred, n) + plot_confusion_matrix(...)  plots/confusion_matrix.png
     misclassified_grid(images, y_true, y_pred, classes, path)        plots/misclassified.png
-    gradcheck_table(checks, threshold) + plot_gradcheck(table, ...)  plots/gradcheck.png, tables/gradcheck.*
+    gradcheck_rows(metrics) -> gradcheck_table -> plot_gradcheck  plots/gradcheck.png, tables/gradcheck.*
     per_class_table(y_true, y_pred, classes)                          tables/per_class.*
     model_summary(model)                                              summary.txt
 """
@@ -266,56 +266,96 @@ def _grey_with_background():
 # --------------------------------------------------------------------------- the gradient check
 
 
-def gradcheck_table(checks: Mapping[str, Any], threshold: float, shapes: Mapping[str, tuple[int, ...]] | None = None):
-    """One row per parameter array: relative error, max |numerical - analytic|, passed; with the shape
-    and the entries checked / at kinks when known.
+SUMMARY_METRICS = ("max_rel_error", "kinks_skipped")
 
-    ``checks``: name -> ``runner.gradcheck.Check`` or a mapping with ``rel_error``, ``max_abs_diff``
-    (optionally ``entries``, ``kinks``), e.g. read back from the run's gradcheck/* metrics.
+
+def gradcheck_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The run's gradcheck/* metrics as rows, grouped by layer (the loss after the layers), each
+    layer's own checks before its parameters' end-to-end ones:
+
+        gradcheck/1.softsign.x/rel_error        layer 1 alone, d(input)
+        gradcheck/loss.mse.pred/rel_error       the loss alone
+        gradcheck/model/0.linear.W/rel_error    parameter W of layer 0, through the loss
     """
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        if not key.startswith("gradcheck/"):
+            continue
+        name, _, stat = key.removeprefix("gradcheck/").rpartition("/")
+        end_to_end = name.startswith("model/")
+        array_name = name.removeprefix("model/")
+        if stat not in ("rel_error", "max_abs_diff") or array_name in SUMMARY_METRICS or array_name.count(".") < 2:
+            continue
+        index, layer_type, array = array_name.split(".", 2)
+        row = found.setdefault(name, {"metric": name, "layer": f"{index}.{layer_type}", "array": array,
+                                      "check": "end to end" if end_to_end else "alone"})
+        row[stat] = float(value)
+
+    def order(row: dict[str, Any]) -> tuple:
+        index = row["layer"].split(".")[0]
+        return (int(index) if index.isdigit() else 1 << 30, row["check"] != "alone", row["array"] != "x")
+
+    return sorted((r for r in found.values() if {"rel_error", "max_abs_diff"} <= set(r)), key=order)
+
+
+def gradcheck_table(rows: Sequence[Mapping[str, Any]], threshold: float, shapes: Mapping[str, tuple[int, ...]] | None = None):
+    """One row per checked array: layer, array (``x`` is d(input)), check (alone / end to end), shape,
+    relative error, max |numerical - analytic|, passed; ``rows`` as from ``gradcheck_rows``.
+    ``shapes``: metric name (``1.softsign.x``, ``model/0.linear.W``) -> shape, where known."""
     import pandas as pd
 
-    rows = []
-    for name, check in checks.items():
-        get = check.get if isinstance(check, Mapping) else lambda key, c=check: getattr(c, key, None)
-        row: dict[str, Any] = {"parameter": name}
+    table = []
+    for row in rows:
+        out: dict[str, Any] = {"metric": row["metric"], "layer": row["layer"], "array": row["array"], "check": row["check"]}
         if shapes is not None:
-            row["shape"] = "x".join(map(str, shapes.get(name, ()))) or "-"
-        row["rel_error"] = float(get("rel_error"))
-        row["max_abs_diff"] = float(get("max_abs_diff"))
-        for key in ("entries", "kinks"):
-            if get(key) is not None:
-                row[key] = int(get(key))
-        row["passed"] = bool(row["rel_error"] <= threshold)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ["parameter", "rel_error", "max_abs_diff", "passed"])
+            out["shape"] = "x".join(map(str, shapes.get(row["metric"], ()))) or "-"
+        out["rel_error"] = float(row["rel_error"])
+        out["max_abs_diff"] = float(row["max_abs_diff"])
+        out["passed"] = bool(out["rel_error"] <= threshold)
+        table.append(out)
+    columns = ["metric", "layer", "array", "check", *(["shape"] if shapes is not None else []), "rel_error", "max_abs_diff", "passed"]
+    return pd.DataFrame(table, columns=columns)
 
 
 def plot_gradcheck(table, threshold: float, path: Path, title: str = "") -> Path:
-    """Relative error per parameter as horizontal bars on a log axis, the threshold as a line:
-    green bars passed, red bars failed (a relative error of 0 is drawn at REL_ERROR_FLOOR)."""
+    """Relative error per checked array as horizontal bars on a log axis, grouped by layer (bands),
+    the threshold as a line: green passed, red failed; a layer's own checks solid, end-to-end ones
+    lighter (a relative error of 0 is drawn at REL_ERROR_FLOOR)."""
     fig = _figure("gradcheck")
     ax = fig.add_subplot(1, 1, 1)
-    names = list(table["parameter"]) if len(table) else []
-    errors = np.maximum(np.asarray(table["rel_error"], dtype=float), REL_ERROR_FLOOR) if len(table) else np.array([])
-    colors = ["tab:green" if e <= threshold else "tab:red" for e in np.asarray(table["rel_error"], dtype=float)] if len(table) else []
-    positions = np.arange(len(names))[::-1]  # the first parameter on top
-    ax.barh(positions, errors, color=colors, left=REL_ERROR_FLOOR)
+    n = len(table)
+    exact = np.asarray(table["rel_error"], dtype=float) if n else np.array([])
+    errors = np.maximum(exact, REL_ERROR_FLOOR)
+    alone = [c == "alone" for c in table["check"]] if n else []
+    names = [f"{layer} {array}" + ("" if a else " (end to end)") for layer, array, a in zip(table["layer"], table["array"], alone)] if n else []
+    colors = [("tab:green" if e <= threshold else "tab:red") for e in exact]
+    positions = np.arange(n)[::-1]  # the first layer on top
+    ax.barh(positions, errors, color=colors, alpha=None, left=REL_ERROR_FLOOR)
+    for bar, a in zip(ax.patches, alone):
+        if not a:
+            bar.set_alpha(0.45)
+    layers = list(table["layer"]) if n else []
+    for k, layer in enumerate(dict.fromkeys(layers)):  # a light band behind every other layer's rows
+        rows = [positions[i] for i, name in enumerate(layers) if name == layer]
+        if k % 2:
+            ax.axhspan(min(rows) - 0.5, max(rows) + 0.5, color="0.93", zorder=0)
     _log_scale(ax, "x", minor=False)  # 6 decades and more: the major ticks say it
-    ax.set_yticks(positions, names, fontsize=8 if len(names) <= 20 else 6)
+    small = n > 20
+    ax.set_yticks(positions, names, fontsize=6 if small else 8)
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.0e}")
-    low = min([threshold, *errors]) if len(errors) else threshold
-    high = max([threshold, *errors]) if len(errors) else threshold
+    low = min([threshold, *errors]) if n else threshold
+    high = max([threshold, *errors]) if n else threshold
     ax.set_xlim(max(REL_ERROR_FLOOR / 10, low / 100), high * 100)
-    for y, e, exact in zip(positions, errors, np.asarray(table["rel_error"], dtype=float) if len(table) else []):
-        ax.text(e * 1.3, y, f"{exact:.1e}" if exact > 0 else "0 (exact)", va="center", fontsize=8)
-    ax.set_xlabel("relative error ||numerical − backprop|| / (||numerical|| + ||backprop||), log scale")
-    worst = float(np.max(table["rel_error"])) if len(table) else 0.0
+    for y, e, value in zip(positions, errors, exact):
+        ax.text(e * 1.3, y, f"{value:.1e}" if value > 0 else "0 (exact)", va="center", fontsize=6 if small else 8)
+    ax.set_ylim(-0.5, n - 0.5)
+    ax.set_xlabel("relative error of backprop vs central differences (docs/numerics.md), log scale")
+    worst = float(np.max(exact)) if n else 0.0
     verdict = "passed" if worst <= threshold else "FAILED"
-    ax.set_title(title or f"gradient check {verdict}: max relative error {worst:.2e} over {len(names)} parameter arrays", y=1.0)
+    ax.set_title(title or f"gradient check {verdict}: max relative error {worst:.2e} over {n} arrays (x: d(input))", y=1.0)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
-    _margins(fig, left=_text_width(names, 8 if len(names) <= 20 else 6) + 25, right=25, bottom=52, top=32)
+    _margins(fig, left=_text_width(names, 6 if small else 8) + 25, right=25, bottom=52, top=32)
     return _save(fig, path)
 
 

@@ -5,8 +5,8 @@
     plots/training_curves.png   loss and accuracy (mae) per step, train vs val
     plots/confusion_matrix.png  classifiers: true vs predicted on the test split
     plots/misclassified.png     image datasets: misclassified test images, true -> predicted
-    plots/gradcheck.png         relative error per parameter, log scale, with the threshold
-    tables/gradcheck.csv|md     the gradient check per parameter
+    plots/gradcheck.png         relative error per checked array, grouped by layer, log scale, with the threshold
+    tables/gradcheck.csv|md     the gradient check per layer and array (alone, end to end)
     tables/per_class.csv|md     classifiers: precision, recall, f1, support per class
     summary.txt                 layers, shapes, parameter counts
     model/                      the trained model as an MLflow pyfunc model (runner.pyfunc)
@@ -136,19 +136,16 @@ def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) 
 
 
 def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:
-    metrics = logged()
-    checks: dict[str, dict] = {}
-    for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "gradcheck" and parts[2] in ("rel_error", "max_abs_diff"):
-            checks.setdefault(parts[1], {})[parts[2]] = value
-    order = list(model.params)
-    checks = {name: checks[name] for name in sorted(checks, key=lambda n: order.index(n) if n in order else len(order))
-              if {"rel_error", "max_abs_diff"} <= set(checks[name])}
-    if not checks:
+    rows = report.gradcheck_rows(logged())
+    if not rows:
         return  # gradcheck.enabled=false
+    samples = int(cfg.gradcheck.samples)
+    shapes = {f"{i}.{t}.x": (samples, *model.shapes[i]) for i, t in enumerate(model.types)}
+    for name, value in model.params.items():
+        shapes[name] = shapes[f"model/{name}"] = value.shape
+    shapes.update({r["metric"]: (samples, *model.shapes[-1]) for r in rows if r["layer"].startswith("loss.")})
     threshold = float(cfg.gradcheck.threshold)
-    table = report.gradcheck_table(checks, threshold, {k: v.shape for k, v in model.params.items()})
+    table = report.gradcheck_table(rows, threshold, shapes)
     tracker.log_artifact(report.plot_gradcheck(table, threshold, out / "plots" / "gradcheck.png"), "plots")
     for path in report.write_table(table, out / "tables", "gradcheck", floatfmt=".3e"):
         tracker.log_artifact(path, "tables")

@@ -32,7 +32,7 @@ def context(seed=0, data_dir=SHARED, dtype=np.float32):
 
 def test_hook_lists_every_dataset():
     names = [spec.name for spec in runner_datasets()]
-    assert names == ["mnist", "fashion_mnist", "iris", "iris_binary", "linear", "regression"]
+    assert names == ["mnist", "fashion_mnist", "iris", "iris_binary", "linear", "regression", "spirals"]
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -312,3 +312,19 @@ def test_regression_targets_are_learnable():
     residual = splits.test.y - design(splits.test.x) @ w
     r2 = 1 - residual.var(axis=0) / splits.test.y.var(axis=0)
     assert (r2 > 0.5).all()
+
+
+def test_spirals_arms_lie_on_their_spirals():
+    from plugins.datasets.synthetic import SpiralsDataset
+
+    splits = SpiralsDataset(classes=3, noise=0.0).load(context(seed=4))
+    assert splits.meta == splits.meta.__class__("spirals", (2,), 3, "classification", ("arm 0", "arm 1", "arm 2"))
+    x, y = splits.train.x.astype(np.float64), splits.train.y
+    assert splits.train.x.dtype == np.float32
+    assert sorted(set(y.tolist())) == [0, 1, 2] and len(y) == 300
+    r = np.hypot(x[:, 0], x[:, 1])  # r = t, angle = 4 t + 2 pi k / 3: recover k from the point alone
+    k = np.round((np.arctan2(x[:, 0], x[:, 1]) - 4 * r) / (2 * np.pi / 3)) % 3
+    np.testing.assert_array_equal(k, y)
+    again = SpiralsDataset(classes=3, noise=0.0).load(context(seed=4))
+    np.testing.assert_array_equal(again.test.x, splits.test.x)
+    assert not np.array_equal(SpiralsDataset().load(context(seed=5)).train.x, SpiralsDataset().load(context(seed=4)).train.x)

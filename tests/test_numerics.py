@@ -6,7 +6,7 @@ from plugins.layers import Linear, ReLU, Sigmoid, Tanh
 from plugins.losses import L1, MSE, SoftmaxCrossEntropy, SumSquared
 from plugins.optimizers import SGD
 from runner.api import RunnerError
-from runner.gradcheck import check_array, check_layer
+from runner.gradcheck import Eval, check_array, check_layer
 
 SMOOTH = 1e-7  # relative error allowed where the function is smooth
 KINKED = 1e-4  # where it has kinks (inputs sampled away from them)
@@ -105,15 +105,25 @@ def test_gradcheck_catches_a_wrong_backward():
     assert check_layer(BrokenTanh(), (5,))["x"].rel_error > 1e-2
 
 
+def absolute_sum(x):
+    """f = sum |x|, with the branch each entry is on: what a piecewise layer reports through ``branches``."""
+    return lambda: Eval(float(np.sum(np.abs(x))), float(np.sum(np.abs(x))), (np.sign(x),))
+
+
 def test_entries_at_a_kink_are_skipped_and_counted():
-    x = np.array([0.0, 1.5, -2.0])
-    f = lambda: float(np.sum(np.abs(x)))  # noqa: E731
-    check = check_array(f, x, np.sign(x), 1e-6, None, np.random.default_rng(0))
-    assert check.kinks == 1 and check.entries == 2
+    x = np.array([1e-7, 1.5, -2.0])  # the first within the step of the kink at 0
+    check = check_array(absolute_sum(x), x, np.sign(x), 1e-6, None, np.random.default_rng(0))
+    assert check.kinks == 1 and check.entries == 2 and not check.direction  # the direction crosses it too
     assert check.rel_error <= 1e-9
 
 
-def test_kink_skipping_does_not_hide_a_wrong_gradient():
+def test_a_smooth_function_skips_nothing_even_at_zero():
     x = np.array([0.0, 1.5, -2.0])
-    f = lambda: float(np.sum(np.abs(x)))  # noqa: E731
-    assert check_array(f, x, -np.sign(x), 1e-6, None, np.random.default_rng(0)).rel_error == pytest.approx(1.0)
+    f = lambda: float(np.sum(np.sin(x)))  # noqa: E731  a bare float: smooth
+    check = check_array(f, x, np.cos(x), 1e-6, None, np.random.default_rng(0))
+    assert check.kinks == 0 and check.entries == 3 and check.direction and check.rel_error <= 1e-9
+
+
+def test_kink_skipping_does_not_hide_a_wrong_gradient():
+    x = np.array([1e-7, 1.5, -2.0])
+    assert check_array(absolute_sum(x), x, -np.sign(x), 1e-6, None, np.random.default_rng(0)).rel_error == pytest.approx(1.0)

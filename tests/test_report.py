@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from runner import report
-from runner.gradcheck import Check
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -110,22 +109,45 @@ def test_misclassified_grid_is_a_png_of_the_documented_size_with_or_without_mist
     assert png_size(none_wrong) == (700, 860)
 
 
-def test_gradcheck_table_and_bar_chart_from_checks_or_from_logged_metrics(tmp_path):
-    checks = {"0.linear.W": Check(2e-11, 3e-9, 64, 1), "0.linear.b": Check(1e-12, 0.0, 10), "2.linear.W": Check(0.1, 2e-3, 64)}
-    table = report.gradcheck_table(checks, 1e-6, {"0.linear.W": (4, 8), "0.linear.b": (8,), "2.linear.W": (8, 3)})
-    assert table["parameter"].tolist() == list(checks)
-    assert table["shape"].tolist() == ["4x8", "8", "8x3"]
+def test_gradcheck_rows_group_the_logged_metrics_by_layer_alone_before_end_to_end():
+    metrics = {
+        "gradcheck/model/0.linear.W/rel_error": 3e-9, "gradcheck/model/0.linear.W/max_abs_diff": 2e-11,
+        "gradcheck/2.linear.W/rel_error": 2e-3, "gradcheck/2.linear.W/max_abs_diff": 0.1,
+        "gradcheck/0.linear.W/rel_error": 1e-10, "gradcheck/0.linear.W/max_abs_diff": 1e-12,
+        "gradcheck/loss.mse.pred/rel_error": 0.0, "gradcheck/loss.mse.pred/max_abs_diff": 0.0,
+        "gradcheck/1.relu.x/rel_error": 1e-11, "gradcheck/1.relu.x/max_abs_diff": 1e-13,
+        "gradcheck/0.linear.x/rel_error": 2e-11, "gradcheck/0.linear.x/max_abs_diff": 1e-13,
+        "gradcheck/max_rel_error": 2e-3, "gradcheck/model/max_rel_error": 3e-9, "gradcheck/kinks_skipped": 0,
+        "train/loss": 1.0, "gradcheck/0.linear.W/rel_error_no_stat": 1.0,
+    }
+    rows = report.gradcheck_rows(metrics)
+    assert [r["metric"] for r in rows] == ["0.linear.x", "0.linear.W", "model/0.linear.W", "1.relu.x", "2.linear.W", "loss.mse.pred"]
+    assert [(r["layer"], r["array"], r["check"]) for r in rows][:3] == [
+        ("0.linear", "x", "alone"), ("0.linear", "W", "alone"), ("0.linear", "W", "end to end")]
+    assert rows[-1]["layer"] == "loss.mse" and rows[-1]["rel_error"] == 0.0
+
+
+def test_gradcheck_table_and_bar_chart(tmp_path):
+    rows = report.gradcheck_rows({
+        "gradcheck/0.linear.x/rel_error": 3e-9, "gradcheck/0.linear.x/max_abs_diff": 2e-11,
+        "gradcheck/0.linear.b/rel_error": 0.0, "gradcheck/0.linear.b/max_abs_diff": 1e-12,
+        "gradcheck/model/2.linear.W/rel_error": 2e-3, "gradcheck/model/2.linear.W/max_abs_diff": 0.1,
+    })
+    table = report.gradcheck_table(rows, 1e-6, {"0.linear.x": (4, 8), "0.linear.b": (8,)})
+    assert table["metric"].tolist() == ["0.linear.x", "0.linear.b", "model/2.linear.W"]
+    assert table["shape"].tolist() == ["4x8", "8", "-"]
     assert table["rel_error"].tolist() == [3e-9, 0.0, 2e-3]
-    assert table["entries"].tolist() == [64, 10, 64] and table["kinks"].tolist() == [1, 0, 0]
+    assert table["check"].tolist() == ["alone", "alone", "end to end"]
     assert table["passed"].tolist() == [True, True, False]
     path = report.plot_gradcheck(table, 1e-6, tmp_path / "gradcheck.png")
     assert png_size(path) == report.SIZES["gradcheck"] == (900, 500)
+    assert decoded(path).std() > 0.01
 
-    from_metrics = report.gradcheck_table({"0.linear.W": {"rel_error": 1e-10, "max_abs_diff": 1e-12}}, 1e-6)
-    assert from_metrics.columns.tolist() == ["parameter", "rel_error", "max_abs_diff", "passed"]
-    csv, md = report.write_table(from_metrics, tmp_path, "gradcheck", floatfmt=".3e")
-    assert pd.read_csv(csv)["rel_error"].tolist() == [1e-10]  # full precision in the CSV
-    assert "1.000e-10" in md.read_text()
+    without_shapes = report.gradcheck_table(rows[:1], 1e-6)
+    assert without_shapes.columns.tolist() == ["metric", "layer", "array", "check", "rel_error", "max_abs_diff", "passed"]
+    csv, md = report.write_table(without_shapes, tmp_path, "gradcheck", floatfmt=".3e")
+    assert pd.read_csv(csv)["rel_error"].tolist() == [3e-9]  # full precision in the CSV
+    assert "3.000e-09" in md.read_text()
 
 
 def test_model_summary_lists_layers_shapes_and_parameter_counts():

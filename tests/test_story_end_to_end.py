@@ -82,8 +82,15 @@ def check_story(result, experiment: str, tmp_path: Path, monkeypatch, images: bo
     tables = Path(client.download_artifacts(run_id, "tables", str(tmp_path)))
     gradcheck = pd.read_csv(tables / "gradcheck.csv")
     for row in gradcheck.itertuples():
-        assert row.rel_error == pytest.approx(run.data.metrics[f"gradcheck/{row.parameter}/rel_error"], rel=1e-12)
+        assert row.rel_error == pytest.approx(run.data.metrics[f"gradcheck/{row.metric}/rel_error"], rel=1e-12)
         assert row.passed == (row.rel_error <= 1e-6)
+    layers = [name for name in gradcheck["layer"] if not name.startswith("loss.")]
+    assert layers == sorted(layers, key=lambda name: int(name.split(".")[0]))  # grouped by layer, in order
+    alone = gradcheck[gradcheck["check"] == "alone"]
+    assert {"x", "W", "b"} <= set(alone["array"])  # each layer's d(input) and parameters, alone
+    assert gradcheck["layer"].iloc[-1].startswith("loss.")  # the loss alone, after the layers
+    end_to_end = [m for m in run.data.metrics if m.startswith("gradcheck/model/") and m.endswith("/rel_error") and m != "gradcheck/model/max_rel_error"]
+    assert len(gradcheck[gradcheck["check"] == "end to end"]) == len(end_to_end) > 0
     per_class = pd.read_csv(tables / "per_class.csv")
     assert per_class["class"].tolist() == [*classes, "macro average"]
 

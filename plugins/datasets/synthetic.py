@@ -1,4 +1,4 @@
-"""Synthetic regression data, generated from the run's seed.
+"""Synthetic data, generated from the run's seed: two regression sets and the spirals.
 
 Each split (and the regression teacher) draws from its own stream spawned from
 ``context.seed``, so changing one split's size leaves the others unchanged.
@@ -93,3 +93,27 @@ class RegressionDataset(Dataset):
             splits.append(Split(x, y.astype(context.dtype)))
         meta = Meta("regression", (self.inputs,), self.outputs, "regression")
         return Splits(*splits, meta=meta)
+
+
+class SpiralsDataset(Dataset):
+    """``classes`` interleaved spiral arms in the plane (CS231n's toy data): x (N, 2), y the arm (int64).
+
+    Arm k: radius r = t, angle 4 t + 2 pi k / classes + noise * N(0, 1), for t uniform in [0, 1];
+    x = (r sin angle, r cos angle). No linear model separates the arms; a small MLP does.
+    """
+
+    def __init__(self, classes: int = 2, n_train: int = 300, n_val: int = 100, n_test: int = 100, noise: float = 0.2):
+        self.classes = _count("classes", classes, 2)
+        self.sizes = (_count("n_train", n_train, 1), _count("n_val", n_val), _count("n_test", n_test))
+        self.noise = _number("noise", noise, minimum=0)
+
+    def load(self, context: DataContext) -> Splits:
+        splits = []
+        for n, rng in zip(self.sizes, _streams(context.seed, 3)):
+            y = rng.integers(0, self.classes, n)
+            t = rng.uniform(0.0, 1.0, n)
+            angle = 4.0 * t + 2.0 * np.pi * y / self.classes + self.noise * rng.standard_normal(n)
+            x = np.stack([t * np.sin(angle), t * np.cos(angle)], axis=1)
+            splits.append(Split(x.astype(context.dtype), y.astype(np.int64)))
+        classes = tuple(f"arm {k}" for k in range(self.classes))
+        return Splits(*splits, meta=Meta("spirals", (2,), self.classes, "classification", classes))

@@ -36,6 +36,7 @@ class ReLU(Layer):
 
     overwrite_input = overwrite_dout = False  # set by Sequential
     output_unshared = input_grad_unshared = True  # it keeps only its mask
+    kinks = (0.0,)
 
     def forward(self, x, training):
         self.mask = x > 0
@@ -51,6 +52,8 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """y = x if x > 0 else alpha x; dx = dout where x > 0, else alpha dout."""
 
+    kinks = (0.0,)
+
     def __init__(self, alpha: float = 0.01):
         super().__init__()
         self.alpha = number_option("alpha", alpha)
@@ -64,7 +67,12 @@ class LeakyReLU(Layer):
 
 
 class ELU(Layer):
-    """y = x if x > 0 else alpha (exp(x) - 1); dx = dout where x > 0, else dout alpha exp(x) (= dout (y + alpha))."""
+    """y = x if x > 0 else alpha (exp(x) - 1); dx = dout where x > 0, else dout alpha exp(x).
+
+    alpha exp(x), not y + alpha: the sum loses the small exp(x) below x of about -20 and is 0 below -37.
+    """
+
+    kinks = (0.0,)  # the formula changes there (a kink unless alpha = 1; even then the curvature jumps)
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
@@ -72,12 +80,11 @@ class ELU(Layer):
 
     def forward(self, x, training):
         self.positive = x > 0
-        negative = self.alpha * np.expm1(np.minimum(x, 0.0))  # min: no overflow in the discarded branch
-        self.y = np.where(self.positive, x, negative)
-        return self.y
+        self.x_neg = np.minimum(x, 0.0)  # min: no overflow in the discarded branch
+        return np.where(self.positive, x, self.alpha * np.expm1(self.x_neg))
 
     def backward(self, dout):
-        return dout * np.where(self.positive, 1.0, self.y + self.alpha).astype(dout.dtype)
+        return dout * np.where(self.positive, 1.0, self.alpha * np.exp(self.x_neg)).astype(dout.dtype)
 
 
 class GELU(Layer):
@@ -145,6 +152,7 @@ class Softplus(Layer):
         super().__init__()
         self.beta = number_option("beta", beta, "a positive number", lambda v: v > 0)
         self.threshold = number_option("threshold", threshold, "a positive number", lambda v: v > 0)
+        self.kinks = (self.threshold / self.beta,)  # where it switches to y = x (a tiny jump, as torch)
 
     def forward(self, x, training):
         bx = self.beta * x

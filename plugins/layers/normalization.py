@@ -8,6 +8,17 @@ from runner.api import Layer, RunnerError
 from .options import flat_features, number_option
 
 
+def _mean_var(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and biased variance over ``axis``, the mean corrected by a second pass over x - mean:
+    for inputs far from 0 (mean 1e5, std 1) the plain mean's rounding error would shift every xhat."""
+    mean = x.mean(axis=axis, keepdims=True)
+    centered = x - mean
+    correction = centered.mean(axis=axis, keepdims=True)
+    mean += correction
+    centered -= correction
+    return mean, np.mean(np.square(centered), axis=axis, keepdims=True)
+
+
 def _normalize_backward(dxhat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, axis: int) -> np.ndarray:
     """dx for xhat = (x - mean) inv_std, mean and biased variance over ``axis`` of n entries:
 
@@ -21,7 +32,7 @@ def _normalize_backward(dxhat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray
 class BatchNorm(Layer):
     """Batch normalisation of (batch, features) over the batch axis (torch's BatchNorm1d).
 
-    Training: mu, var = mean and biased variance over the batch; xhat = (x - mu) / sqrt(var + eps);
+    Training: mu, var = mean (compensated) and biased variance over the batch; xhat = (x - mu) / sqrt(var + eps);
     y = gamma xhat + beta; running = (1 - momentum) running + momentum batch_stat, with the unbiased
     variance var n / (n - 1) for running_var. Eval: mu, var = running_mean, running_var.
     Backward: dgamma = sum_batch dout xhat, dbeta = sum_batch dout, dxhat = dout gamma;
@@ -47,7 +58,7 @@ class BatchNorm(Layer):
             n = len(x)
             if n < 2:
                 raise RunnerError(f"batchnorm: training needs batches of at least 2 samples, got {n}")
-            mean, var = x.mean(axis=0), x.var(axis=0)
+            mean, var = (a[0] for a in _mean_var(x, axis=0))
             m, running = self.momentum, self.buffers
             running["running_mean"][...] = (1.0 - m) * running["running_mean"] + m * mean
             running["running_var"][...] = (1.0 - m) * running["running_var"] + m * var * (n / (n - 1))
@@ -86,7 +97,7 @@ class LayerNorm(Layer):
         return input_shape
 
     def forward(self, x, training):
-        mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        mean, var = _mean_var(x, axis=-1)
         self.inv_std = 1.0 / np.sqrt(var + self.eps)  # (batch, ..., 1)
         self.xhat = (x - mean) * self.inv_std
         return self.params["gamma"] * self.xhat + self.params["beta"]
