@@ -145,7 +145,7 @@ def timer_overhead(n: int = 20000) -> float:
 
 def gradcheck(recipe: Recipe, data, seed: int = 0) -> dict:
     """One gradient check as app.py runs it before training (conf/config.yaml's gradcheck settings)."""
-    from runner.gradcheck import check_model
+    from runner.gradcheck import check_run
     from runner.train import targets_for
 
     model, loss, _, splits, _, _, _, check_seed = build(recipe, data, seed)
@@ -153,9 +153,9 @@ def gradcheck(recipe: Recipe, data, seed: int = 0) -> dict:
     x = splits.train.x[: gc.samples]
     t = targets_for(splits.train.y[: gc.samples], splits.meta, loss, x.dtype)
     began = time.perf_counter()
-    checks = check_model(model, loss, x, t, eps=gc.eps, max_entries=gc.max_entries, seed=int(check_seed.generate_state(1)[0]))
+    rows = check_run(model, loss, x, t, eps=gc.eps, max_entries=gc.max_entries, seed=int(check_seed.generate_state(1)[0]))
     seconds = time.perf_counter() - began
-    return {"seconds": seconds, "max_rel_error": max(c.rel_error for c in checks.values()), "arrays": len(checks)}
+    return {"seconds": seconds, "max_rel_error": max(r.check.rel_error for r in rows), "arrays": len(rows)}
 
 
 def profile_rows(profiler: cProfile.Profile, top: int = 18) -> list[dict]:

@@ -264,29 +264,40 @@ def check_model(
     """Every parameter of ``model`` (a float64 copy) against the loss, on the samples ``x``: {param name: Check}.
 
     Runs the layers in training mode by default (batch statistics, dropout with replayed masks).
+    A parameter of layer i moves nothing before it: its evaluations start from layer i's input.
     """
     model = float64_twin(model)
     x = x.astype(np.float64)
     if np.issubdtype(target.dtype, np.floating):
         target = target.astype(np.float64)
     rewind = replaying_randomness(model.layers)
+    rewind()
+    inputs = layer_inputs(model, x, training)
 
-    def f() -> Eval:
-        rewind()
-        h, found = x, []
-        for layer in model.layers:
-            found += branches_of(layer, h)
-            h = layer.forward(h, training)
-        value = float(loss.forward(h, target))
-        found += branches_of(loss, h, target)
-        return Eval(value, abs(value) + float(np.mean(np.abs(h))), tuple(found))
+    def loss_from(i: int) -> Callable[[], Eval]:
+        def f() -> Eval:
+            rewind()
+            h, found = inputs[i], []
+            for layer in model.layers[i:]:
+                found += branches_of(layer, h)
+                h = layer.forward(h, training)
+            value = float(loss.forward(h, target))
+            found += branches_of(loss, h, target)
+            return Eval(value, abs(value) + float(np.mean(np.abs(h))), tuple(found))
 
-    f()
+        return f
+
+    loss_from(0)()
     dx = model.backward(loss.backward())
     analytic = {name: g.copy() for name, g in model.grads.items()}
     around = sensitivity(model.params, analytic) + (float(np.sum(np.abs(x * dx))) if dx is not None else 0.0)
     rng = np.random.default_rng(seed)
-    return {name: check_array(f, p, analytic[name], eps, max_entries, rng, around) for name, p in model.params.items()}
+    checks = {}
+    for i, (layer, layer_type) in enumerate(zip(model.layers, model.types)):
+        for key, p in layer.params.items():
+            name = f"{i}.{layer_type}.{key}"
+            checks[name] = check_array(loss_from(i), p, analytic[name], eps, max_entries, rng, around)
+    return checks
 
 
 def check_layer(

@@ -110,6 +110,47 @@ def clashing_config_distribution(root: Path) -> Path:
     })
 
 
+def softsign_distribution(root: Path) -> Path:
+    """runner-softsign 0.1.0: a learned softsign layer ``softsign`` (correct), and ``softsign_bad_x``
+    whose backward returns d(input) doubled (its parameter's gradient is right)."""
+    return write_distribution(root, {
+        "pyproject.toml": pyproject("runner-softsign", "0.1.0", {"runner.plugins": {"layers": "runner_softsign"}},
+                                    modules=["runner_softsign"]),
+        "runner_softsign.py": '''
+            import numpy as np
+            from runner.api import Layer, PluginSpec, hookimpl
+
+            class Softsign(Layer):
+                """y = x / (1 + |a x|) with a learned per-feature a; dy/dx = 1 / (1 + |a x|)^2."""
+
+                kinks = (0.0,)
+
+                def build(self, input_shape, rng, dtype):
+                    self.params = {"a": np.full(input_shape, 1.5, dtype)}
+                    self.grads = {"a": np.zeros(input_shape, dtype)}
+                    return input_shape
+
+                def forward(self, x, training):
+                    self.x, self.d = x, 1.0 + np.abs(self.params["a"] * x)
+                    return x / self.d
+
+                def backward(self, dout):
+                    a, x, d2 = self.params["a"], self.x, self.d ** 2
+                    self.grads["a"][...] = np.sum(-dout * x * np.abs(x) * np.sign(a) / d2, axis=0)
+                    return dout / d2
+
+            class DoubledInputGrad(Softsign):
+                def backward(self, dout):
+                    return 2.0 * super().backward(dout)
+
+            @hookimpl
+            def runner_layers():
+                return [PluginSpec("softsign", Softsign, "learned softsign"),
+                        PluginSpec("softsign_bad_x", DoubledInputGrad, "learned softsign, d(input) doubled")]
+        ''',
+    })
+
+
 def plugin_env(*sites: Path, **variables: str) -> dict[str, str]:
     """Environment for a subprocess that sees the distributions installed in ``sites``."""
     return {"PYTHONPATH": os.pathsep.join(map(str, sites)), **variables}
