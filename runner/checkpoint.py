@@ -3,13 +3,16 @@
 One ``.npz`` file of plain arrays; the nested state's non-array parts (steps, RNG states, the
 config) travel inside it as a JSON string. Loading uses ``allow_pickle=False``: a checkpoint
 never runs code. Writing goes to a temp file in the same directory, is fsync'ed, and replaces
-the checkpoint with ``os.replace``; the previous checkpoint is kept as ``checkpoint.prev.npz``.
+the checkpoint with ``os.replace``; the previous checkpoint is kept as ``checkpoint.prev.npz`` (a
+hard link to it, made before the replacement): ``checkpoint.npz`` never disappears, even for a moment.
+A copy of it opened before a replacement reads the old file to its end; one opened after, the new one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,7 @@ def save(directory: Path, state: dict) -> Path:
         f.flush()
         os.fsync(f.fileno())
     if final.exists():
-        os.replace(final, directory / PREVIOUS)
+        keep(final, directory / PREVIOUS)
     os.replace(temp, final)
     descriptor = os.open(directory, os.O_RDONLY)
     try:
@@ -69,6 +72,18 @@ def save(directory: Path, state: dict) -> Path:
     finally:
         os.close(descriptor)
     return final
+
+
+def keep(final: Path, previous: Path) -> None:
+    """``previous`` becomes ``final``'s current file, and ``final`` stays where it is (a hard link,
+    renamed into place; where the file system has none, a copy)."""
+    temp = previous.with_name(f".{previous.name}.tmp")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(final, temp)
+    except OSError:
+        shutil.copyfile(final, temp)
+    os.replace(temp, previous)
 
 
 def load(path: Path) -> dict:

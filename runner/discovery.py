@@ -165,8 +165,8 @@ def discover(settings: PluginSettings, extra: Iterable[object] = ()) -> Discover
         found.loaded.append(Loaded(source, plugin, provider, entries))
     found.failed += config_failed
     found.skipped += config_skipped
-    for plugin in extra:
-        provider = Provider("(not installed)", "", _module_of(plugin))
+    for plugin in extra:  # from runner.testing.plugin_registry
+        provider = Provider("(not installed)", "", _module_of(plugin), passed_to="plugin_registry")
         try:
             entries = register(pm, plugin, f"(not installed):{provider.module}:{id(plugin)}", provider)
         except PluginProblem as e:
@@ -175,6 +175,35 @@ def discover(settings: PluginSettings, extra: Iterable[object] = ()) -> Discover
             raise e.error
         found.loaded.append(Loaded(None, plugin, provider, entries))
     return found
+
+
+class ObjectRegistry(Registry):
+    """The registry ``runner.testing.plugin_registry`` returns: runner's built-ins (unless
+    ``builtins=False``) and the plugin objects a test passed to it. A name it lacks is said in the
+    terms of the plugin's author: what their objects provide, what the built-ins provide, and which
+    installed distributions plugin_registry leaves out."""
+
+    def __init__(self, found: Discovery, builtins: bool = True):
+        self.builtins = builtins
+        super().__init__(found.entries, found.not_loaded(), found)
+
+    def unknown(self, kind: str, name: str) -> str:
+        entries = [self.get(kind, n, "") for n in self.names(kind)]
+        yours = [e.name for e in entries if e.provider.passed_to]
+        builtin = [e.name for e in entries if not e.provider.passed_to]
+        objects = list(dict.fromkeys(l.provider.module for l in self.discovery.loaded if l.source is None))
+        if objects:
+            several = len(objects) > 1
+            passed = (f"your plugin object{'s' if several else ''} passed to plugin_registry ({', '.join(objects)}) "
+                      f"provide{'' if several else 's'} {', '.join(yours) or f'no {kind}'}")
+        else:
+            passed = "no plugin object was passed to plugin_registry"
+        builtins = f"runner's built-ins provide {', '.join(builtin) or 'none'}" if self.builtins else "runner's built-ins are left out (builtins=False)"
+        left_out = list(dict.fromkeys(f"{s.source.distribution} {s.source.version}" for s in self.discovery.skipped
+                                      if s.source.distribution != "runner"))
+        installed = (f"; installed plugin distributions are left out ({', '.join(left_out)}): pass their plugin objects to "
+                     f"plugin_registry as well to use them") if left_out else ""
+        return f"{kind} {name!r} is not registered{self.did_you_mean(kind, name)}: {passed}; {builtins}{installed}"
 
 
 def load_registry(config: Any = None, environ: Any = None) -> Registry:

@@ -88,8 +88,15 @@ class Sequential:
         return twin
 
     def summary(self) -> str:
-        """The widths of the layers that have parameters, e.g. ``784-50-10``."""
-        widths = [self.shapes[0]] + [self.shapes[i + 1] for i, layer in enumerate(self.layers) if layer.params]
+        """The input's width, then the output width of each layer that maps to new features, e.g.
+        ``784-50-10``: a layer with a weight matrix or kernel (a parameter of two or more dimensions), or
+        with parameters and an output shape of its own. Activations, norms and dropout keep the width and
+        are left out, with parameters or without (prelu's alpha, batchnorm's gamma and beta)."""
+        widths = [self.shapes[0]]
+        for i, layer in enumerate(self.layers):
+            params = [np.ndim(p) for p in layer.params.values()]
+            if any(n >= 2 for n in params) or (params and self.shapes[i + 1] != self.shapes[i]):
+                widths.append(self.shapes[i + 1])
         return "-".join("x".join(map(str, shape)) for shape in widths)
 
     def parameter_count(self) -> int:

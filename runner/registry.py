@@ -30,8 +30,11 @@ class Provider:
     distribution: str
     version: str
     module: str
+    passed_to: str = ""  # "plugin_registry": a plugin object a test passed to runner.testing.plugin_registry
 
     def __str__(self) -> str:
+        if self.passed_to:
+            return f"your plugin object {self.module} (passed to {self.passed_to})"
         return " ".join(filter(None, (self.distribution, self.version))) + f" ({self.module})"
 
 
@@ -92,16 +95,21 @@ class Registry:
         return sorted(self._by_kind[kind])
 
     def get(self, kind: str, name: str, where: str) -> Entry:
-        """The plugin ``name`` of ``kind``; ``where`` names the config key the user wrote it in."""
+        """The plugin ``name`` of ``kind``; ``where`` names the config key the user wrote it in (e.g.
+        ``model.activation``), which starts the message when there is no such plugin."""
         known = self._by_kind[kind]
         if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            missing = f"; installed but not loaded: {'; '.join(self.not_loaded)}" if self.not_loaded else ""
-            raise RunnerError(
-                f"{where}: unknown {kind} {name!r}{hint}; available: {', '.join(self.names(kind)) or 'none'}{missing}"
-            )
+            raise RunnerError(f"{where}: {self.unknown(kind, name)}")
         return known[name]
+
+    def unknown(self, kind: str, name: str) -> str:
+        """Why there is no ``kind`` named ``name``: what there is, and what is installed but not loaded."""
+        missing = f"; installed but not loaded: {'; '.join(self.not_loaded)}" if self.not_loaded else ""
+        return f"unknown {kind} {name!r}{self.did_you_mean(kind, name)}; available: {', '.join(self.names(kind)) or 'none'}{missing}"
+
+    def did_you_mean(self, kind: str, name: str) -> str:
+        close = difflib.get_close_matches(str(name), self._by_kind[kind], n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
 
     def entries(self) -> list[Entry]:
         return [e for kind in KINDS for e in self._by_kind[kind].values()]
@@ -113,7 +121,9 @@ def duplicates(entries: Iterable[Entry]) -> list[str]:
     problems = []
     for entry in entries:
         first = seen.setdefault((entry.kind, entry.name), entry)
-        if first is not entry:
+        if first is not entry and (first.provider.passed_to or entry.provider.passed_to):
+            problems.append(_passed_twice(first, entry))
+        elif first is not entry:
             installed = [e.provider.distribution for e in (entry, first)  # third-party ones: hint at switching one off
                          if not e.provider.distribution.startswith("(") and e.provider.distribution != "runner"]
             hint = f", e.g. RUNNER_DISABLE_PLUGINS={installed[0]}" if installed else ""
@@ -122,6 +132,18 @@ def duplicates(entries: Iterable[Entry]) -> list[str]:
                 f"uninstall or disable one of them{hint}"
             )
     return problems
+
+
+def _passed_twice(first: Entry, entry: Entry) -> str:
+    """A name provided twice where a plugin object passed to ``runner.testing.plugin_registry`` is one of
+    the two: said to the plugin's author, who renames it (nothing is installed to disable)."""
+    def who(provider: Provider) -> str:
+        return f"runner's built-ins, {provider}," if provider.distribution == "runner" and not provider.passed_to else str(provider)
+
+    both = first.provider.passed_to and entry.provider.passed_to
+    advice = ("pass each plugin object once, or rename one of the two" if both else
+              f"rename yours: a {entry.kind}'s name is unique across runner's built-ins and every plugin")
+    return f"{entry.kind} {entry.name!r} is provided twice: by {who(first.provider)} and by {who(entry.provider)}; {advice}"
 
 
 def load_registry(config: Any = None) -> Registry:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import pickle
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,7 +34,14 @@ class RemoteTracker:
         self._proc = subprocess.Popen([sys.executable, "-m", "runner.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       close_fds=True)
         self._seq = 0
+        # the replies, read by a thread as they come: a failure the sidecar reports is seen at the next
+        # check even when it arrived with an earlier reply (a select() on the pipe misses what the
+        # reader's buffer already holds)
+        self._inbox: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read_replies, daemon=True, name="runner-sidecar-replies").start()
         self._replies: dict[int, Any] = {}
+        self._done = 0  # every request up to this one has been carried out (replies come in order)
+        self._copying: dict[str, int] = {}  # file artifact -> its request: the sidecar copies it later
         self._run_seq: int | None = None
         self._run_id: str | None = None
         self._buffer: list[tuple[str, float, int, int]] = []
@@ -94,8 +102,21 @@ class RemoteTracker:
         self._poll()
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copied into the store by the sidecar, later: a file that changes afterwards needs ``release``."""
         path = Path(path)
-        self._send("log_artifact", str(path.resolve()), artifact_path, path.is_dir())
+        is_dir = path.is_dir()
+        seq = self._send("log_artifact", str(path.resolve()), artifact_path, is_dir)
+        if not is_dir:
+            self._copying[str(path.resolve())] = seq
+
+    def release(self, path: Path) -> None:
+        """Wait until the sidecar has copied ``path`` (logged earlier) into the store: the caller is about
+        to replace it. A checkpoint is replaced every epoch; replaced under the sidecar's copy it vanished
+        for a moment (FileNotFoundError), or the store got a newer file than the metrics it had."""
+        seq = self._copying.pop(str(Path(path).resolve()), None)
+        if seq is None or seq <= self._done or self._failure is not None or self._closed:
+            return  # copied already, or never will be (the store failed: later writes are dropped)
+        self._wait(self._send("barrier", reply=True))
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         self._send("log_dict", obj, artifact_file)
@@ -103,23 +124,35 @@ class RemoteTracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._send("log_text", text, artifact_file)
 
-    def end(self, status: str) -> None:
-        """Flush, mark the run FINISHED, FAILED or KILLED, wait until the sidecar has written everything, let it go.
-        After a failure already raised (the run is ending because of it) the end is still tried, quietly."""
+    def end(self, status: str, tags: Mapping[str, Any] | None = None) -> None:
+        """Flush, wait until the sidecar has written everything, mark the run FINISHED, FAILED or KILLED
+        with ``tags`` (``runner.error``), let the sidecar go. The end and its tags are tried even after the
+        store failed: a run never stays RUNNING, and a FAILED one says why. A failure already raised (the
+        run is ending because of it) is not raised again; one found only now is, and a run that was to
+        end FINISHED ends FAILED with it."""
         if self._ended:
             return
         self._ended = True
-        known = self._failure
+        known, found = self._failure, None
         try:
             self.flush()
-            self._send("set_terminated", status)
-            self._wait(self._send("barrier", reply=True))
-        except RunnerError:
-            self._close()
-            if known is None:  # found only now: say it
-                raise
+            self._wait(self._send("barrier", reply=True))  # every write before the end: carried out, or failed
+        except RunnerError as e:
+            found = e
+        if found is not None and known is None and status == "FINISHED":
+            status, tags = "FAILED", {**(tags or {}), "runner.error": str(found)}
+        try:
+            self._send("set_terminated", status, {k: str(v)[:5000] for k, v in (tags or {}).items()})
+            if found is None:
+                self._wait(self._send("barrier", reply=True))
+        except RunnerError as e:
+            found = found or e
+        if found is None:
+            self._close(wait=False)  # everything is written: its interpreter's shutdown (~0.5 s) is not waited for
             return
-        self._close(wait=False)  # everything is written: its interpreter's shutdown (~0.5 s) is not waited for
+        self._close()  # the sidecar tries the end, then exits
+        if known is None:  # found only now: say it
+            raise found
 
     # -- reads (waited for)
     def latest_metrics(self) -> dict[str, float]:
@@ -156,14 +189,28 @@ class RemoteTracker:
             self._failed(None)
         return self._seq
 
-    def _receive(self) -> None:
+    def _read_replies(self) -> None:
         try:
-            seq, ok, value = pickle.load(self._proc.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
+            while True:
+                self._inbox.put(pickle.load(self._proc.stdout))
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+            self._inbox.put(None)  # the sidecar is gone
+
+    def _receive(self, block: bool = True) -> bool:
+        """Take one reply (waiting for it when ``block``); False when none has come. A failure is raised."""
+        try:
+            reply = self._inbox.get(block=block)
+        except queue.Empty:
+            return False
+        if reply is None:
+            self._inbox.put(None)  # every later read sees it too
             self._failed(None)
+        seq, ok, value = reply
         if not ok:
             self._failed(value)
+        self._done = max(self._done, seq)
         self._replies[seq] = value
+        return True
 
     def _wait(self, seq: int) -> Any:
         while seq not in self._replies:
@@ -172,8 +219,8 @@ class RemoteTracker:
 
     def _poll(self) -> None:
         """Read what came back without waiting: a failure is raised here."""
-        while select.select([self._proc.stdout], [], [], 0)[0]:
-            self._receive()
+        while self._receive(block=False):
+            pass
 
     def _failed(self, message: str | None):
         """Raise the store's failure. The pipe stays open while the sidecar lives: it drops later writes

@@ -6,8 +6,9 @@ while the run loads its data and trains. The run's process sends requests, pickl
 another on stdin: ``(seq, op, args, kwargs, reply)``. They are carried out in order. A reply
 ``(seq, True, result)`` goes back on stdout when asked for; a failure is always reported,
 ``(seq, False, "<Type>: <message>")``, once: after the first failure the store is assumed unusable
-and later writes are dropped (their replies, when asked for, fail too), except the run's end, which
-is still tried. A part of the run story (``report_part``) that fails is a warning, not a failure.
+and later writes are dropped (their replies, when asked for, fail too), except the run's end (with
+its tags, e.g. ``runner.error``), which is still tried. A part of the run story (``report_part``)
+that fails is a warning, not a failure.
 
 Ctrl-C reaches every process of the terminal's group: the sidecar ignores SIGINT and SIGTERM and
 lets the run's process decide (it records KILLED, then closes the pipe). At end of input it has
@@ -72,10 +73,15 @@ class Session:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def set_terminated(self, status: str) -> None:
+    def set_terminated(self, status: str, tags: dict[str, str] | None = None) -> None:
+        """The run's end, with its tags (``runner.error``): tried even after an earlier request failed."""
         from runner.tracking import _retrying
 
-        _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
+        try:
+            if tags:
+                self.log_batch(tags=list(tags.items()))
+        finally:
+            _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
 
     def call(self, function: str, args: tuple, kwargs: dict) -> Any:
         """``module:function(client, run_id, experiment_id, *args, **kwargs)``: MLflow work done here, not in the run's process."""

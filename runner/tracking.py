@@ -143,12 +143,20 @@ class Tracker:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def end(self, status: str) -> None:
-        """Flush what is buffered, then mark the run FINISHED, FAILED or KILLED."""
+    def release(self, path: Path) -> None:
+        """Nothing: ``log_artifact`` has copied the file when it returns (see RemoteTracker.release)."""
+
+    def end(self, status: str, tags: Mapping[str, Any] | None = None) -> None:
+        """Flush what is buffered, then mark the run FINISHED, FAILED or KILLED with ``tags`` (``runner.error``),
+        each step tried even when the one before failed."""
         try:
             self.flush()
         finally:
-            _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
+            try:
+                if tags:
+                    self.set_tags(tags)
+            finally:
+                _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)

@@ -79,3 +79,41 @@ def test_full_traceback_on_request(runner_cli):
     result = runner_cli("model.activation=swishh", env={"HYDRA_FULL_ERROR": "1"})
     assert result.proc.returncode == 1
     assert "Traceback" in result.proc.stderr and "RunnerError" in result.proc.stderr
+
+
+LAYERS = "model.layers=[{type:linear,out:32},{type:tanh},{type:linear,out:auto}]"
+
+
+def test_model_sequential_replaces_an_experiments_mlp_and_leaves_its_mlp_options_out(runner_cli):
+    result = runner_cli("+experiment=iris", "model=sequential", LAYERS, "trainer.epochs=1", "report.enabled=false")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    assert "Traceback" not in result.proc.stdout + result.proc.stderr
+    run = result.only_run("iris")
+    assert run.info.run_name.startswith("iris-4-32-3-") and run.data.params["model.type"] == "sequential"
+    assert not [key for key in run.data.params if key.startswith(("model.hidden", "model.activation", "model.linear"))]
+
+
+def test_an_experiment_that_sets_model_type_itself_is_one_clear_line(runner_cli, tmp_path):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "typed.yaml").write_text("# @package _global_\nmodel:\n  type: mlp\n  hidden: [8]\ntrainer:\n  epochs: 1\n")
+    args = (f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "+experiment=typed", "model=sequential", LAYERS, "report.enabled=false")
+    assert_clean_error(runner_cli(*args), "model=sequential: +experiment=typed sets model.type: mlp itself", "add model.type=sequential",
+                       "'- override /model: mlp' in its defaults list")
+    assert runner_cli(*args, "model.type=sequential").proc.returncode == 0  # what the line says to write works
+    assert_clean_error(runner_cli("+experiment=iris", "model=sequential", "model.hidden=[3]"),
+                       "model.hidden=[3]: model.hidden is an option of model=mlp, but the model is sequential")
+
+
+def test_every_experiment_selects_its_model_group_and_the_plugin_guide_shows_the_examples():
+    import yaml
+
+    from conftest import ROOT
+
+    example = ROOT / "examples" / "runner-plugin-example" / "runner_plugin_example" / "conf" / "experiment" / "two_moons.yaml"
+    for path in [*sorted((ROOT / "conf" / "experiment").glob("*.yaml")), example]:
+        config = yaml.safe_load(path.read_text())
+        assert {"override /model": "mlp"} in config["defaults"], path
+        assert "type" not in config.get("model", {}), path
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    assert "\n".join(f"  {line}" if line else "" for line in example.read_text().splitlines()) in guide

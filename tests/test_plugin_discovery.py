@@ -165,3 +165,39 @@ def test_check_loss_finds_a_wrong_backward():
     rng = np.random.default_rng(0)
     pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     assert check_loss(Wrong(), pred, target).rel_error == pytest.approx(1 / 3, rel=1e-6)
+
+
+def test_a_name_plugin_registry_lacks_is_said_in_a_plugin_authors_terms(monkeypatch):
+    from runner import discovery
+
+    registry = plugin_registry(Named(runner_layers=spec_list(PluginSpec("mine", object))))
+    with pytest.raises(RunnerError) as e:
+        registry.get("layer", "mien", "test")
+    message = str(e.value)
+    assert message.startswith("test: layer 'mien' is not registered (did you mean 'mine'?): your plugin object passed to "
+                              "plugin_registry (my_plugin) provides mine; runner's built-ins provide batchnorm, ")
+    assert "allow-list" not in message and "not installed" not in message
+    with pytest.raises(RunnerError, match="loss 'x' is not registered: your plugin object passed to plugin_registry "
+                                          r"\(my_plugin\) provides no loss; runner's built-ins provide "):
+        registry.get("loss", "x", "test")
+
+    other = Installed("runner.plugins", "other", "runner_other", "runner-other", "1.0", None)  # installed, never imported
+    real = discovery.installed
+    monkeypatch.setattr(discovery, "installed", lambda group: real(group) + ([other] if group == "runner.plugins" else []))
+    with pytest.raises(RunnerError) as e:
+        plugin_registry(builtins=False).get("layer", "relu", "test")
+    assert str(e.value) == ("test: layer 'relu' is not registered: no plugin object was passed to plugin_registry; runner's "
+                            "built-ins are left out (builtins=False); installed plugin distributions are left out (runner-other "
+                            "1.0): pass their plugin objects to plugin_registry as well to use them")
+
+
+def test_a_name_clash_in_plugin_registry_names_the_plugin_object_passed():
+    with pytest.raises(RunnerError) as e:
+        plugin_registry(Named(runner_layers=spec_list(PluginSpec("relu", object))))
+    assert str(e.value) == ("layer 'relu' is provided twice: by runner's built-ins, runner 0.1.0 (plugins.layers), and by your "
+                            "plugin object my_plugin (passed to plugin_registry); rename yours: a layer's name is unique across "
+                            "runner's built-ins and every plugin")
+    with pytest.raises(RunnerError, match=r"layer 'mine' is provided twice: by your plugin object first \(passed to plugin_registry\) "
+                                          r"and by your plugin object second \(passed to plugin_registry\); pass each plugin object "
+                                          "once, or rename one of the two"):
+        plugin_registry(*(Named(name, runner_layers=spec_list(PluginSpec("mine", object))) for name in ("first", "second")))

@@ -109,7 +109,7 @@ def test_the_config_keys_switch_plugins_off_for_one_run(example_site, runner_cli
     disabled = runner_cli("+experiment=two_moons", "plugins.disable=[runner-plugin-example]", env=env)
     assert disabled.proc.returncode == 1
     assert ("runner: error: dataset.name: unknown dataset 'two_moons'; available: fashion_mnist, iris, iris_binary, linear, "
-            "mnist, regression; installed but not loaded: runner-plugin-example 0.1.0 disabled by plugins.disable") in disabled.proc.stderr
+            "mnist, regression, spirals; installed but not loaded: runner-plugin-example 0.1.0 disabled by plugins.disable") in disabled.proc.stderr
     built_ins_only = runner_cli("+experiment=two_moons", "plugins.allow=[]", env=env)
     assert built_ins_only.proc.returncode == 1
     assert "runner-plugin-example 0.1.0 not in the allow-list plugins.allow (empty: built-ins only)" in built_ins_only.proc.stderr

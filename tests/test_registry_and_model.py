@@ -148,3 +148,34 @@ def test_a_replaced_layer_is_seen_and_an_array_it_keeps_is_not_overwritten(regis
     model.forward(x, training=True)
     np.testing.assert_array_equal(held.y, y_saved)
     assert not model.layers[1].overwrite_input
+
+
+def test_the_summary_gives_the_widths_of_the_layers_that_map_to_new_features(registry):
+    from runner.api import Layer
+
+    class Scaled(Layer):  # an activation with a parameter, as prelu: it keeps the width
+        def build(self, input_shape, rng, dtype):
+            self.params, self.grads = {"alpha": np.ones((1,), dtype)}, {"alpha": np.zeros((1,), dtype)}
+            return input_shape
+
+    class Provider:
+        __name__ = "scaled_plugin"
+
+        @hookimpl
+        def runner_layers(self):
+            return [PluginSpec("scaled", Scaled)]
+
+    with_objects = plugin_registry(Provider())
+    for layers, reg in [(mlp_layers([32, 32], "relu", None, {}), registry),
+                        (mlp_layers([32, 32], "relu", None, {}, norm="batchnorm"), registry),
+                        (mlp_layers([32, 32], "tanh", None, {}, dropout=0.5, norm="layernorm"), registry),
+                        (mlp_layers([32, 32], "scaled", None, {}), with_objects)]:
+        model = build_model(layers, reg, IRIS, np.random.default_rng(0), np.float32)
+        assert model.summary() == "4-32-32-3", layers
+
+
+def test_the_run_names_and_logs_the_model_by_its_widths(runner_cli):
+    result = runner_cli("+experiment=iris", "model.hidden=[32,32]", "model.norm=batchnorm", "trainer.epochs=1", "report.enabled=false")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    assert "model 4-32-32-3 (" in result.proc.stdout + result.proc.stderr
+    assert result.only_run("iris").info.run_name == "iris-4-32-32-3-sgd"

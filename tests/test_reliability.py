@@ -183,3 +183,67 @@ def test_unreachable_server_stops_a_sweep_before_any_job(runner_cli):
     assert result.proc.returncode == 1 and "Traceback" not in result.proc.stderr
     assert "the MLflow server http://127.0.0.1:9 does not answer" in result.proc.stderr
     assert "#0 :" not in result.proc.stdout
+
+
+def test_a_checkpoint_every_epoch_is_logged_while_training_goes_on(runner_cli, tmp_path):
+    """The sidecar copies each logged checkpoint later; the next one used to replace the file under the
+    copy (FileNotFoundError, the run FAILED with an empty runner.error): 300 checkpoints, 300 copies."""
+    result = runner_cli("+experiment=iris", "checkpoint.min_interval_s=0", "report.enabled=false")
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    run = result.only_run("iris")
+    assert run.info.status == "FINISHED" and "runner.error" not in run.data.tags
+    from runner import checkpoint
+
+    logged = result.client().download_artifacts(run.info.run_id, "checkpoints/checkpoint.npz", str(tmp_path))
+    assert checkpoint.load(logged)["training"]["step"] == 1800  # the last epoch's, as on disk
+
+
+def test_a_failed_run_says_why_even_when_the_store_refused_a_write(tmp_path):
+    """After a write fails the sidecar drops later writes but still ends the run: runner.error goes with the end."""
+    from runner.api import RunnerError
+    from runner.app import end_run
+    from runner.remote_tracker import RemoteTracker
+    from runner.tracking import Target, default_store
+
+    uri, artifacts = default_store(tmp_path / "outputs")
+    tracker = RemoteTracker(Target(uri, artifacts, "refused")).start_run("a run")
+    tracker.log_artifact(tmp_path / "gone.npz")  # the sidecar cannot copy it: it fails, before the end is sent
+    with pytest.raises(RunnerError, match="FileNotFoundError"):  # said at the end at the latest
+        end_run(tracker, tmp_path, "FAILED", "RunnerError: the reason")
+    client = Run(None, tmp_path).client()
+    [run] = client.search_runs([client.get_experiment_by_name("refused").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["runner.error"] == "RunnerError: the reason"
+
+
+def test_a_failure_the_sidecar_reports_is_seen_at_the_next_check(tmp_path):
+    """It came back with an earlier reply, in the same read: check() used to look at the pipe only."""
+    from runner.api import RunnerError
+    from runner.remote_tracker import RemoteTracker
+    from runner.tracking import Target, default_store
+
+    uri, artifacts = default_store(tmp_path / "outputs")
+    tracker = RemoteTracker(Target(uri, artifacts, "seen")).start_run("a run")
+    tracker.log_artifact(tmp_path / "gone.npz")
+    with pytest.raises(RunnerError, match="FileNotFoundError"):
+        for _ in range(600):  # 30 s
+            tracker.check()  # at every epoch's end in a run
+            time.sleep(0.05)
+    tracker.end("FAILED", {"runner.error": "seen"})
+    client = Run(None, tmp_path).client()
+    [run] = client.search_runs([client.get_experiment_by_name("seen").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["runner.error"] == "seen"
+
+
+def test_a_write_refused_at_the_very_end_makes_the_run_failed_with_the_reason(tmp_path):
+    from runner.api import RunnerError
+    from runner.remote_tracker import RemoteTracker
+    from runner.tracking import Target, default_store
+
+    uri, artifacts = default_store(tmp_path / "outputs")
+    tracker = RemoteTracker(Target(uri, artifacts, "late")).start_run("a run")
+    tracker.log_artifact(tmp_path / "gone.npz")
+    with pytest.raises(RunnerError, match="FileNotFoundError"):
+        tracker.end("FINISHED")  # found only now: not FINISHED, and not left RUNNING either
+    client = Run(None, tmp_path).client()
+    [run] = client.search_runs([client.get_experiment_by_name("late").experiment_id])
+    assert run.info.status == "FAILED" and "FileNotFoundError" in run.data.tags["runner.error"]
