@@ -1,6 +1,7 @@
 """The Hydra task: compose plugins, data, model and tracking into one recorded run."""
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, RunnerError
 from runner import checkpoint, resume
-from runner.gradcheck import check_model, max_rel_error
+from runner.gradcheck import check_run, failure_message, metrics_of
 from runner.interrupt import Interrupted, Signals
 from runner.model import build_model, mlp_layers
 from runner.registry import Entry, Registry, load_registry
@@ -35,8 +36,55 @@ def options(section: DictConfig, *drop: str) -> dict:
     return {k: v for k, v in OmegaConf.to_container(section, resolve=True).items() if k not in drop}
 
 
+#: The options of each model type, as conf/model/<type>.yaml has them.
+MODEL_KEYS = {"mlp": ("type", "hidden", "activation", "output_activation", "norm", "dropout", "linear"),
+              "sequential": ("type", "layers")}
+
+
+def model_as_chosen(cfg: DictConfig, hydra_cfg) -> None:
+    """``cfg.model`` as the model group the user chose. Hydra merges an experiment's ``model:`` keys onto
+    whichever model the group gives, so ``+experiment=iris model=sequential`` also carries the
+    experiment's mlp options (``hidden``, ``linear``, ...): options of the other model type are left
+    out here, before anything is recorded. What cannot be honoured is one clear line: a ``model.type``
+    that contradicts the ``model=...`` the user wrote, or an option of the other type the user wrote."""
+    model = cfg.get("model")
+    kind = model.get("type") if isinstance(model, DictConfig) else None
+    if kind not in MODEL_KEYS:
+        return  # layer_configs names it
+    choices, overrides = hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    choice, experiment = choices.get("model"), choices.get("experiment")
+    if "model" in keys and choice in MODEL_KEYS and choice != kind:  # the user chose a model group; something else set model.type
+        if "model.type" in keys:
+            written = overrides[keys.index("model.type")]
+            raise RunnerError(f"{written}: contradicts model={choice}; choose the model with model={kind} alone")
+        source = f"+experiment={experiment}" if experiment else "the config"
+        raise RunnerError(
+            f"model={choice}: {source} sets model.type: {kind} itself, which overrides model={choice}; add model.type={choice} to "
+            f"the command line (an experiment should select its model with '- override /model: {kind}' in its defaults "
+            f"list instead of setting model.type)")
+    other = [k for k in model if k not in MODEL_KEYS[kind] and any(k in ks for ks in MODEL_KEYS.values())]
+    for key, override in zip(keys, overrides):
+        option = key.split(".")[1] if key.startswith("model.") else None
+        if option in other:
+            owner = next(t for t, ks in MODEL_KEYS.items() if option in ks)
+            raise RunnerError(f"{override}: model.{option} is an option of model={owner}, but the model is {kind} "
+                              f"(model={choice}); its options: {', '.join(f'model.{k}' for k in MODEL_KEYS[kind][1:])}")
+    if other:
+        log.info("model=%s: leaving out %s, options of another model type%s", choice, ", ".join(f"model.{k}" for k in other),
+                 f" set by +experiment={experiment}" if experiment else "")
+        with open_dict(model):
+            for key in other:
+                model.pop(key)
+
+
 def layer_configs(cfg: DictConfig, registry: Registry) -> list[dict]:
     model = cfg.model
+    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",)}.get(model.type, ())
+    missing = [key for key in required if key not in model]
+    if missing:
+        raise RunnerError(f"model.{missing[0]}: missing for a {model.type} model (model.type: {model.type}); "
+                          f"choose the model with model={model.type}, whose config has it")
     if model.type == "mlp":
         for key in ("activation", "output_activation", "norm"):
             if model.get(key):
@@ -120,6 +168,7 @@ def execute(cfg: DictConfig) -> float:
             direction, metric = done.data.tags.get("runner.objective", "maximize val/accuracy").split(" ", 1)
             log.info("job %s already FINISHED as run %s: skipped", hydra_cfg.job.num, done.info.run_id)
             return done.data.metrics.get(metric, float("nan"))
+    model_as_chosen(cfg, hydra_cfg)
     seed = int(cfg.seed)
     cwd = Path.cwd()
     where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
@@ -219,13 +268,16 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
             log.warning("run %s %s at step %d; continue it with: python -m runner %s +resume=%s", tracker.run_id, e,
                         training.step, " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume=")), tracker.run_id)
             end_run(tracker, run_dir, "KILLED", f"{e} at step {training.step}")
+            e.runner_run = (tracker.run_id, "KILLED", tracker.ui_command())
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             end_run(tracker, run_dir, "KILLED", f"interrupted at step {training.step}")
+            e.runner_run = (tracker.run_id, "KILLED", tracker.ui_command())
             raise
         except BaseException as e:
             end_run(tracker, run_dir, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
             e.runner_run_id = tracker.run_id  # recorded: the caller need not record it again
+            e.runner_run = (tracker.run_id, "FAILED", tracker.ui_command())
             raise
     tracker.end("FINISHED")
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
@@ -251,7 +303,8 @@ def record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, 
     tracker.set_tags(tags)
 
     if cfg.gradcheck.enabled:
-        gradient_check(cfg, model, loss, splits, int(check_seed.generate_state(1)[0]), tracker)
+        loss_entry = next((e for e in used if e.kind == "loss"), None)
+        gradient_check(cfg, model, loss, splits, int(check_seed.generate_state(1)[0]), tracker, loss_entry)
 
 
 def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, training: Training, config: dict):
@@ -264,6 +317,7 @@ def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, trainin
     def save() -> None:
         if not cfg.checkpoint.enabled:
             return
+        tracker.release(run_dir / "checkpoints" / checkpoint.FILE)  # the sidecar may still be copying the last one: it is replaced now
         path = checkpoint.save(run_dir / "checkpoints", resume.state_of(model, optimizer, training, config, tracker.run_id, tracker.uri))
         tracker.flush()  # the metrics up to this step are in the store with the checkpoint
         tracker.log_artifact(path, resume.ARTIFACT_DIR)
@@ -278,9 +332,9 @@ def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, trainin
 
 
 def end_run(tracker: Tracker, run_dir: Path, status: str, reason: str, trace: str | None = None) -> None:
-    """End the run KILLED or FAILED with the reason as a tag, the traceback in its log artifact."""
+    """End the run KILLED or FAILED with the reason as the tag ``runner.error`` (it goes with the end, which
+    is tried even after the store refused a write), the traceback in its log artifact."""
     try:
-        tracker.set_tags({"runner.error": reason[:5000]})
         job_log = run_dir / "runner.log"
         if trace and job_log.is_file():
             with open(job_log, "a") as f:
@@ -288,7 +342,7 @@ def end_run(tracker: Tracker, run_dir: Path, status: str, reason: str, trace: st
         if job_log.is_file():
             tracker.log_artifact(job_log)
     finally:
-        tracker.end(status)
+        tracker.end(status, {"runner.error": (reason.strip() or f"{status} without a message")[:5000]})
 
 
 def finish_artifacts(cfg, run_dir: Path, tracker: Tracker, model, loss, splits) -> None:
@@ -315,26 +369,22 @@ def lr_schedule(cfg: DictConfig, optimizer, total_steps: int):
     return make_schedule(name, float(optimizer.lr), total_steps, options(cfg.schedule, "name"))
 
 
-def gradient_check(cfg: DictConfig, model, loss, splits, seed: int, tracker: Tracker) -> None:
-    """Backprop against central differences on a float64 copy, per parameter, before training."""
+def gradient_check(cfg: DictConfig, model, loss, splits, seed: int, tracker: Tracker, loss_entry: Entry | None = None) -> None:
+    """Backprop against central differences on a float64 copy before training: each layer alone at
+    the inputs it receives, the loss alone, and every parameter end to end (runner.gradcheck)."""
     gc = cfg.gradcheck
     sample = splits.train.x[: gc.samples], targets_for(splits.train.y[: gc.samples], splits.meta, loss, splits.train.x.dtype)
-    checks = check_model(model, loss, *sample, eps=gc.eps, max_entries=gc.max_entries, seed=seed)
-    metrics = {}
-    for name, c in checks.items():
-        metrics[f"gradcheck/{name}/max_abs_diff"] = c.max_abs_diff
-        metrics[f"gradcheck/{name}/rel_error"] = c.rel_error
-    worst = max_rel_error(checks)
-    kinks = sum(c.kinks for c in checks.values())
-    metrics["gradcheck/max_rel_error"] = worst
-    metrics["gradcheck/kinks_skipped"] = kinks
+    rows = check_run(model, loss, *sample, eps=gc.eps, max_entries=gc.max_entries, seed=seed, loss_name=cfg.loss.name)
+    metrics = metrics_of(rows)
     tracker.log_metrics(metrics, 0)
-    passed = worst <= gc.threshold
-    tracker.set_tags({"runner.gradcheck": "passed" if passed else "failed"})
-    log.info("gradient check: max relative error %.2e over %d parameter arrays, %d entries at kinks skipped (threshold %.0e)",
-             worst, len(checks), kinks, gc.threshold)
-    if not passed:
-        message = f"gradient check failed: max relative error {worst:.2e} > gradcheck.threshold {gc.threshold:.0e}"
+    origins: dict[int | None, str] = dict(enumerate(model.origins))
+    origins[None] = str(loss_entry.provider) if loss_entry else ""
+    message = failure_message(rows, float(gc.threshold), origins)
+    tracker.set_tags({"runner.gradcheck": "failed" if message else "passed"})
+    log.info("gradient check: max relative error %.2e over %d arrays (%d layers alone, the loss, %d parameters end to end), "
+             "%d entries at kinks skipped (threshold %.0e)", metrics["gradcheck/max_rel_error"], len(rows), len(model.layers),
+             sum(r.level == "model" for r in rows), metrics["gradcheck/kinks_skipped"], gc.threshold)
+    if message:
         if gc.fail:
             raise RunnerError(message)
         log.warning(message)
@@ -361,9 +411,11 @@ def task(cfg: DictConfig) -> float:
             return execute(cfg)
     except Interrupted as e:  # the run is KILLED, with a checkpoint to continue from
         print(f"runner: {e}", file=sys.stderr)
+        print_run(e)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("runner: interrupted", file=sys.stderr)
+        print_run(e)
         sys.exit(130)
     except Exception as e:
         if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
@@ -372,9 +424,20 @@ def task(cfg: DictConfig) -> float:
             note = read_note(hydra_cfg.sweep.dir)
             if note and not getattr(e, "runner_run_id", None):  # failed before its run started: record it
                 record_failed_job(note, hydra_cfg.job.num, list(hydra_cfg.overrides.task), what)
-            print(f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed: {what}", file=sys.stderr)
+            recorded = f" (run {e.runner_run[0]})" if hasattr(e, "runner_run") else ""
+            print(f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed{recorded}: {what}", file=sys.stderr)
             return float("nan")
         if not isinstance(e, RunnerError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if hasattr(e, "runner_run"):  # after the traceback Hydra prints: the run's id stays the last line
+                atexit.register(print_run, e)
             raise
         print(f"runner: error: {e}", file=sys.stderr)
+        print_run(e)
         sys.exit(1)
+
+
+def print_run(e: BaseException) -> None:
+    """The line that ends a run that did not finish: which run holds what was recorded, and how to see it."""
+    if hasattr(e, "runner_run"):
+        run_id, status, ui = e.runner_run
+        print(f"runner: run {run_id} is recorded {status}; browse it with: {ui}", file=sys.stderr)

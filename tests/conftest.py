@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: ``pytester`` runs pytest on a test module written on the fly (tests/test_contracts.py)
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 #: The developer's own plugin switches never leak into the tests' runs (docs/plugins.md)

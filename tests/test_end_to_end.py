@@ -110,7 +110,7 @@ def test_a_failed_gradient_check_warns_and_tags_or_stops_the_run(runner_cli):
 
     stopped = runner_cli("+experiment=iris", "trainer.epochs=1", "gradcheck.threshold=1e-30", "gradcheck.fail=true")
     assert stopped.proc.returncode == 1 and "Traceback" not in stopped.proc.stderr
-    assert "gradient check failed: max relative error" in stopped.proc.stderr
+    assert "gradient check failed: layer 0 (linear, from runner 0.1.0 (plugins.layers)) d(input) x: relative error" in stopped.proc.stderr
     failed = stopped.only_run("iris")
     assert failed.info.status == "FAILED" and "gradcheck.threshold" in failed.data.tags["runner.error"]
     assert "train/loss" not in failed.data.metrics  # stopped before training

@@ -1,17 +1,26 @@
-"""PReLU's backward against central differences, with runner's own checker."""
+"""PReLU: runner's layer contract (gradients, shapes, dtypes, in-place rules...), and its values by hand."""
 import numpy as np
 import pytest
 
 from runner.api import RunnerError
-from runner.testing import check_layer, max_rel_error
+from runner.testing import LayerContract
 from runner_plugin_example.layers import PReLU
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_prelu_gradients_match_central_differences(shared):
-    checks = check_layer(PReLU(init=0.3, shared=shared), input_shape=(7,))
-    assert set(checks) == {"x", "alpha"}
-    assert max_rel_error(checks) < 1e-7, checks
+class TestPReLU(LayerContract):
+    """One slope for every feature (the default)."""
+
+    factory = PReLU
+    options = {"init": 0.3}
+    input_shape = (7,)
+
+
+class TestPReLUPerFeature(LayerContract):
+    """One slope per feature of the last axis, on inputs of two axes per sample."""
+
+    factory = PReLU
+    options = {"init": 0.3, "shared": False}
+    input_shape = (3, 7)
 
 
 def test_prelu_forward_and_parameter_shapes():
