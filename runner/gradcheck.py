@@ -368,11 +368,12 @@ def check_loss_at(model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: flo
     """The loss alone, at the predictions ``model`` (a float64 copy, in training mode) makes for ``x``."""
     twin = float64_twin(model)  # its masks are its own: ``model`` keeps its state
     pred = np.array(twin.forward(x.astype(np.float64), training=True), dtype=np.float64)
-    return check_loss(loss, pred, target, eps, max_entries, seed)
+    return check_loss(loss, pred, target, eps, seed, max_entries)
 
 
-def check_loss(loss: Loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6, max_entries: int | None = None, seed: int = 0) -> Check:
-    """``loss.backward()`` against central differences of ``loss.forward`` in ``pred``, in float64."""
+def check_loss(loss: Loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6, seed: int = 0, max_entries: int | None = None) -> Check:
+    """``loss.backward()`` against central differences of ``loss.forward`` in ``pred``, in float64
+    (every entry, unless ``max_entries``); entries whose perturbation changes ``loss.branches`` are skipped."""
     pred = np.array(pred, dtype=np.float64)
     target = np.asarray(target)
     if np.issubdtype(target.dtype, np.floating):
