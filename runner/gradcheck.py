@@ -1,14 +1,15 @@
 """Backpropagation checked against central differences, in float64.
 
-    numerical df/dθ_i = (f(θ + h e_i) - f(θ - h e_i)) / 2h
+    numerical df/dθ_i = (f(θ + h e_i) - f(θ - h e_i)) / 2h   (with Richardson's correction: ``difference``)
     rel_error         = ||numerical - analytic|| / max(||numerical|| + ||analytic||, floor)
 
-Two levels, both on a float64 copy of the model at the run's own training samples:
+Three levels, all on a float64 copy of the model at the run's own training samples (``check_run``):
 
 - **each layer alone** (``check_layers``): at the input the layer really receives, f = <forward(x), g>
   for a random upstream gradient g, whose derivatives are exactly what ``backward(g)`` returns:
   d(input) (the array ``x``) and every parameter. A wrong d(input) is blamed on its own layer,
   the first layer's included;
+- **the loss alone** (``check_loss_at``), at the model's predictions;
 - **the whole model** (``check_model``): f = the loss, per parameter, as training sees it.
 
 Each array gets its own step ``h = eps * max(1, rms(array))`` (a value of 1e5 moved by 1e-5 would
