@@ -44,10 +44,11 @@ class Session:
         self.client, self.experiment_id = prepare(Target(uri, artifact_location, experiment), background=False).result()
         return self.experiment_id
 
-    def create_run(self, run_name: str, tags: dict[str, str]) -> str:
+    def create_run(self, run_name: str, tags: dict[str, str], start_time: int | None = None) -> str:
         from runner.tracking import _retrying
 
-        run = _retrying(lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=tags), "create run")
+        run = _retrying(lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=tags, start_time=start_time),
+                        "create run")
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -139,11 +140,20 @@ def serve(stdin, stdout) -> None:
             result = getattr(session, op)(*args, **kwargs)
         except Exception as e:
             if failed is None:
-                failed = f"{type(e).__name__}: {e}"
+                failed = _failure(e)
                 _send(stdout, (seq, False, failed))
             continue
         if reply:
             _send(stdout, (seq, True, result))
+
+
+def _failure(e: Exception) -> str:
+    """The reason a request failed, one line: runner's own errors (e.g. a half-created store and its fix) as they are."""
+    from runner.api import RunnerError
+
+    if isinstance(e, RunnerError):
+        return str(e).removeprefix("tracking: ")
+    return f"{type(e).__name__}: {e}"
 
 
 def _warm() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -48,16 +49,18 @@ def target(tracking: Mapping[str, Any], experiment_choice: str | None, cwd: Path
     return Target(uri, artifacts, str(experiment))
 
 
-def _retrying(call: Callable[[], Any], what: str) -> Any:
-    """``call()``, retried with backoff while the SQLite store is locked by another process."""
-    for attempt in range(8):
+def _retrying(call: Callable[[], Any], what: str, attempts: int = 10) -> Any:
+    """``call()``, retried while the SQLite store is locked by another process ("database is locked": SQLite
+    gives up at once when waiting could deadlock, or after MLflow's 20 s busy timeout): back-off doubling from
+    0.05 s up to 2 s a wait, jittered so that writers that met do not meet again, ~10 s in all; then raised."""
+    for attempt in range(attempts):
         try:
             return call()
         except Exception as e:
-            if "locked" not in str(e).lower() or attempt == 7:
+            if "locked" not in str(e).lower() or attempt == attempts - 1:
                 raise
-            log.warning("%s: store busy (%s), retrying", what, e)
-            time.sleep(0.05 * 2**attempt)
+            log.warning("%s: store busy (%s), retrying", what, str(e).splitlines()[0][:200])
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -81,14 +84,16 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     @classmethod
-    def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None, prepared: "Future | None" = None) -> "Tracker":
+    def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None, prepared: "Future | None" = None,
+              start_time: int | None = None) -> "Tracker":
         """A new run in ``where`` (the experiment, and a fresh store, are created when missing);
-        ``prepared``: a ``prepare(where)`` begun earlier, whose store and experiment it uses."""
+        ``prepared``: a ``prepare(where)`` begun earlier, whose store and experiment it uses; ``start_time``:
+        the run's start in ms since the epoch (runner.clock), None for now."""
         client, experiment_id = (prepared or prepare(where, background=False)).result()
         try:
             tags = {**process_tags(), **(tags or {})}
-            run = _retrying(lambda: client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}),
-                            "create run")
+            run = _retrying(lambda: client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()},
+                                                      start_time=start_time), "create run")
         except Exception as e:  # an unreachable server or an unusable store: say which
             raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
         return cls(client, run.info.run_id, where.uri)
@@ -197,16 +202,15 @@ def prepare(where: Target, background: bool = True) -> "Future":
     daemon: a store being created is never cut off by the process exiting."""
     def open_store():
         check_reachable(where.uri)
-        client = open_client(where.uri)
+        client = open_client(where.uri)  # a SQLite store: created, or repaired, by one process at a time
         try:
-            found = client.get_experiment_by_name(where.experiment)
-            if found:
-                experiment_id = found.experiment_id
-            else:
-                experiment_id = client.create_experiment(where.experiment, artifact_location=where.artifact_location)
-            reap_stale_runs(client, experiment_id)
+            experiment_id = experiment_of(client, where)
         except Exception as e:  # an unreachable server or an unusable store: say which
             raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
+        try:
+            reap_stale_runs(client)
+        except Exception as e:  # housekeeping: the run itself can still be recorded
+            log.warning("tracking: could not look for runs left RUNNING by dead processes: %s: %s", type(e).__name__, e)
         return client, experiment_id
 
     future: Future = Future()
@@ -223,9 +227,31 @@ def prepare(where: Target, background: bool = True) -> "Future":
     return future
 
 
+def experiment_of(client, where: Target) -> str:
+    """The id of ``where.experiment``, created when missing: several processes may create it at once (the
+    losers' unique-constraint error, RESOURCE_ALREADY_EXISTS, means it is there now: it is looked up again)."""
+    for attempt in range(5):
+        found = _retrying(lambda: client.get_experiment_by_name(where.experiment), "find experiment")
+        if found:
+            return found.experiment_id
+        try:
+            return _retrying(lambda: client.create_experiment(where.experiment, artifact_location=where.artifact_location),
+                             "create experiment")
+        except Exception as e:
+            if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS" or attempt == 4:
+                raise
+            log.debug("experiment %r created by another process meanwhile", where.experiment)
+            time.sleep(0.05 * random.random())
+    raise AssertionError("unreachable")
+
+
 def open_client(uri: str):
+    """An MlflowClient of ``uri``; a SQLite store is made safe to open first (runner.sqlite_store)."""
     from mlflow.tracking import MlflowClient  # heavy (~1.3 s): imported only once a run is about to start
 
+    from runner import sqlite_store
+
+    sqlite_store.ensure(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -234,15 +260,34 @@ def process_tags() -> dict[str, str]:
     return {"runner.host": socket.gethostname(), "runner.pid": str(os.getpid())}
 
 
-def reap_stale_runs(client, experiment_id: str) -> None:
-    """Mark KILLED the RUNNING runs of this host whose process no longer exists (killed hard, e.g. SIGKILL)."""
+def reap_stale_runs(client) -> None:
+    """Mark KILLED the RUNNING runs of this host whose process no longer exists (killed hard, e.g. SIGKILL),
+    in every experiment of the store: one search, filtered by status and the host tag."""
+    from mlflow.entities import ViewType
+
     host = socket.gethostname()
-    stale = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'")
+    experiment_ids, token = [], None
+    while True:  # pages of 1000
+        page = _retrying(lambda: client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token),
+                         "list experiments")
+        experiment_ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
+    if not experiment_ids:
+        return
+    stale = _retrying(lambda: client.search_runs(experiment_ids, f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'",
+                                                 run_view_type=ViewType.ACTIVE_ONLY, max_results=1000), "find stale runs")
     for run in stale:
         pid = int(run.data.tags.get("runner.pid", "0") or 0)
         if pid and not _alive(pid):
-            client.set_tag(run.info.run_id, "runner.error", f"process {pid} on {host} exited without ending the run (killed hard?)")
-            client.set_terminated(run.info.run_id, "KILLED")
+            reason = f"process {pid} on {host} exited without ending the run (killed hard?)"
+            try:
+                _retrying(lambda: client.set_tag(run.info.run_id, "runner.error", reason), "mark stale run")
+                _retrying(lambda: client.set_terminated(run.info.run_id, "KILLED"), "mark stale run")
+            except Exception as e:  # e.g. deleted meanwhile: the others are still looked at
+                log.warning("run %s was left RUNNING by process %d, which is gone; marking it KILLED failed: %s", run.info.run_id, pid, e)
+                continue
             log.warning("run %s was left RUNNING by process %d, which is gone: marked KILLED", run.info.run_id, pid)
 
 
