@@ -1,8 +1,10 @@
 """``python -m runner +experiment=mnist``: the Hydra entry point.
 
 Before Hydra starts, the config directories that plugin distributions ship (entry-point group
-``runner.configs``) are put on Hydra's search path, after runner's own conf/ (runner.config_search_path).
+``runner.configs``) are put on Hydra's search path, after runner's own conf/ (runner.config_search_path),
+and a config file on that path that is not valid YAML becomes one line (runner.config_sources).
 """
+from runner import clock  # noqa: F401  first: the fallback of the process's start time (a run's MLflow start_time)
 import os
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from hydra_plugins.runner_optuna_sweeper import RunnerOptunaSweeper
 
 from runner.api import RunnerError
 from runner.app import task
+from runner.config_sources import install as install_config_sources
 from runner.config_search_path import install as install_plugin_configs
 from runner.interrupt import Interrupted
 from runner.plugin_configs import main_config_dir
@@ -26,6 +29,7 @@ main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="conf
 def run() -> None:
     """Plugin configs on the search path, then Hydra; a plugin config problem is one line and exit 1."""
     Plugins.instance().register(RunnerOptunaSweeper)  # hydra/sweeper=runner_optuna, editable installs too
+    install_config_sources()  # a YAML syntax error in a config file: one line naming the file, line and column
     try:
         install_plugin_configs(Path(CONFIG_PATH))
     except RunnerError as e:

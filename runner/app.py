@@ -17,14 +17,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, RunnerError
-from runner import checkpoint, resume
+from runner import checkpoint, clock, resume
 from runner.gradcheck import check_run, failure_message, metrics_of
 from runner.interrupt import Interrupted, Signals
 from runner.model import build_model, mlp_layers
+from runner.preflight import seed_of
 from runner.registry import Entry, Registry, load_registry
-from runner.sweep import finished_job, read_note, record_failed_job, without_resume
+from runner.sweep import finished_job, interrupted_job, read_note, record_failed_job, supersede, without_resume
 from runner.remote_tracker import RemoteTracker
-from runner.tracking import Target, Tracker, flatten, prepare, target
+from runner.tracking import Target, Tracker, flatten, open_client, prepare, target
 from runner.schedules import make_schedule
 from runner.train import Training, TrainerConfig, targets_for
 
@@ -168,8 +169,14 @@ def execute(cfg: DictConfig) -> float:
             direction, metric = done.data.tags.get("runner.objective", "maximize val/accuracy").split(" ", 1)
             log.info("job %s already FINISHED as run %s: skipped", hydra_cfg.job.num, done.info.run_id)
             return done.data.metrics.get(metric, float("nan"))
+        interrupted = interrupted_job(note, list(hydra_cfg.overrides.task))
+        if interrupted is not None:  # continued from its checkpoint, into the same child run
+            log.info("job %s was interrupted as run %s: resuming it from its checkpoint", hydra_cfg.job.num, interrupted)
+            with open_dict(cfg):
+                cfg.resume = interrupted
+    started_ms = clock.start_ms(hydra_cfg.mode == RunMode.MULTIRUN)  # the run's MLflow start_time: its process's or job's start
     model_as_chosen(cfg, hydra_cfg)
-    seed = int(cfg.seed)
+    seed = seed_of(cfg.seed)  # a sweep's own seeds too (preflight saw only the others)
     cwd = Path.cwd()
     where = target(cfg.tracking, hydra_cfg.runtime.choices.get("experiment"), cwd)
     if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
@@ -177,13 +184,14 @@ def execute(cfg: DictConfig) -> float:
     # MLflow in a process of its own, started now: its import overlaps everything up to training
     sidecar = RemoteTracker(where) if cfg.tracking.get("sidecar", True) and not cfg.get("resume") else None
     try:
-        return run_with(cfg, hydra_cfg, note, where, sidecar, seed)
+        return run_with(cfg, hydra_cfg, note, where, sidecar, seed, started_ms)
     finally:
         if sidecar is not None:
             sidecar.close()  # ended already, unless the run failed before it started: then nothing was sent
 
 
-def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, seed: int) -> float:
+def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, seed: int,
+             started_ms: int | None = None) -> float:
     """The run itself, recorded in ``where`` (through ``sidecar`` when given)."""
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
@@ -224,17 +232,25 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
     config = OmegaConf.to_container(cfg, resolve=True)
     resumed = None
     if cfg.get("resume"):
-        resumed, source = resume.find(cfg.resume, where)
+        try:
+            resumed, source = resume.find(cfg.resume, where)
+        except RunnerError:  # e.g. no checkpoint artifact: a FINISHED run says that instead
+            refuse_finished(open_client(where.uri), str(cfg.resume), str(cfg.resume))
+            raise
         resume.check_config(resumed, config, str(cfg.resume))
         tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
-        tracker.reopen()  # RUNNING again; the interruption's reason moves to runner.interrupted
+        refuse_finished(tracker.client, tracker.run_id, str(cfg.resume))  # a checkpoint of a run that finished after it
+        resume.reopen(tracker, str(cfg.resume))  # RUNNING again; the interruption's reason moves to runner.interrupted
         log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
     elif sidecar is not None:
-        tracker = sidecar.start_run(run_name, run_tags)
+        tracker = sidecar.start_run(run_name, run_tags, start_time=started_ms)
     else:
-        tracker = Tracker.start(where, run_name, run_tags, prepared=store)
+        tracker = Tracker.start(where, run_name, run_tags, prepared=store, start_time=started_ms)
+    sink = resume.continue_history(tracker, resumed["training"]["step"]) if resumed else tracker.log_metrics  # no point logged twice
+    if note and note.resuming:  # the earlier attempts at this job that did not finish: left out of the summary
+        supersede(note, list(hydra_cfg.overrides.task), tracker.run_id)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    training = Training(model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), tracker.log_metrics, learning_rate)
+    training = Training(model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), sink, learning_rate)
     with Signals() as signals:
         try:
             if resumed:
@@ -265,8 +281,12 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
                 gc.unfreeze()  # back to the collector (a sweep runs jobs one after another in this process)
             finish_artifacts(cfg, run_dir, tracker, model, loss, splits)
         except Interrupted as e:
-            log.warning("run %s %s at step %d; continue it with: python -m runner %s +resume=%s", tracker.run_id, e,
-                        training.step, " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume=")), tracker.run_id)
+            if note:  # a sweep's job: the sweep continues it (from this checkpoint, into this run)
+                log.warning("job %s (run %s) %s at step %d; continue the sweep with: %s", hydra_cfg.job.num, tracker.run_id, e,
+                            training.step, note.resume_command())
+            else:
+                log.warning("run %s %s at step %d; continue it with: python -m runner %s +resume=%s", tracker.run_id, e,
+                            training.step, " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume=")), tracker.run_id)
             end_run(tracker, run_dir, "KILLED", f"{e} at step {training.step}")
             e.runner_run = (tracker.run_id, "KILLED", tracker.ui_command())
             raise
@@ -283,6 +303,19 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
     log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, where.experiment, where.uri, tracker.ui_command())
     return final[metric]
+
+
+def refuse_finished(client, run_id: str, source: str) -> None:
+    """``+resume`` of a FINISHED run: one clear line instead of reopening it (a run id that is not in the
+    store is left to resume.find to name; other overrides than the checkpoint's to check_config)."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        return
+    if run.info.status == "FINISHED":
+        raise RunnerError(f"resume={source}: run {run_id} ({run.info.run_name}) is FINISHED: there is nothing to continue; to train "
+                          f"again or longer, start a new run without +resume (e.g. the same overrides with a larger trainer.epochs); "
+                          f"its weights stay in its model.npz artifact") from None
 
 
 def record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits) -> None:
@@ -318,8 +351,9 @@ def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, trainin
         if not cfg.checkpoint.enabled:
             return
         tracker.release(run_dir / "checkpoints" / checkpoint.FILE)  # the sidecar may still be copying the last one: it is replaced now
+        tracker.flush()  # every metric up to this step is in the store before the checkpoint exists: a resume never misses one
+        resume.in_store(tracker)
         path = checkpoint.save(run_dir / "checkpoints", resume.state_of(model, optimizer, training, config, tracker.run_id, tracker.uri))
-        tracker.flush()  # the metrics up to this step are in the store with the checkpoint
         tracker.log_artifact(path, resume.ARTIFACT_DIR)
         last[0] = time.monotonic()
         log.debug("checkpoint after step %d: %s", training.step, path)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -109,10 +109,7 @@ def mlp_layers(
 ) -> list[dict]:
     """Layer configs of an MLP: per hidden width linear (-> norm) -> activation (-> dropout p),
     then a linear layer as wide as the data's outputs (-> output_activation)."""
-    hidden = list(hidden)
-    for i, width in enumerate(hidden):
-        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise RunnerError(f"model.hidden[{i}]: expected a positive integer width, got {width!r} (model.hidden={hidden})")
+    hidden = hidden_widths(hidden)
     options = dict(linear or {})
     layers: list[dict] = []
     for width in hidden:
@@ -126,6 +123,20 @@ def mlp_layers(
     if output_activation:
         layers.append({"type": output_activation})
     return layers
+
+
+def hidden_widths(hidden: Any) -> list[int]:
+    """``model.hidden`` as a list of positive widths; anything else names what was written and what is
+    expected (``model.hidden=abc`` is the string 'abc' to Hydra, not a list of three widths)."""
+    if isinstance(hidden, (str, bytes, int, float, Mapping)) or not isinstance(hidden, Iterable):
+        raise RunnerError(f"model.hidden: expected a list of positive widths, e.g. model.hidden=[50] or model.hidden='[100,100]', "
+                          f"got {hidden!r}")
+    hidden = list(hidden)
+    for i, width in enumerate(hidden):
+        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+            raise RunnerError(f"model.hidden[{i}]: expected a positive integer width, got {width!r} "
+                              f"(model.hidden={hidden}; e.g. model.hidden=[50] or model.hidden='[100,100]')")
+    return hidden
 
 
 def build_model(

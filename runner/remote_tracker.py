@@ -52,11 +52,12 @@ class RemoteTracker:
         self._failure: str | None = None
 
     # -- the run
-    def start_run(self, run_name: str, tags: Mapping[str, Any] | None = None) -> "RemoteTracker":
-        """Open the store and experiment (created when missing) and a new run in it; returns at once."""
+    def start_run(self, run_name: str, tags: Mapping[str, Any] | None = None, start_time: int | None = None) -> "RemoteTracker":
+        """Open the store and experiment (created when missing) and a new run in it, begun at ``start_time``
+        (ms since the epoch; None: when the sidecar creates it); returns at once."""
         self._send("open", self.where.uri, self.where.experiment, self.where.artifact_location)
         tags = {**process_tags(), **(tags or {})}
-        self._run_seq = self._send("create_run", run_name, {k: str(v) for k, v in tags.items()}, reply=True)
+        self._run_seq = self._send("create_run", run_name, {k: str(v) for k, v in tags.items()}, start_time, reply=True)
         return self
 
     @property

@@ -2,25 +2,54 @@
 
 A resumed run continues the same MLflow run, from the step after the checkpoint, with the
 parameters, optimizer state, layer and batch RNG states and loss window it had: it ends with exactly
-the metrics the uninterrupted run would have had.
+the metrics, and the metric histories, the uninterrupted run would have had.
+
+The histories: every point up to a checkpoint's step is in the store before the checkpoint file
+exists (``runner.app.checkpointer`` flushes and waits first), so the store never lacks one. It may
+hold points *after* it: a process killed hard (SIGKILL, the OOM killer) had sent the store the
+metrics of the steps it ran after its last checkpoint (they are flushed every few seconds), and the
+resumed run computes those steps again. MLflow has no call that deletes metric points, so
+``continue_history`` does one of two things, both exact:
+
+- a SQLAlchemy store (SQLite, PostgreSQL, MySQL: the default ``outputs/mlflow.db``) is reached
+  through MLflow's own store object, and the run's points after the checkpoint's step are deleted
+  (each key's latest value set back), in one transaction: the resumed run then writes its own, as
+  the uninterrupted run did. Exact whatever the interrupted process computed.
+- anything else (a tracking server, whose REST API cannot delete a point) keeps the stored points,
+  and the resumed run leaves out each point whose metric and step the store already has, checking
+  that it computed the same value (the computation is deterministic: same seed and config give
+  bitwise the same metrics). ``time/*`` (wall-clock) keep the interrupted process's values. A point
+  that differs (resumed on another machine, whose BLAS rounds differently) keeps the stored value,
+  is warned about and tagged ``runner.resume.mismatch``: never two points at one step.
 """
 from __future__ import annotations
 
+import logging
+import math
+import os
+import socket
 import tempfile
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
 from runner import checkpoint
 from runner.api import RunnerError
-from runner.tracking import Target, open_client
+from runner.tracking import Target, Tracker, _retrying, open_client
+
+log = logging.getLogger("runner.resume")
 
 ARTIFACT_DIR = "checkpoints"
 
+#: How a run was started, not what it computes: left out of the config a checkpoint must match
+#: (a sweep job resumed by ``+resume_sweep`` carries that key, the job it continues did not).
+HOW_STARTED = ("resume", "resume_sweep")
+
 
 def config_for_hash(config: dict) -> dict:
-    """The config that must match between a checkpoint and its resumption (``resume`` itself aside)."""
-    return {k: v for k, v in config.items() if k != "resume"}
+    """The config that must match between a checkpoint and its resumption (``resume``, ``resume_sweep`` aside)."""
+    return {k: v for k, v in config.items() if k not in HOW_STARTED}
 
 
 def state_of(model, optimizer, training, config: dict, run_id: str, uri: str) -> dict:
@@ -49,7 +78,7 @@ def restore(state: dict, model, optimizer, training) -> None:
 
 def check_config(state: dict, config: dict, source: str) -> None:
     """The resumed run must be the same experiment: list every key whose value changed."""
-    saved, now = flat(state["config"]), flat(config_for_hash(config))
+    saved, now = flat(config_for_hash(state["config"])), flat(config_for_hash(config))
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if changed:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
@@ -84,3 +113,142 @@ def find(resume: str, where: Target) -> tuple[dict, str]:
     except Exception as e:
         raise RunnerError(f"resume={resume}: the run has no {ARTIFACT_DIR}/{checkpoint.FILE} artifact ({type(e).__name__})") from None
     return checkpoint.load(Path(local)), f"run {resume}"
+
+
+def reopen(tracker: Tracker, source: str) -> None:
+    """The checkpoint's run, RUNNING again and owned by this process. A run that is still RUNNING in a
+    live process of this host is refused; one whose process died without ending it (SIGKILL) says so
+    in the tag ``runner.interrupted``, as a run ended KILLED by a signal does (``Tracker.reopen``)."""
+    try:
+        run = tracker.client.get_run(tracker.run_id)
+    except Exception as e:
+        raise RunnerError(f"resume={source}: run {tracker.run_id} is not in {tracker.uri} ({type(e).__name__}: {e})") from None
+    host, pid = run.data.tags.get("runner.host"), int(run.data.tags.get("runner.pid") or 0)
+    hard = run.info.status == "RUNNING" and "runner.error" not in run.data.tags
+    if run.info.status == "RUNNING" and host == socket.gethostname() and pid and pid != os.getpid() and alive(pid):
+        raise RunnerError(f"resume={source}: run {tracker.run_id} is still running in process {pid} on {host}; "
+                          "stop it first (Ctrl-C writes a checkpoint)")
+    tracker.reopen()
+    if hard:
+        tracker.set_tags({"runner.interrupted": f"process {pid} on {host} exited without ending the run (killed hard?)"})
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: ``sink(metrics, step)``, as ``runner.train.MetricSink``
+Sink = Callable[[Mapping[str, float], int], None]
+
+
+def continue_history(tracker: Tracker, step: int) -> Sink:
+    """Where the resumed run logs its metrics, so that each history ends up exactly as the
+    uninterrupted run's: the store's points after ``step`` deleted (SQLAlchemy stores), or left out
+    of what the run writes (other stores). See the module's docstring."""
+    later = points_after(tracker.client, tracker.run_id, step)
+    if not later:
+        return tracker.log_metrics
+    count = sum(len(points) for points in later.values())
+    if truncate(tracker.client, tracker.run_id, step):
+        log.info("deleted the %d metric points the interrupted process logged after step %d (%s): the resumed run logs them again",
+                 count, step, ", ".join(sorted(later)))
+        return tracker.log_metrics
+    log.info("the store keeps the %d metric points the interrupted process logged after step %d; the resumed run leaves them out "
+             "and checks that it computes the same values", count, step)
+    return Continuation(tracker, later)
+
+
+def points_after(client, run_id: str, step: int) -> dict[str, dict[int, float]]:
+    """metric key -> {step: value} of the run's points after ``step``."""
+    run = client.get_run(run_id)
+    latest = getattr(run.data, "_metric_objs", None)  # each key's latest point, with its step
+    keys = [m.key for m in latest if m.step > step] if latest is not None else list(run.data.metrics)
+    found: dict[str, dict[int, float]] = {}
+    for key in keys:
+        points = {m.step: m.value for m in client.get_metric_history(run_id, key) if m.step > step}
+        if points:
+            found[key] = points
+    return found
+
+
+def truncate(client, run_id: str, step: int) -> bool:
+    """Delete the run's metric points after ``step``, and set each key's latest value back to its
+    last point left, in one transaction, where the store is MLflow's SQLAlchemy store (SQLite,
+    PostgreSQL, MySQL). False where it is not (a tracking server: its API cannot delete a point)."""
+    try:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = client._tracking_client.store
+    except (ImportError, AttributeError):
+        return False
+    if not isinstance(store, SqlAlchemyStore):
+        return False
+
+    def session():
+        try:
+            return store.ManagedSessionMaker(read_only=False)
+        except TypeError:  # an MLflow whose sessions have no read_only flag
+            return store.ManagedSessionMaker()
+
+    def delete() -> None:
+        with session() as s:
+            ours = (SqlMetric.run_uuid == run_id)
+            keys = [k for (k,) in s.query(SqlMetric.key).filter(ours, SqlMetric.step > step).distinct()]
+            s.query(SqlMetric).filter(ours, SqlMetric.step > step).delete(synchronize_session=False)
+            for key in keys:
+                s.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key == key).delete(
+                    synchronize_session=False)
+                last = (s.query(SqlMetric).filter(ours, SqlMetric.key == key)
+                        .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc()).first())
+                if last is not None:  # MLflow's rule for the latest value: the highest (step, timestamp, value)
+                    s.add(SqlLatestMetric(key=key, value=last.value, timestamp=last.timestamp, step=last.step,
+                                          is_nan=last.is_nan, run_uuid=run_id))
+
+    _retrying(delete, "delete metric points after the checkpoint")
+    return True
+
+
+class Continuation:
+    """A metric sink that leaves out the points the store already has at a metric's step (logged
+    by the interrupted process after its checkpoint), checking them against what this run computes."""
+
+    def __init__(self, tracker: Tracker, stored: dict[str, dict[int, float]]):
+        self.tracker, self.stored = tracker, stored
+        self.mismatch: str | None = None
+
+    def __call__(self, metrics: Mapping[str, float], step: int) -> None:
+        new = {}
+        for key, value in metrics.items():
+            known = self.stored.get(key)
+            if known is None or step not in known:
+                new[key] = value
+            elif not key.startswith("time/") and not same(known[step], float(value)) and self.mismatch is None:
+                self.mismatch = f"{key} at step {step}: stored {known[step]!r}, recomputed {float(value)!r}"
+                log.warning("resume: %s; this process computes differently from the interrupted one (another machine, "
+                            "BLAS or NumPy?): the stored points are kept", self.mismatch)
+                self.tracker.set_tags({"runner.resume.mismatch": self.mismatch})
+        if new:
+            self.tracker.log_metrics(new, step)
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def in_store(tracker) -> None:
+    """Return once every write sent to the run's store is in it. The in-process ``Tracker`` writes
+    before it returns; a ``RemoteTracker``'s sidecar carries requests out in order, so a call it
+    answers comes after everything sent before it."""
+    if not isinstance(tracker, Tracker):
+        tracker.call("runner.resume:nothing")
+
+
+def nothing(client, run_id: str, experiment_id: str) -> None:
+    """A call that does nothing (``in_store``)."""

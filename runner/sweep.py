@@ -12,6 +12,7 @@ import atexit
 import json
 import logging
 import math
+import shlex
 import signal
 import sys
 import time
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.api import RunnerError
 from runner.interrupt import Interrupted
-from runner.tracking import Target, Tracker, flatten, open_client, target
+from runner.tracking import Target, Tracker, _retrying, flatten, open_client, target
 
 log = logging.getLogger("runner.sweep")
 
@@ -42,11 +43,16 @@ class SweepNote:
     metric: str | None
     direction: str | None
     swept: list[str]  # the keys the sweep varies, to name each job's run by its own values
-    resuming: bool = False  # jobs already FINISHED under this parent (same overrides) are skipped
+    resuming: bool = False  # jobs already FINISHED under this parent (same overrides) are skipped, interrupted ones resumed
+    command: str = ""  # the sweep's command line, ``python -m runner --multirun ...`` (without +resume_sweep)
 
     def job_name(self, job_num: int, overrides: list[str]) -> str:
         own = [o for o in without_resume(overrides) if o.split("=", 1)[0].lstrip("+~") in self.swept]
         return f"{self.experiment}-{job_num} {' '.join(own)}".strip()[:250]
+
+    def resume_command(self) -> str:
+        """The command that continues this sweep: the same overrides, ``+resume_sweep=<parent run id>``."""
+        return f"{self.command or 'python -m runner --multirun <same overrides>'} +resume_sweep={self.parent_run_id}"
 
 
 def read_note(sweep_dir: str | Path) -> SweepNote | None:
@@ -63,6 +69,7 @@ class SweepTracking(Callback):
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.parent: Tracker | None = None
+        self.note: SweepNote | None = None
         self.ended = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -99,7 +106,9 @@ class SweepTracking(Callback):
                 self.parent.log_params(params)
         metric, direction = objective_of(config)
         swept = [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
-        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction, swept + list(sweep_params), bool(resume_id))
+        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction, swept + list(sweep_params), bool(resume_id),
+                         sweep_command(config))
+        self.note = note
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / NOTE).write_text(json.dumps(asdict(note)))
@@ -109,8 +118,9 @@ class SweepTracking(Callback):
     def _abandoned(self) -> None:
         """At exit, a sweep that never reached its end (a job's process died, the launcher raised) says so."""
         if self.parent is not None and not self.ended:
-            self.parent.set_tags({"runner.error": "the sweep stopped before its end; continue it with "
-                                                  f"+resume_sweep={self.parent.run_id} and the same overrides"})
+            command = self.note.resume_command() if self.note else f"+resume_sweep={self.parent.run_id} and the same overrides"
+            print(f"runner: sweep {self.parent.run_id} stopped before its end; continue it with: {command}", file=sys.stderr)
+            self.parent.set_tags({"runner.error": f"the sweep stopped before its end; continue it with: {command}"})
             self.parent.end("FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -134,6 +144,13 @@ def without_resume(overrides) -> list[str]:
     return [o for o in overrides if not o.lstrip("+").startswith("resume_sweep=")]
 
 
+def sweep_command(config: DictConfig) -> str:
+    """``python -m runner --multirun <the sweep's overrides>``, quoted for a POSIX shell, as the user can type it again."""
+    hydra_overrides = [o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")]
+    words = [*hydra_overrides, *without_resume(config.hydra.overrides.task)]
+    return " ".join(["python -m runner --multirun", *(shlex.quote(w) for w in words)])
+
+
 def resumed_parent(where: Target, run_id: str) -> Tracker:
     client = open_client(where.uri)
     try:
@@ -147,14 +164,52 @@ def resumed_parent(where: Target, run_id: str) -> Tracker:
     return parent
 
 
-def finished_job(note: SweepNote, overrides: list[str]):
-    """The FINISHED child run of a resumed sweep with these overrides, if there is one."""
+def job_runs(note: SweepNote, overrides: list[str]) -> list:
+    """The child runs of the sweep's parent with these overrides (the earlier attempts at this job of a
+    resumed sweep), newest first, without those another attempt superseded."""
     key = " ".join(without_resume(overrides))
     client = open_client(note.uri)
     experiment = client.get_experiment_by_name(note.experiment)
-    runs = client.search_runs([experiment.experiment_id], filter_string=(
-        f"tags.mlflow.parentRunId = '{note.parent_run_id}' and attributes.status = 'FINISHED'"))
-    return next((r for r in runs if r.data.tags.get("runner.job.overrides") == key), None)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{note.parent_run_id}'",
+                              max_results=10000, order_by=["attributes.start_time DESC"])
+    return [r for r in runs if r.data.tags.get("runner.job.overrides") == key and SUPERSEDED not in r.data.tags]
+
+
+def finished_job(note: SweepNote, overrides: list[str]):
+    """The FINISHED child run of a resumed sweep with these overrides, if there is one."""
+    return next((r for r in job_runs(note, overrides) if r.info.status == "FINISHED"), None)
+
+
+def interrupted_job(note: SweepNote, overrides: list[str]) -> str | None:
+    """The id of the child run of a resumed sweep with these overrides that a signal stopped (KILLED), or
+    whose process died (still RUNNING, or marked KILLED by a later start), and that has a checkpoint to
+    continue from: the newest such attempt, if the job has no FINISHED one."""
+    from runner.checkpoint import FILE
+    from runner.resume import ARTIFACT_DIR, alive
+
+    client = open_client(note.uri)
+    for run in job_runs(note, overrides):
+        if run.info.status == "FINISHED":
+            return None
+        pid = int(run.data.tags.get("runner.pid") or 0)
+        gone = run.info.status == "KILLED" or (run.info.status == "RUNNING" and pid and not alive(pid))
+        if gone and f"{ARTIFACT_DIR}/{FILE}" in {a.path for a in client.list_artifacts(run.info.run_id, ARTIFACT_DIR)}:
+            return run.info.run_id
+    return None
+
+
+#: the tag of a child run that a later attempt at the same job (``+resume_sweep``) replaced: its value is
+#: that attempt's run id. The sweep's summary leaves such runs out: each job counts once.
+SUPERSEDED = "runner.superseded_by"
+
+
+def supersede(note: SweepNote, overrides: list[str], run_id: str) -> None:
+    """Tag the earlier attempts at this job that did not finish as superseded by ``run_id``."""
+    client = open_client(note.uri)
+    for run in job_runs(note, overrides):
+        if run.info.run_id != run_id and run.info.status != "FINISHED":
+            _retrying(lambda: client.set_tag(run.info.run_id, SUPERSEDED, run_id), "mark a superseded run")
+            log.info("run %s (%s, an earlier attempt at this job) is superseded by run %s", run.info.run_id, run.info.status, run_id)
 
 
 def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str) -> None:
@@ -164,6 +219,8 @@ def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error
         "runner.error": error,
     })
     tracker.end("FAILED")
+    if note.resuming:
+        supersede(note, overrides, tracker.run_id)
 
 
 def summarize(parent: Tracker, note: SweepNote) -> int:
@@ -203,6 +260,8 @@ def sweep_table(uri: str, parent_run_id: str):
     rows = []
     for run in runs:
         tags, info = run.data.tags, run.info
+        if SUPERSEDED in tags:  # an earlier attempt at a job that a resumed sweep ran again: the job counts once
+            continue
         row = {
             "job": int(tags.get("runner.job.num", -1)),
             "overrides": tags.get("runner.job.overrides", ""),

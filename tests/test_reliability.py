@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, Run, run_cli
+from test_sweeps import mlflow_server  # noqa: F401  (a fixture: a real mlflow server)
 
 MNIST = ["+experiment=mnist", "trainer.iterations=2200", "threads=1"]  # 4 epochs of 550 steps, 1 BLAS thread
 
@@ -247,3 +248,195 @@ def test_a_write_refused_at_the_very_end_makes_the_run_failed_with_the_reason(tm
     client = Run(None, tmp_path).client()
     [run] = client.search_runs([client.get_experiment_by_name("late").experiment_id])
     assert run.info.status == "FAILED" and "FileNotFoundError" in run.data.tags["runner.error"]
+
+
+# --------------------------------------------------------------------------- resume after SIGTERM, SIGINT, SIGKILL: every history exact
+
+#: 400 epochs of 6 steps, train/loss and train/lr at every step (the buffer of 1000 values is sent to the store about every
+#: 425 steps), a checkpoint at epochs 200 and 400: a process killed hard after step ~1625 has points after its checkpoint in the store
+IRIS_RESUME = ["+experiment=iris", "trainer.epochs=400", "trainer.log_every=1", "checkpoint.every=200", "checkpoint.min_interval_s=0",
+               "report.enabled=false", "threads=1"]
+
+
+def histories(client, run_id) -> dict[str, list[tuple[int, float]]]:
+    """Every metric's whole history but the wall-clock ones (time/*), in step order, duplicates kept."""
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith("time/")]
+    return {key: history(client, run_id, key) for key in sorted(keys)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The histories of IRIS_RESUME run through, twice: the same seed and config give bitwise the same histories."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    first, second = run_cli(cwd, *IRIS_RESUME), run_cli(cwd, *IRIS_RESUME)
+    assert first.proc.returncode == 0 and second.proc.returncode == 0, second.proc.stderr[-2000:]
+    client = first.client()
+    a, b = (histories(client, run.info.run_id) for run in first.runs("iris"))
+    assert a == b and len(a["train/loss"]) == 2400, "the computation is not deterministic: exact resumes cannot be checked"
+    return a
+
+
+def latest(histories_: dict) -> dict:
+    """Each metric's value at its last step: what a run's page shows."""
+    return {key: points[-1][1] for key, points in histories_.items()}
+
+
+def sidecar_of(pid: int) -> int:
+    """The MLflow sidecar process of a run's process (its only child)."""
+    [child] = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    return int(child)
+
+
+def kill_hard_after_a_checkpoint(proc, work, uri) -> tuple[int, int]:
+    """SIGKILL the run's process (not its sidecar) once its store holds train/loss points after its last checkpoint's step.
+    At each epoch log line the process is stopped (SIGSTOP) and the store and checkpoint looked at; if not yet, it goes on.
+    Returns (the checkpoint's step, the last stored train/loss step)."""
+    from runner import checkpoint
+
+    for line in proc.stdout:
+        if "epoch " not in line or "/400 step" not in line:
+            continue
+        os.kill(proc.pid, signal.SIGSTOP)
+        files = list(work.glob("outputs/runs/*/*/checkpoints/checkpoint.npz"))
+        client = store_client(uri) if files else None  # the store exists once a checkpoint does (never created here)
+        experiment = client.get_experiment_by_name("iris") if files else None
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if files and runs:
+            step = checkpoint.load(files[0])["training"]["step"]
+            time.sleep(0.3)  # the sidecar writes what it was sent
+            stored = max((m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")), default=0)
+            if stored > step:
+                sidecar = sidecar_of(proc.pid)
+                proc.kill()
+                proc.wait(timeout=30)
+                for _ in range(200):  # it writes what it was sent, then exits
+                    if not os.path.exists(f"/proc/{sidecar}") or " Z " in open(f"/proc/{sidecar}/stat").read():
+                        break
+                    time.sleep(0.05)
+                proc.stdout.read()
+                return step, stored
+        os.kill(proc.pid, signal.SIGCONT)
+    raise AssertionError("the run ended before its store held points after a checkpoint")
+
+
+def signal_in_training(proc, text: str, pids, signum: int, work, last_step: int = 2400,
+                       checkpoints: str = "outputs/runs/*/*/checkpoints/checkpoint.npz") -> str:
+    """Send ``signum`` to ``pids`` (a negative one: a process group) once ``text`` shows in the output, while the run
+    still trains: it is stopped (SIGSTOP) first, and its last checkpoint (``checkpoints``, a glob in ``work``) must not
+    be the final one; then signalled and continued. The whole output."""
+    from runner import checkpoint
+
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            os.kill(proc.pid, signal.SIGSTOP)
+            steps = [checkpoint.load(f)["training"]["step"] for f in work.glob(checkpoints)]
+            assert max(steps, default=0) < last_step, "the run had finished training before it could be signalled"
+            for pid in pids:
+                os.kill(pid, signum) if pid > 0 else os.killpg(-pid, signum)
+            os.kill(proc.pid, signal.SIGCONT)
+            break
+    seen.append(proc.stdout.read())
+    proc.wait(timeout=120)
+    return "".join(seen)
+
+
+def store_client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def interrupt_and_resume(work, signum, uri, env=None):
+    """Run IRIS_RESUME in ``work``, stop it with ``signum`` mid-training, resume it; (run id, resumed Run, output of the first)."""
+    proc = start_with(work, env or {}, *IRIS_RESUME)
+    if signum == signal.SIGKILL:
+        step, stored = kill_hard_after_a_checkpoint(proc, work, uri)
+        assert stored > step  # the store held points the resumed run computes again
+        output = ""
+    else:
+        output = signal_in_training(proc, "epoch 220/400", [proc.pid], signum, work)
+        assert proc.returncode == 128 + signum, output[-2000:]
+    client = store_client(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("iris").experiment_id])
+    resumed = run_cli(work, *IRIS_RESUME, f"+resume={run.info.run_id}", env=env)
+    assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+    return run.info.run_id, resumed, output
+
+
+def start_with(cwd, env_extra, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    env.update({"RUNNER_DATA_DIR": str(SHARED_DATA), **env_extra})
+    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_a_resumed_run_has_exactly_the_uninterrupted_histories(tmp_path, uninterrupted, signum):
+    """Every metric's whole history, step by step and value by value, as if never interrupted: after SIGKILL the steps the
+    killed process had logged after its checkpoint used to be logged twice (2486 train/loss points for 2000 steps)."""
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    run_id, resumed, output = interrupt_and_resume(tmp_path, signum, uri)
+    run = resumed.only_run("iris")
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert "runner.error" not in run.data.tags and "runner.resume.mismatch" not in run.data.tags
+    resumed_histories = histories(resumed.client(), run_id)
+    assert {k: len(v) for k, v in resumed_histories.items()} == {k: len(v) for k, v in uninterrupted.items()}  # no point twice
+    assert resumed_histories == uninterrupted
+    assert {k: v for k, v in run.data.metrics.items() if not k.startswith("time/")} == latest(uninterrupted)
+    if signum == signal.SIGKILL:
+        assert "exited without ending the run" in run.data.tags["runner.interrupted"]
+        assert "deleted the" in resumed.proc.stdout  # the killed process's points after the checkpoint
+    else:
+        assert signal.Signals(signum).name in run.data.tags["runner.interrupted"] and f"+resume={run_id}" in output
+
+
+def test_a_run_killed_hard_resumes_exactly_against_a_tracking_server(tmp_path, uninterrupted, mlflow_server):
+    """A tracking server cannot delete metric points: the resumed run leaves out those the store has, having checked them."""
+    run_id, resumed, _ = interrupt_and_resume(tmp_path, signal.SIGKILL, mlflow_server, env={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert "leaves them out and checks" in resumed.proc.stdout
+    client = store_client(mlflow_server)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "runner.resume.mismatch" not in run.data.tags
+    assert histories(client, run_id) == uninterrupted
+
+
+def test_a_resume_leaves_out_the_points_a_store_keeps_and_checks_them():
+    """Where points cannot be deleted (a tracking server): each (metric, step) the store has is left out, its value checked;
+    one that differs keeps the stored value, is warned about and tagged; time/* are wall-clock and not compared."""
+    from runner.resume import Continuation
+
+    class Recorder:
+        def __init__(self):
+            self.logged, self.tags = [], {}
+
+        def log_metrics(self, metrics, step):
+            self.logged.append((dict(metrics), step))
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+    tracker = Recorder()
+    sink = Continuation(tracker, {"train/loss": {11: 0.5, 12: 0.25}, "time/epoch_s": {12: 0.01}})
+    sink({"train/loss": 0.5, "train/lr": 0.1}, 11)  # stored and equal: only train/lr, which the store lacks
+    sink({"train/loss": 0.75, "time/epoch_s": 0.02, "epoch": 2.0}, 12)  # differs: kept as stored, tagged
+    sink({"train/loss": 0.125}, 13)  # after the store's last point: written
+    assert tracker.logged == [({"train/lr": 0.1}, 11), ({"epoch": 2.0}, 12), ({"train/loss": 0.125}, 13)]
+    assert tracker.tags == {"runner.resume.mismatch": "train/loss at step 12: stored 0.25, recomputed 0.75"}
+
+
+def test_resuming_a_run_whose_process_still_runs_is_refused(tmp_path):
+    from runner.api import RunnerError
+    from runner.resume import reopen
+    from runner.tracking import Target, Tracker, default_store
+
+    uri, artifacts = default_store(tmp_path / "outputs")
+    tracker = Tracker.start(Target(uri, artifacts, "live"), "a run", {"runner.pid": os.getppid()})  # a live process, not this one
+    with pytest.raises(RunnerError, match=rf"run {tracker.run_id} is still running in process {os.getppid()} on "):
+        reopen(tracker, tracker.run_id)
+    tracker.set_tags({"runner.pid": 2**22 + 1})  # a process that is gone (above the usual pid_max): killed hard
+    reopen(tracker, tracker.run_id)
+    run = tracker.client.get_run(tracker.run_id)
+    assert run.info.status == "RUNNING" and "exited without ending the run" in run.data.tags["runner.interrupted"]
+    assert run.data.tags["runner.pid"] == str(os.getpid())

@@ -11,7 +11,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import SHARED_DATA, Run, run_cli
 
 GRID = ("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "model.hidden=[8],[16]")
 
@@ -212,3 +212,63 @@ def test_an_interrupted_sweep_resumes_skipping_finished_jobs(tmp_path):
     assert finished == [f"+experiment=mnist trainer.iterations=1100 dataset.val_size=1000 optimizer.lr={lr}" for lr in ("0.05", "0.1", "0.2")]
     summary = pd.read_csv(resumed.client().download_artifacts(parents[0].info.run_id, "summary.csv"))
     assert sorted(summary.loc[summary["status"] == "FINISHED", "job"]) == [0, 1, 2]
+    assert list(summary["job"]) == [0, 1, 2] and parents[0].data.metrics["sweep/failed"] == 0  # each job once
+    replaced = [c for c in children if "runner.superseded_by" in c.data.tags]  # job 1's first attempt, if it was not resumed
+    assert all(c.data.tags["runner.superseded_by"] in {f.info.run_id for f in children if f.info.status == "FINISHED"} for c in replaced)
+
+
+def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_each_job_once(tmp_path):
+    """SIGTERM to the sweep's process group while job 1 trains; then the command it prints. Job 1 used to re-run from
+    scratch as a second child: 5 rows for 4 jobs, sweep/failed 1, "1 job(s) of the sweep failed"."""
+    import shlex
+
+    from test_reliability import histories, signal_in_training
+
+    grid = ["+experiment=iris", "trainer.epochs=400", "trainer.log_every=1", "report.enabled=false", "threads=1",
+            "optimizer.lr=0.01,0.1", "model.hidden=[8],[16]"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *grid], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:  # job 1 starts
+        lines.append(line)
+        if "#1 :" in line:
+            break
+    output = "".join(lines) + signal_in_training(proc, "epoch 220/400", [-proc.pid], signal.SIGTERM, tmp_path,
+                                                 checkpoints="outputs/sweeps/*/*/1/checkpoints/checkpoint.npz")
+    assert proc.returncode == 143, output[-3000:]
+    interrupted = Run(None, tmp_path)
+    [parent] = [r for r in interrupted.runs("iris") if r.data.tags.get("runner.sweep") == "parent"]
+    parent_id = parent.info.run_id
+    killed = {int(r.data.tags["runner.job.num"]): r for r in interrupted.runs("iris") if "mlflow.parentRunId" in r.data.tags}
+    assert sorted(killed) == [0, 1] and killed[0].info.status == "FINISHED" and killed[1].info.status == "KILLED"
+    # the job's message continues the sweep, not the job alone; the command works as printed
+    [command] = [line.split("continue the sweep with: ", 1)[1].strip() for line in output.splitlines() if "continue the sweep with" in line]
+    assert command.startswith("python -m runner --multirun ") and command.endswith(f" +resume_sweep={parent_id}")
+    assert "+resume=" not in output and " optimizer.lr=0.01,0.1 'model.hidden=[8],[16]' " in command
+    assert f"continue it with: {command}" in output  # the sweep's own last word, and its parent's runner.error
+    assert parent.info.status == "FAILED" and command in parent.data.tags["runner.error"]
+
+    resumed = run_cli(tmp_path, *shlex.split(command)[3:])
+    assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+    out = resumed.proc.stdout + resumed.proc.stderr
+    assert "job 0 already FINISHED" in out and f"job 1 was interrupted as run {killed[1].info.run_id}: resuming it" in out
+    assert "failed" not in out.lower()
+    parents, children = children_and_parent(resumed, "iris")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 4
+    by_job = {int(c.data.tags["runner.job.num"]): c for c in children}
+    assert sorted(by_job) == [0, 1, 2, 3] and all(c.info.status == "FINISHED" for c in children)
+    assert by_job[1].info.run_id == killed[1].info.run_id  # the same child, continued from its checkpoint
+    assert int(by_job[1].data.tags["runner.resumed_after_step"]) >= 1320 and "SIGTERM" in by_job[1].data.tags["runner.interrupted"]
+    client = resumed.client()
+    summary = pd.read_csv(client.download_artifacts(parent_id, "summary.csv"))
+    assert list(summary["job"]) == [0, 1, 2, 3] and set(summary["status"]) == {"FINISHED"}
+    assert parents[0].data.metrics["sweep/jobs"] == 4 and parents[0].data.metrics["sweep/failed"] == 0
+
+    # job 1's histories are those of the same run never interrupted
+    (tmp_path / "ref").mkdir()
+    reference = run_cli(tmp_path / "ref", "+experiment=iris", "trainer.epochs=400", "trainer.log_every=1", "report.enabled=false",
+                        "threads=1", "optimizer.lr=0.01", "model.hidden=[16]")
+    assert reference.proc.returncode == 0, reference.proc.stderr[-2000:]
+    assert histories(client, by_job[1].info.run_id) == histories(reference.client(), reference.only_run("iris").info.run_id)
