@@ -38,11 +38,12 @@ class DatasetContract(_Contract):
         return tmp_path
 
     @pytest.fixture(autouse=True, scope="class")
-    def _splits_of_this_class(self, request):
+    @classmethod
+    def _splits_of_this_class(cls):
         """Keeps the default load for one test class's checks, and drops it after them."""
-        request.cls._cache = {}
+        cls._cache = {}
         yield
-        request.cls._cache = None
+        cls._cache = None
 
     def splits(self, tmp_path: Path, seed: int | None = None, dtype=np.float32, fresh: bool = False) -> Splits:
         """A new dataset's ``load`` (the default seed in float32 only once per class, unless ``fresh``)."""
