@@ -238,7 +238,11 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
             refuse_finished(open_client(where.uri), str(cfg.resume), str(cfg.resume))
             raise
         resume.check_config(resumed, config, str(cfg.resume))
-        tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
+        try:
+            tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
+        except RunnerError as e:  # e.g. the server the checkpoint's run is recorded on is down
+            raise RunnerError(f"resume={cfg.resume}: run {resumed['run_id']} is recorded in {resumed['tracking_uri']}: "
+                              f"{str(e).removeprefix('tracking: ')}") from None
         refuse_finished(tracker.client, tracker.run_id, str(cfg.resume))  # a checkpoint of a run that finished after it
         resume.reopen(tracker, str(cfg.resume))  # RUNNING again; the interruption's reason moves to runner.interrupted
         log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
@@ -262,8 +266,10 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
 
             def after_epoch(t: Training) -> None:
                 tracker.check()  # a store that failed stops the run here, not after it
-                if save.due(t):
-                    save()
+                if save.due(t) or tracker.artifact_failure:
+                    save()  # the artifact store refused a write: the metrics went on to here, the checkpoint is kept locally
+                if tracker.artifact_failure:
+                    raise artifacts_refused(tracker, run_dir, hydra_cfg, t.step if cfg.checkpoint.enabled else None)
 
             training.after_epoch = after_epoch
 
@@ -280,6 +286,9 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
             finally:
                 gc.unfreeze()  # back to the collector (a sweep runs jobs one after another in this process)
             finish_artifacts(cfg, run_dir, tracker, model, loss, splits)
+            resume.in_store(tracker)  # every artifact copied, or refused
+            if tracker.artifact_failure:
+                raise artifacts_refused(tracker, run_dir, hydra_cfg)
         except Interrupted as e:
             if note:  # a sweep's job: the sweep continues it (from this checkpoint, into this run)
                 log.warning("job %s (run %s) %s at step %d; continue the sweep with: %s", hydra_cfg.job.num, tracker.run_id, e,
@@ -303,6 +312,25 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
     log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, where.experiment, where.uri, tracker.ui_command())
     return final[metric]
+
+
+def artifacts_refused(tracker, run_dir: Path, hydra_cfg, step: int | None = -1) -> RunnerError:
+    """The artifact store refused a write (permissions, a full disk): what is kept, and how to continue. ``step``: where
+    training stopped with a local checkpoint (None: checkpoints are off; -1: training had finished)."""
+    reason, folder = tracker.artifact_failure
+    fix = (f"free space on the disk of {folder}" if "No space left" in reason or "quota" in reason.lower()
+           else f"make {folder} writable (e.g. chmod -R u+w {folder})")
+    if step == -1:
+        return RunnerError(f"tracking: the artifact store refused a write ({reason}); the run's artifacts are incomplete, its "
+                           f"trained weights are kept in {run_dir / 'model.npz'}; {fix}")
+    if step is None:
+        return RunnerError(f"tracking: the artifact store refused a write ({reason}); training stopped (checkpoints are off: "
+                           f"nothing to continue from); {fix}")
+    kept = run_dir / "checkpoints" / checkpoint.FILE
+    overrides = " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume="))
+    return RunnerError(f"tracking: the artifact store refused a write ({reason}); training stopped at step {step}, its metrics "
+                       f"recorded and its checkpoint kept in {kept}; {fix}, then continue the run with: python -m runner "
+                       f"{overrides} +resume={kept}")
 
 
 def refuse_finished(client, run_id: str, source: str) -> None:

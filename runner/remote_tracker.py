@@ -7,12 +7,23 @@ for only when needed (a checkpoint, the last log line). A failure in the store c
 ``RunnerError`` at the next ``check`` (every epoch's end), ``flush`` (every few seconds of metrics)
 or ``end``. The run's metric history is kept here as it is logged: ``history`` and
 ``latest_metrics`` never wait for the store.
+
+If the sidecar dies (killed, the OOM killer), nothing is lost and the run goes on: every request
+asks for a cheap acknowledgement (not waited for), the requests not yet acknowledged are kept in a
+journal, and on the sidecar's death this process opens the store itself (``runner.sidecar.Session``,
+in-process: MLflow is imported then), writes the journal again (the run too, if it was never created;
+a metric point written twice is one point: MLflow's SQL store ignores exact duplicates) and carries
+out every later request itself, as ``tracking.sidecar=false`` does. The run's tag ``runner.sidecar``
+says when and why. An artifact the artifact store refuses is kept in ``artifact_failure`` for the
+run to act on (``runner.app``): metrics are still written.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from runner.api import RunnerError
-from runner.tracking import _BATCH_METRICS, _BATCH_PARAMS, Target, process_tags
+from runner.tracking import _BATCH_METRICS, _BATCH_PARAMS, Target, bound_http_retries, process_tags
 
 log = logging.getLogger("runner.tracking")
 
@@ -31,6 +42,7 @@ class RemoteTracker:
 
     def __init__(self, where: Target):
         self.uri, self.where = where.uri, where
+        bound_http_retries()  # inherited by the sidecar
         self._proc = subprocess.Popen([sys.executable, "-m", "runner.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       close_fds=True)
         self._seq = 0
@@ -50,6 +62,13 @@ class RemoteTracker:
         self._ended = False  # end() was called
         self._closed = False  # the pipe is closed: after the end, or the sidecar's exit
         self._failure: str | None = None
+        self._journal: collections.deque = collections.deque()  # (seq, op, args, kwargs) not yet acknowledged
+        self._acked = 0  # the last request the sidecar has acknowledged (set by the reader thread)
+        self._wanted: set[int] = set()  # the requests whose reply is waited for
+        self._local = None  # a runner.sidecar.Session in this process, once the sidecar has died
+        self._last_step = 0
+        #: (reason, folder) when the artifact store refused a write; the run stops at its next checkpoint
+        self.artifact_failure: tuple[str, str] | None = None
 
     # -- the run
     def start_run(self, run_name: str, tags: Mapping[str, Any] | None = None, start_time: int | None = None) -> "RemoteTracker":
@@ -87,6 +106,7 @@ class RemoteTracker:
         self._buffer += points
         for key, value, _, _ in points:  # every point of this run passes here: its history, without asking the store
             self._history.setdefault(key, []).append((step, value))
+        self._last_step = max(self._last_step, step)
         if len(self._buffer) >= _BATCH_METRICS or time.monotonic() - self._last_flush > 5.0:
             self.flush()
 
@@ -115,7 +135,7 @@ class RemoteTracker:
         to replace it. A checkpoint is replaced every epoch; replaced under the sidecar's copy it vanished
         for a moment (FileNotFoundError), or the store got a newer file than the metrics it had."""
         seq = self._copying.pop(str(Path(path).resolve()), None)
-        if seq is None or seq <= self._done or self._failure is not None or self._closed:
+        if seq is None or seq <= self._done or self._failure is not None or self._closed or self._local is not None:
             return  # copied already, or never will be (the store failed: later writes are dropped)
         self._wait(self._send("barrier", reply=True))
 
@@ -179,42 +199,133 @@ class RemoteTracker:
     # -- the pipe
     def _send(self, op: str, *args, reply: bool = False, **kwargs) -> int:
         self._seq += 1
-        if self._closed:  # after the end, or the sidecar's exit (already raised): nothing more is written
+        if self._local is not None:  # the sidecar died: carried out here
+            return self._here(self._seq, op, args, kwargs, reply)
+        if self._closed:  # after the end, or the store's failure (already raised): nothing more is written
             if reply:
                 self._failed(self._failure or "the run has ended")
             return self._seq
+        while self._journal and self._journal[0][0] <= self._acked:  # confirmed: the sidecar wrote them
+            self._journal.popleft()
+        self._journal.append((self._seq, op, args, kwargs))
+        if reply:
+            self._wanted.add(self._seq)
         try:
-            pickle.dump((self._seq, op, args, kwargs, reply), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((self._seq, op, args, kwargs, True if reply else "ack"), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
-            self._failed(None)
+            self._take_over()  # the request is in the journal: written here
         return self._seq
+
+    def _here(self, seq: int, op: str, args: tuple, kwargs: dict, reply: bool) -> int:
+        """Carry out one request in this process (after the sidecar's death), as the sidecar would."""
+        from runner.sidecar import ARTIFACT_OPS, _failure, refused
+
+        if self._failure is not None and op != "set_terminated":
+            return seq  # the store failed: later writes are dropped, the end is still tried
+        try:
+            result = getattr(self._local, op)(*args, **kwargs)
+        except Exception as e:
+            if op in ARTIFACT_OPS and refused(e):
+                self.artifact_failure = self.artifact_failure or refused(e)
+                return seq
+            self._failed(_failure(e))
+        self._done = seq
+        if reply:
+            self._replies[seq] = result
+        return seq
+
+    def _take_over(self) -> None:
+        """The sidecar died: open the store here and write what it had not confirmed; later requests are carried out here."""
+        from runner.sidecar import Session
+
+        known = self._failure
+        while True:  # the replies it sent before dying (the run's id among them)
+            try:
+                reply = self._inbox.get(timeout=10)
+            except queue.Empty:
+                break
+            if reply is None:
+                break
+            try:
+                self._note(reply)
+            except RunnerError:  # the store failed just before: raised below, once the run's end can be written here
+                pass
+        self._inbox.put(None)
+        self._closed = True
+        try:
+            self._proc.stdin.close()
+            code = self._proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            code = self._proc.poll()
+        how = (f"signal {-code}, {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}")
+        cause = f"the MLflow sidecar process (runner.sidecar, pid {self._proc.pid}) died ({how}) after step {self._last_step}"
+        pending = [entry for entry in self._journal if entry[0] > self._acked]
+        self._journal.clear()
+        log.warning("%s; recording goes on in this process (%d requests it had not confirmed written again)", cause, len(pending))
+        session = Session()
+        try:
+            from runner.tracking import _retrying
+
+            run_id = self._run_id or self._replies.get(self._run_seq)
+            if run_id is not None:  # the run exists: attach to it
+                session.open(self.where.uri, self.where.experiment, self.where.artifact_location)
+                session.run_id = run_id
+                session.experiment_id = _retrying(lambda: session.client.get_run(run_id), "find run").info.experiment_id
+            elif self._run_seq is not None:  # never created (or never confirmed): created here, by the pending create_run
+                session.open(self.where.uri, self.where.experiment, self.where.artifact_location)
+        except Exception as e:
+            self._failure = f"{cause}, and this process could not open the store either: {type(e).__name__}: {e}"
+            raise RunnerError(f"tracking: {self._failure}") from None
+        self._local = session
+        for seq, op, args, kwargs in pending:
+            if op != "open":
+                self._here(seq, op, args, kwargs, seq in self._wanted)
+        self._send("log_batch", tags=[("runner.sidecar", f"{cause}; the run went on with MLflow in its own process")])
+        if self._failure is not None and known is None:
+            self._failed(self._failure)
 
     def _read_replies(self) -> None:
         try:
             while True:
-                self._inbox.put(pickle.load(self._proc.stdout))
+                reply = pickle.load(self._proc.stdout)
+                self._acked = reply[0]  # replies come in order: everything up to it is carried out
+                self._inbox.put(reply)
         except (EOFError, OSError, ValueError, pickle.UnpicklingError):
             self._inbox.put(None)  # the sidecar is gone
 
     def _receive(self, block: bool = True) -> bool:
         """Take one reply (waiting for it when ``block``); False when none has come. A failure is raised."""
+        if self._local is not None:
+            return False  # nothing more comes from the sidecar
         try:
             reply = self._inbox.get(block=block)
         except queue.Empty:
             return False
         if reply is None:
             self._inbox.put(None)  # every later read sees it too
-            self._failed(None)
+            if self._closed:
+                self._failed(self._failure or "the run has ended")
+            self._take_over()
+            return True
+        self._note(reply)
+        return True
+
+    def _note(self, reply) -> None:
         seq, ok, value = reply
-        if not ok:
+        if ok is None:  # the artifact store refused a write: the run decides when to stop (runner.app)
+            self.artifact_failure = self.artifact_failure or tuple(value)
+        elif not ok:
             self._failed(value)
         self._done = max(self._done, seq)
-        self._replies[seq] = value
-        return True
+        if seq in self._wanted:
+            self._wanted.discard(seq)
+            self._replies[seq] = value
 
     def _wait(self, seq: int) -> Any:
         while seq not in self._replies:
+            if self._local is not None:
+                return None  # carried out here (its result, if any, is in _replies)
             self._receive()
         return self._replies.pop(seq)
 
@@ -223,13 +334,9 @@ class RemoteTracker:
         while self._receive(block=False):
             pass
 
-    def _failed(self, message: str | None):
+    def _failed(self, message: str):
         """Raise the store's failure. The pipe stays open while the sidecar lives: it drops later writes
         but still tries the run's end (see ``end``)."""
-        if message is None:  # the sidecar is gone
-            code = self._proc.poll()
-            message = f"the MLflow process (runner.sidecar) exited{f' with code {code}' if code is not None else ''}"
-            self._close()
         self._failure = self._failure or message
         raise RunnerError(f"tracking: cannot record in the MLflow store {self.uri!r}: {message}")
 

@@ -7,8 +7,11 @@ another on stdin: ``(seq, op, args, kwargs, reply)``. They are carried out in or
 ``(seq, True, result)`` goes back on stdout when asked for; a failure is always reported,
 ``(seq, False, "<Type>: <message>")``, once: after the first failure the store is assumed unusable
 and later writes are dropped (their replies, when asked for, fail too), except the run's end (with
-its tags, e.g. ``runner.error``), which is still tried. A part of the run story (``report_part``)
-that fails is a warning, not a failure.
+its tags, e.g. ``runner.error``), which is still tried. ``reply="ack"`` asks for the reply on success
+only: the run's process keeps what the sidecar has not confirmed, to write it itself if the sidecar
+dies. A part of the run story (``report_part``) that fails is a warning, not a failure; so is an
+artifact the artifact store refuses (permissions, a full disk: ``(seq, None, (message, folder))``):
+metrics live elsewhere and are still written, and the run decides when to stop.
 
 Ctrl-C reaches every process of the terminal's group: the sidecar ignores SIGINT and SIGTERM and
 lets the run's process decide (it records KILLED, then closes the pipe). At end of input it has
@@ -16,6 +19,7 @@ carried out everything it was sent, and exits.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pickle
@@ -27,6 +31,10 @@ from typing import Any
 
 #: end of input
 _EOF = object()
+
+#: Writes to the artifact store, and the errors that mean the store refuses them (not a missing source file)
+ARTIFACT_OPS = ("log_artifact", "log_dict", "log_text")
+REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 class Session:
@@ -133,18 +141,35 @@ def serve(stdin, stdout) -> None:
             os._exit(0)  # everything asked for is written: skip MLflow's exit handlers (~0.5 s)
         seq, op, args, kwargs, reply = request
         if failed is not None and op != "set_terminated":  # the run's end is still tried: it must not stay RUNNING
-            if reply:
+            if reply is True:  # an "ack" is for success only
                 _send(stdout, (seq, False, f"an earlier request failed: {failed}"))
             continue
         try:
             result = getattr(session, op)(*args, **kwargs)
         except Exception as e:
+            if op in ARTIFACT_OPS and refused(e):  # the metrics still go on: the run stops at its next checkpoint
+                _send(stdout, (seq, None, refused(e)))
+                continue
             if failed is None:
                 failed = _failure(e)
                 _send(stdout, (seq, False, failed))
             continue
         if reply:
             _send(stdout, (seq, True, result))
+
+
+def refused(e: Exception) -> tuple[str, str] | None:
+    """(the reason, the folder to fix) when ``e`` is the artifact store refusing a write; None otherwise. The folder:
+    the outermost unwritable one around the refused path (``chmod -R a-w`` on the artifact root refuses the run's
+    folder and the models' beside it: fixing only the deepest one would fail the next write)."""
+    if not isinstance(e, OSError) or e.errno not in REFUSED:
+        return None
+    folder = os.path.abspath(e.filename) if e.filename else ""
+    while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # the deepest folder that exists
+    while folder and os.path.dirname(folder) != folder and not os.access(os.path.dirname(folder), os.W_OK):
+        folder = os.path.dirname(folder)
+    return f"{type(e).__name__}: {e}", folder
 
 
 def _failure(e: Exception) -> str:
@@ -162,8 +187,11 @@ def _warm() -> None:
 
 
 def _send(stdout, message) -> None:
-    pickle.dump(message, stdout, protocol=pickle.HIGHEST_PROTOCOL)
-    stdout.flush()
+    try:
+        pickle.dump(message, stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):  # the run's process is gone (killed hard): what it sent is still written
+        pass
 
 
 def main() -> None:

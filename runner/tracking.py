@@ -5,6 +5,7 @@ The default store is embedded: ``sqlite:///<cwd>/outputs/mlflow.db`` with artifa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -80,6 +81,8 @@ class Tracker:
 
     def __init__(self, client, run_id: str, uri: str):
         self.client, self.run_id, self.uri = client, run_id, uri
+        #: (reason, folder) when the artifact store refused a write (runner.app stops at the next checkpoint)
+        self.artifact_failure: tuple[str, str] | None = None
         self._buffer: list = []
         self._last_flush = time.monotonic()
 
@@ -143,10 +146,23 @@ class Tracker:
         """Nothing: this tracker's failures are raised where they happen (see RemoteTracker.check)."""
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with self._artifacts():
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    @contextlib.contextmanager
+    def _artifacts(self):
+        """A write the artifact store refuses is kept in ``artifact_failure``, not raised: the metrics still go on."""
+        from runner.sidecar import refused
+
+        try:
+            yield
+        except OSError as e:
+            if not refused(e):
+                raise
+            self.artifact_failure = self.artifact_failure or refused(e)
 
     def release(self, path: Path) -> None:
         """Nothing: ``log_artifact`` has copied the file when it returns (see RemoteTracker.release)."""
@@ -164,10 +180,12 @@ class Tracker:
                 _retrying(lambda: self.client.set_terminated(self.run_id, status), "end run")
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        with self._artifacts():
+            self.client.log_text(self.run_id, text, artifact_file)
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, obj, artifact_file)
+        with self._artifacts():
+            self.client.log_dict(self.run_id, obj, artifact_file)
 
     def latest_metrics(self) -> dict[str, float]:
         self.flush()
@@ -201,8 +219,7 @@ def prepare(where: Target, background: bool = True) -> "Future":
     fresh SQLite store's schema take 1-2 s, overlapped with loading the data. The thread is not a
     daemon: a store being created is never cut off by the process exiting."""
     def open_store():
-        check_reachable(where.uri)
-        client = open_client(where.uri)  # a SQLite store: created, or repaired, by one process at a time
+        client = open_client(where.uri)  # a server must answer; a SQLite store is created or repaired by one process at a time
         try:
             experiment_id = experiment_of(client, where)
         except Exception as e:  # an unreachable server or an unusable store: say which
@@ -245,8 +262,25 @@ def experiment_of(client, where: Target) -> str:
     raise AssertionError("unreachable")
 
 
+#: MLflow's HTTP client retries a server's 5xx answers 7 times with a doubling back-off, each request waiting up to
+#: 120 s: ~250 s of silence per request (measured: a server answering 503 hung a run past its training, its
+#: sidecar left behind). Bounded here, unless the user set them: 2 retries, a request that keeps failing fails in ~3 s.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false"}
+
+
+def bound_http_retries() -> None:
+    """MLflow reads these at each request; set in the run's process before the sidecar starts, they reach it too."""
+    for key, value in HTTP_RETRIES.items():
+        os.environ.setdefault(key, value)
+
+
 def open_client(uri: str):
-    """An MlflowClient of ``uri``; a SQLite store is made safe to open first (runner.sqlite_store)."""
+    """An MlflowClient of ``uri``: a tracking server must answer first (every path: a new run, a sweep, a resume,
+    whose checkpoint names its own URI), a SQLite store is made safe to open (runner.sqlite_store)."""
+    check_reachable(uri)
+    bound_http_retries()
     from mlflow.tracking import MlflowClient  # heavy (~1.3 s): imported only once a run is about to start
 
     from runner import sqlite_store
@@ -311,8 +345,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             return
-    except urllib.error.HTTPError:
-        return  # it answered: a server without /health (or behind auth) is reachable
+    except urllib.error.HTTPError as e:
+        if e.code < 500:
+            return  # it answered: a server without /health (or behind auth) is reachable
+        raise RunnerError(f"tracking: the MLflow server {uri} answers {e.code} {e.reason} (it, or a proxy before it, is down "
+                          "or overloaded); try again when it answers, or unset MLFLOW_TRACKING_URI to record in the local "
+                          "store") from None
     except (OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise RunnerError(f"tracking: the MLflow server {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI "
