@@ -36,7 +36,7 @@ import numpy as np
 
 from runner import checkpoint
 from runner.api import RunnerError
-from runner.tracking import Target, Tracker, _retrying, open_client
+from runner.tracking import Target, Tracker, _retrying, alive, open_client
 
 log = logging.getLogger("runner.resume")
 
@@ -131,16 +131,6 @@ def reopen(tracker: Tracker, source: str) -> None:
     tracker.reopen()
     if hard:
         tracker.set_tags({"runner.interrupted": f"process {pid} on {host} exited without ending the run (killed hard?)"})
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 #: ``sink(metrics, step)``, as ``runner.train.MetricSink``

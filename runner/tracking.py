@@ -314,7 +314,7 @@ def reap_stale_runs(client) -> None:
                                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000), "find stale runs")
     for run in stale:
         pid = int(run.data.tags.get("runner.pid", "0") or 0)
-        if pid and not _alive(pid):
+        if pid and not alive(pid):
             reason = f"process {pid} on {host} exited without ending the run (killed hard?)"
             try:
                 _retrying(lambda: client.set_tag(run.info.run_id, "runner.error", reason), "mark stale run")
@@ -325,7 +325,8 @@ def reap_stale_runs(client) -> None:
             log.warning("run %s was left RUNNING by process %d, which is gone: marked KILLED", run.info.run_id, pid)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -333,6 +334,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
