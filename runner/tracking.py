@@ -336,7 +336,6 @@ def alive(pid: int) -> bool:
     return True
 
 
-
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """A tracking server must answer at once: MLflow's own client would retry for minutes."""
     if not uri.startswith(("http://", "https://")):
