@@ -24,7 +24,7 @@ def cache_dataset(name: str, data_dir: Path, cache: Path, seed: int = 0) -> Path
     if (path / "meta.json").is_file():
         return path
     from runner.api import DataContext
-    from runner.registry import load_registry
+    from runner.plugins.discovery import load_registry
 
     entry = load_registry().get("dataset", name, "benchmarks")
     splits = entry.create({}, f"dataset {name}").load(DataContext(Path(data_dir), seed, np.dtype(np.float32)))

@@ -25,18 +25,16 @@ from benchmarks.timers import Timers  # noqa: E402
 
 #: Where each runner function's time goes: (prefix of the timer's name, category); first match wins.
 CATEGORIES = [
-    ("runner.tracking.", "tracking (MLflow)"), ("runner.remote_tracker.", "tracking (MLflow)"), ("client.", "tracking (MLflow)"),
-    ("runner.pyfunc.", "tracking (MLflow)"),
-    ("runner.story.", "run story (figures, tables for MLflow)"), ("runner.report.", "run story (figures, tables for MLflow)"),
-    ("runner.app.gradient_check", "gradient check"), ("runner.gradcheck.", "gradient check"),
-    ("runner.train.evaluate", "evaluation"), ("runner.train.Training.evaluation", "evaluation"),
-    ("runner.train.Training.end_epoch", "evaluation"),
-    ("runner.train.Training.run", "training steps"),
-    ("runner.checkpoint.", "checkpoints"), ("runner.resume.", "checkpoints"), ("runner.app.checkpointer", "checkpoints"),
+    ("runner.tracking.", "tracking (MLflow)"), ("client.", "tracking (MLflow)"),
+    ("runner.report.pyfunc.", "tracking (MLflow)"),
+    ("runner.report.", "run story (figures, tables for MLflow)"),
+    ("runner.run.task.gradient_check", "gradient check"), ("runner.core.gradcheck.", "gradient check"),
+    ("runner.core.train.evaluate", "evaluation"), ("runner.core.train.Training.evaluation", "evaluation"),
+    ("runner.core.train.Training.end_epoch", "evaluation"),
+    ("runner.core.train.Training.run", "training steps"),
+    ("runner.run.checkpoint.", "checkpoints"), ("runner.run.resume.", "checkpoints"), ("runner.run.task.checkpointer", "checkpoints"),
     ("dataset ", "dataset load"),
-    ("runner.discovery.", "plugin discovery"), ("runner.entry_points.", "plugin discovery"),
-    ("runner.plugin_configs.", "plugin discovery"), ("runner.config_search_path.", "plugin discovery"),
-    ("runner.registry.load_registry", "plugin discovery"),
+    ("runner.plugins.", "plugin discovery"),
 ]
 
 
@@ -81,9 +79,9 @@ def wrap_module(module) -> None:
         for name, value in list(vars(other).items()):
             if id(value) in replaced:
                 setattr(other, name, replaced[id(value)])
-    if module.__name__ == "runner.tracking" and hasattr(module, "Tracker"):
+    if module.__name__ == "runner.tracking.tracker" and hasattr(module, "Tracker"):
         _wrap_tracker_client(module.Tracker)
-    if module.__name__ == "runner.registry" and hasattr(module, "Entry"):
+    if module.__name__ == "runner.plugins.registry" and hasattr(module, "Entry"):
         _time_dataset_loads(module.Entry)
 
 

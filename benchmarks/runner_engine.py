@@ -20,16 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _registry():
-    from runner.registry import load_registry
+    from runner.plugins.discovery import load_registry
 
     return load_registry()  # called without arguments: its signature may grow
 
 
 def build(recipe: Recipe, data, seed: int = 0):
     """(model, loss, optimizer, splits, trainer config, batch rng, schedule, check seed) as app.py builds them."""
-    from runner.model import build_model, mlp_layers
-    from runner.schedules import make_schedule
-    from runner.train import TrainerConfig
+    from runner.core.model import build_model, mlp_layers
+    from runner.core.schedules import make_schedule
+    from runner.core.train import TrainerConfig
 
     registry = _registry()
     splits = data.splits()
@@ -56,7 +56,7 @@ def _config():
 
 def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool = False, profile: bool = False) -> dict:
     """One timed run of ``Training.run()`` (plus ``tracker.end()``, which flushes, for the tracking sink)."""
-    from runner.train import Training
+    from runner.core.train import Training
 
     model, loss, optimizer, splits, trainer, rng, schedule, _ = build(recipe, data, seed)
     tracker, store = None, None
@@ -100,8 +100,8 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
 def _tracker():
     """The tracker app.py uses (``RemoteTracker``: MLflow in the sidecar process) on a fresh SQLite store in
     a temp dir, the store created and the sidecar ready beforehand (as on a second run)."""
-    from runner.remote_tracker import RemoteTracker
-    from runner.tracking import Target, Tracker, default_store
+    from runner.tracking.sidecar_client import RemoteTracker
+    from runner.tracking.tracker import Target, Tracker, default_store
 
     store = Path(tempfile.mkdtemp(prefix="runner-bench-store-"))
     uri, artifacts = default_store(store / "outputs")
@@ -145,8 +145,8 @@ def timer_overhead(n: int = 20000) -> float:
 
 def gradcheck(recipe: Recipe, data, seed: int = 0) -> dict:
     """One gradient check as app.py runs it before training (conf/config.yaml's gradcheck settings)."""
-    from runner.gradcheck import check_run
-    from runner.train import targets_for
+    from runner.core.gradcheck import check_run
+    from runner.core.train import targets_for
 
     model, loss, _, splits, _, _, _, check_seed = build(recipe, data, seed)
     gc = _config().gradcheck

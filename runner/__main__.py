@@ -4,7 +4,7 @@ Before Hydra starts, the config directories that plugin distributions ship (entr
 ``runner.configs``) are put on Hydra's search path, after runner's own conf/ (runner.config_search_path),
 and a config file on that path that is not valid YAML becomes one line (runner.config_sources).
 """
-from runner import clock  # noqa: F401  first: the fallback of the process's start time (a run's MLflow start_time)
+from runner.run import clock  # noqa: F401  first: the fallback of the process's start time (a run's MLflow start_time)
 import os
 import sys
 from pathlib import Path
@@ -14,11 +14,11 @@ from hydra.core.plugins import Plugins
 from hydra_plugins.runner_optuna_sweeper import RunnerOptunaSweeper
 
 from runner.api import RunnerError
-from runner.app import task
-from runner.config_sources import install as install_config_sources
-from runner.config_search_path import install as install_plugin_configs
-from runner.interrupt import Interrupted
-from runner.plugin_configs import main_config_dir
+from runner.run.task import task
+from runner.run.config_sources import install as install_config_sources
+from runner.plugins.search_path import install as install_plugin_configs
+from runner.run.interrupt import Interrupted
+from runner.plugins.configs import main_config_dir
 
 # conf/ sits beside runner/ in a checkout (and an editable install); a wheel carries it as runner/conf.
 CONFIG_PATH = str(main_config_dir())

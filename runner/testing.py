@@ -4,6 +4,7 @@
 - ``check_loss``: the same for a loss's ``backward`` against its ``forward``;
 - ``plugin_registry``: runner's built-ins plus your plugin object, registered for one test,
   exactly as a run would see them (nothing needs to be installed);
+- ``build_model``: a whole model from layer configs and such a registry, as a run builds it;
 - ``LayerContract``, ``LossContract``, ``OptimizerContract``, ``DatasetContract``: classes to
   subclass in a test module; pytest then runs every check of the contract on your plugin
   (``runner.contracts``).
@@ -11,14 +12,15 @@
 from __future__ import annotations
 
 from runner.contracts import DatasetContract, LayerContract, LossContract, OptimizerContract
-from runner.discovery import discover
-from runner.gradcheck import Check, check_layer, check_loss, check_model, max_rel_error
-from runner.plugin_settings import PluginSettings, Selector
-from runner.registry import Registry
+from runner.core.gradcheck import Check, check_layer, check_loss, check_model, max_rel_error
+from runner.core.model import build_model
+from runner.plugins.discovery import ObjectRegistry, discover
+from runner.plugins.registry import Registry
+from runner.plugins.settings import PluginSettings, Selector
 
 __all__ = [
     "Check", "DatasetContract", "LayerContract", "LossContract", "OptimizerContract",
-    "check_layer", "check_loss", "check_model", "max_rel_error", "plugin_registry",
+    "build_model", "check_layer", "check_loss", "check_model", "max_rel_error", "plugin_registry",
 ]
 
 
@@ -28,8 +30,6 @@ def plugin_registry(*plugins: object, builtins: bool = True) -> Registry:
     plugin distributions are left out, so an installed copy of the plugin under test does not clash.
     A problem with one of ``plugins`` (a bad name, a hook that raises, a name provided twice) raises.
     """
-    from runner.discovery import ObjectRegistry  # its messages speak of the objects passed here
-
     allow = (("runner.testing.plugin_registry", ()),)  # an empty allow-list: built-ins only
     disable = () if builtins else (Selector("runner", "plugin_registry(builtins=False)", "runner"),)
     return ObjectRegistry(discover(PluginSettings(disable=disable, allow=allow), extra=plugins), builtins)

@@ -75,7 +75,7 @@ def broken_distribution(root: Path) -> Path:
         ''',
         "runner_broken_working.py": '''
             from runner.api import PluginSpec, hookimpl
-            from plugins.layers import Identity
+            from runner.builtins.layers import Identity
 
             @hookimpl
             def runner_layers():
@@ -91,7 +91,7 @@ def duplicate_distribution(root: Path) -> Path:
                                     modules=["runner_duplicate_prelu"]),
         "runner_duplicate_prelu.py": '''
             from runner.api import PluginSpec, hookimpl
-            from plugins.layers import LeakyReLU
+            from runner.builtins.layers import LeakyReLU
 
             @hookimpl
             def runner_layers():

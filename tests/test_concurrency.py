@@ -80,7 +80,7 @@ def fresh_store(tmp_path_factory):
 
 def stale_state(tmp_path, fresh_store, holds_a_run: bool, revision: str = "previous", leftover: str = "_alembic_tmp_metrics"):
     """A store as a process that died while migrating it leaves it: an older revision and/or a migration's temporary table."""
-    from runner import sqlite_store
+    from runner.tracking import sqlite_store
 
     db = tmp_path / "outputs" / "mlflow.db"
     db.parent.mkdir()

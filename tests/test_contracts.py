@@ -12,10 +12,10 @@ import textwrap
 import pytest
 
 from conftest import SHARED_DATA
-from plugins.datasets import runner_datasets
-from plugins.layers import INITS, runner_layers
-from plugins.losses import runner_losses
-from plugins.optimizers import runner_optimizers
+from runner.builtins.datasets import runner_datasets
+from runner.builtins.layers import INITS, runner_layers
+from runner.builtins.losses import runner_losses
+from runner.builtins.optimizers import runner_optimizers
 from runner.testing import DatasetContract, LayerContract, LossContract, OptimizerContract
 
 LAYER_FACTORIES = {spec.name: spec.factory for spec in runner_layers()}
@@ -83,7 +83,7 @@ for case, (name, attributes) in LOSSES.items():
 
 # --------------------------------------------------------------------------- every built-in optimizer
 
-# one parameter above plugins.optimizers.CHUNK entries, so the piece-by-piece update is covered too
+# one parameter above runner.builtins.optimizers.CHUNK entries, so the piece-by-piece update is covered too
 PARAM_SHAPES = {"0.linear.W": (300, 300), "0.linear.b": (300,), "1.linear.W": (300, 3), "2.prelu.alpha": (1,)}
 OPTIMIZERS = {
     "sgd": {"lr": 0.1},

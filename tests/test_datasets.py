@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.datasets import (
+from runner.builtins.datasets import (
     FashionMnistDataset,
     IrisBinaryDataset,
     IrisDataset,
@@ -16,7 +16,7 @@ from plugins.datasets import (
     RegressionDataset,
     runner_datasets,
 )
-from plugins.datasets.idx import read_idx
+from runner.builtins.datasets.idx import read_idx
 from runner.api import DataContext, RunnerError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -315,7 +315,7 @@ def test_regression_targets_are_learnable():
 
 
 def test_spirals_arms_lie_on_their_spirals():
-    from plugins.datasets.synthetic import SpiralsDataset
+    from runner.builtins.datasets.synthetic import SpiralsDataset
 
     splits = SpiralsDataset(classes=3, noise=0.0).load(context(seed=4))
     assert splits.meta == splits.meta.__class__("spirals", (2,), 3, "classification", ("arm 0", "arm 1", "arm 2"))

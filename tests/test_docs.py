@@ -2,8 +2,8 @@
 import pytest
 
 from conftest import ROOT
-from runner.registry import load_registry
-from runner.schedules import SCHEDULES
+from runner.plugins.discovery import load_registry
+from runner.core.schedules import SCHEDULES
 
 NUMERICS = (ROOT / "docs" / "numerics.md").read_text()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.datasets import MnistDataset
-from plugins.datasets.download import Digests, check_url, download
-from plugins.datasets.mnist import MNIST, TEST_LABELS
+from runner.builtins.datasets import MnistDataset
+from runner.builtins.datasets.download import Digests, check_url, download
+from runner.builtins.datasets.mnist import MNIST, TEST_LABELS
 from runner.api import DataContext, RunnerError
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

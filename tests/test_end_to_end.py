@@ -23,7 +23,7 @@ def assert_recorded(result, experiment):
     assert metrics["gradcheck/0.linear.W/rel_error"] <= GRADCHECK_LIMIT
     assert "gradcheck/0.linear.b/max_abs_diff" in metrics
     assert tags["runner.gradcheck"] == "passed"
-    assert tags["runner.plugin.layer.linear"].startswith("runner 0.1.0 (plugins.layers)")
+    assert tags["runner.plugin.layer.linear"].startswith("runner 0.1.0 (runner.builtins.layers)")
     assert f"+experiment={experiment}" in tags["runner.overrides"]
     assert params["seed"] == "0" and "optimizer.lr" in params and "trainer.batch_size" in params
     client = result.client()
@@ -110,7 +110,7 @@ def test_a_failed_gradient_check_warns_and_tags_or_stops_the_run(runner_cli):
 
     stopped = runner_cli("+experiment=iris", "trainer.epochs=1", "gradcheck.threshold=1e-30", "gradcheck.fail=true")
     assert stopped.proc.returncode == 1 and "Traceback" not in stopped.proc.stderr
-    assert "gradient check failed: layer 0 (linear, from runner 0.1.0 (plugins.layers)) d(input) x: relative error" in stopped.proc.stderr
+    assert "gradient check failed: layer 0 (linear, from runner 0.1.0 (runner.builtins.layers)) d(input) x: relative error" in stopped.proc.stderr
     failed = stopped.only_run("iris")
     assert failed.info.status == "FAILED" and "gradcheck.threshold" in failed.data.tags["runner.error"]
     assert "train/loss" not in failed.data.metrics  # stopped before training

@@ -35,7 +35,7 @@ def sidecars_in(cwd: Path) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if (b"runner.sidecar" in Path(f"/proc/{pid}/cmdline").read_bytes() and os.readlink(f"/proc/{pid}/cwd") == str(cwd)
+            if (b"runner.tracking.sidecar" in Path(f"/proc/{pid}/cmdline").read_bytes() and os.readlink(f"/proc/{pid}/cwd") == str(cwd)
                     and " Z " not in Path(f"/proc/{pid}/stat").read_text()):
                 found.append(int(pid))
         except OSError:
@@ -172,7 +172,7 @@ def test_a_server_answering_503_is_one_line_within_seconds_and_leaves_no_process
 
 def test_resuming_from_a_checkpoint_whose_server_answers_503_says_so_within_seconds(tmp_path, server_503):
     """Was: retried for more than 45 s before anything was said."""
-    from runner import checkpoint
+    from runner.run import checkpoint
 
     first = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0", "report.enabled=false")
     assert first.proc.returncode == 0, first.proc.stderr[-2000:]

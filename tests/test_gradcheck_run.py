@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from plugins.layers import INITS
+from runner.builtins.layers import INITS
 from runner.api import DataContext, Layer, Meta, PluginSpec, Splits, hookimpl
-from runner.gradcheck import check_run, failure_message, metrics_of
-from runner.model import build_model
+from runner.core.gradcheck import check_run, failure_message, metrics_of
+from runner.core.model import build_model
 from runner.testing import plugin_registry
-from runner.train import targets_for
+from runner.core.train import targets_for
 
 THRESHOLD = 1e-6  # gradcheck.threshold's default
 RUN = {"eps": 1e-5, "max_entries": 64}  # the run's defaults (conf/config.yaml)

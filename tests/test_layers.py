@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from plugins import layers as L
+from runner.builtins import layers as L
 from runner.api import RunnerError
-from runner.gradcheck import check_layer
+from runner.core.gradcheck import check_layer
 
 SMOOTH = 1e-7  # relative error allowed where the function is smooth
 KINKED = 1e-4  # where it has kinks (inputs sampled at least 1e-2 away from them)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from plugins.losses import L1, MSE, NLL, BCEWithLogits, BinaryCrossEntropy, Hinge, Huber, SoftmaxCrossEntropy, SumSquared, runner_losses
+from runner.builtins.losses import L1, MSE, NLL, BCEWithLogits, BinaryCrossEntropy, Hinge, Huber, SoftmaxCrossEntropy, SumSquared, runner_losses
 from runner.api import RunnerError
-from runner.gradcheck import check_array
+from runner.core.gradcheck import check_array
 
 SMOOTH = 1e-7  # relative error allowed where the loss is smooth
 KINKED = 1e-4  # where it has kinks (points kept away from them)

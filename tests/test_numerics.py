@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from plugins.layers import Linear, ReLU, Sigmoid, Tanh
-from plugins.losses import L1, MSE, SoftmaxCrossEntropy, SumSquared
-from plugins.optimizers import SGD
+from runner.builtins.layers import Linear, ReLU, Sigmoid, Tanh
+from runner.builtins.losses import L1, MSE, SoftmaxCrossEntropy, SumSquared
+from runner.builtins.optimizers import SGD
 from runner.api import RunnerError
-from runner.gradcheck import Eval, check_array, check_layer
+from runner.core.gradcheck import Eval, check_array, check_layer
 
 SMOOTH = 1e-7  # relative error allowed where the function is smooth
 KINKED = 1e-4  # where it has kinks (inputs sampled away from them)

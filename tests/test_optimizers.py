@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 
-from plugins import optimizers
-from plugins.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, RMSprop, runner_optimizers
+from runner.builtins import optimizers
+from runner.builtins.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, RMSprop, runner_optimizers
 from runner.api import RunnerError
 
 STEPS = 20

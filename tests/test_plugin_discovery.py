@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from runner.api import PluginSpec, RunnerError, hookimpl
-from runner.entry_points import Installed
-from runner.plugin_configs import ConfigDir, config_conflicts, resolve
-from runner.plugin_settings import PluginSettings
+from runner.plugins.entry_points import Installed
+from runner.plugins.configs import ConfigDir, config_conflicts, resolve
+from runner.plugins.settings import PluginSettings
 from runner.testing import check_loss, plugin_registry
 
 
@@ -118,7 +118,7 @@ def test_an_exception_in_a_hook_of_an_object_under_test_propagates():
 
 
 def test_an_unknown_name_says_which_installed_plugins_were_not_loaded():
-    from runner.registry import Registry
+    from runner.plugins.registry import Registry
 
     with pytest.raises(RunnerError) as e:
         Registry([], ["runner-plugin-example 0.1.0 disabled by RUNNER_DISABLE_PLUGINS"]).get("layer", "prelu", "model.activation")
@@ -168,7 +168,7 @@ def test_check_loss_finds_a_wrong_backward():
 
 
 def test_a_name_plugin_registry_lacks_is_said_in_a_plugin_authors_terms(monkeypatch):
-    from runner import discovery
+    from runner.plugins import discovery
 
     registry = plugin_registry(Named(runner_layers=spec_list(PluginSpec("mine", object))))
     with pytest.raises(RunnerError) as e:
@@ -194,7 +194,7 @@ def test_a_name_plugin_registry_lacks_is_said_in_a_plugin_authors_terms(monkeypa
 def test_a_name_clash_in_plugin_registry_names_the_plugin_object_passed():
     with pytest.raises(RunnerError) as e:
         plugin_registry(Named(runner_layers=spec_list(PluginSpec("relu", object))))
-    assert str(e.value) == ("layer 'relu' is provided twice: by runner's built-ins, runner 0.1.0 (plugins.layers), and by your "
+    assert str(e.value) == ("layer 'relu' is provided twice: by runner's built-ins, runner 0.1.0 (runner.builtins.layers), and by your "
                             "plugin object my_plugin (passed to plugin_registry); rename yours: a layer's name is unique across "
                             "runner's built-ins and every plugin")
     with pytest.raises(RunnerError, match=r"layer 'mine' is provided twice: by your plugin object first \(passed to plugin_registry\) "

@@ -36,7 +36,7 @@ def test_the_listing_names_each_plugin_with_its_distribution_and_version(example
     assert proc.returncode == 0, proc.stderr
     rows = {tuple(line.split()) for line in proc.stdout.splitlines()}
     assert ("layer", "prelu", "runner-plugin-example", "0.1.0", "runner_plugin_example.plugin") in rows
-    assert ("layer", "linear", "runner", "0.1.0", "plugins.layers") in rows
+    assert ("layer", "linear", "runner", "0.1.0", "runner.builtins.layers") in rows
     assert "dataset/two_moons, experiment/two_moons, loss/squared_hinge, optimizer/lion" in proc.stdout
     machine = json.loads(list_plugins(tmp_path, "--json", env=plugin_env(example_site)).stdout)
     ours = {(p["kind"], p["name"]) for p in machine["plugins"] if p["distribution"] == "runner-plugin-example"}

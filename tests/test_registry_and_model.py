@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from runner.api import Meta, PluginSpec, RunnerError, hookimpl
-from runner.model import build_model, mlp_layers
-from runner.registry import load_registry
+from runner.core.model import build_model, mlp_layers
+from runner.plugins.discovery import load_registry
 from runner.testing import plugin_registry
 
 IRIS = Meta("iris", (4,), 3, "classification")
@@ -21,7 +21,7 @@ def test_builtins_come_from_the_projects_own_entry_points(registry):
     assert "sgd" in registry.names("optimizer")
     assert {"mnist", "fashion_mnist", "iris", "iris_binary", "linear", "regression"} <= set(registry.names("dataset"))
     relu = registry.get("layer", "relu", "model")
-    assert (relu.provider.distribution, relu.provider.module) == ("runner", "plugins.layers")
+    assert (relu.provider.distribution, relu.provider.module) == ("runner", "runner.builtins.layers")
 
 
 def test_unknown_name_lists_the_available_ones(registry):
@@ -44,7 +44,7 @@ def test_a_name_provided_twice_names_both_providers():
     with pytest.raises(RunnerError) as e:
         plugin_registry(Shadow())
     assert "layer 'relu' is provided twice" in str(e.value)
-    assert "runner 0.1.0 (plugins.layers)" in str(e.value)
+    assert "runner 0.1.0 (runner.builtins.layers)" in str(e.value)
     assert "shadow_plugin" in str(e.value)
 
 

@@ -76,7 +76,7 @@ def test_checkpoints_are_atomic_plain_arrays_and_keep_the_previous_one(tmp_path)
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["checkpoint.npz", "checkpoint.prev.npz"]
     with np.load(ckpt_dir / "checkpoint.npz", allow_pickle=False) as data:  # never unpickles
         assert all(data[k].dtype != object for k in data.files)
-    from runner import checkpoint
+    from runner.run import checkpoint
 
     state = checkpoint.load(ckpt_dir / "checkpoint.npz")
     assert state["training"]["step"] == 18 and checkpoint.load(ckpt_dir / "checkpoint.prev.npz")["training"]["step"] == 12
@@ -142,8 +142,8 @@ def test_bad_values_name_the_key(runner_cli, override, message):
 
 def test_a_layer_that_raises_is_named_with_its_plugin():
     from runner.api import PluginSpec, hookimpl, Meta, RunnerError
-    from runner.model import build_model
-    from plugins.layers import ReLU
+    from runner.core.model import build_model
+    from runner.builtins.layers import ReLU
 
     class Broken(ReLU):
         def forward(self, x, training):
@@ -156,13 +156,9 @@ def test_a_layer_that_raises_is_named_with_its_plugin():
         def runner_layers(self):
             return [PluginSpec("broken", Broken, "raises")]
 
-    from runner import registry as reg
+    from runner.testing import plugin_registry
 
-    pm = reg.plugin_manager() if hasattr(reg, "plugin_manager") else None
-    if pm is None:
-        pytest.skip("registry API changed")
-    pm.register(Provider(), name="broken")
-    registry = reg.collect(pm)
+    registry = plugin_registry(Provider())
     model = build_model([{"type": "linear", "out": 3}, {"type": "broken"}], registry, Meta("x", (4,), 3, "classification"),
                         np.random.default_rng(0), np.float32)
     with pytest.raises(RunnerError, match=r"model.layers\[1\] \(broken, from .*broken_plugin.*\): forward raised ValueError: boom"):
@@ -193,7 +189,7 @@ def test_a_checkpoint_every_epoch_is_logged_while_training_goes_on(runner_cli, t
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     run = result.only_run("iris")
     assert run.info.status == "FINISHED" and "runner.error" not in run.data.tags
-    from runner import checkpoint
+    from runner.run import checkpoint
 
     logged = result.client().download_artifacts(run.info.run_id, "checkpoints/checkpoint.npz", str(tmp_path))
     assert checkpoint.load(logged)["training"]["step"] == 1800  # the last epoch's, as on disk
@@ -202,9 +198,9 @@ def test_a_checkpoint_every_epoch_is_logged_while_training_goes_on(runner_cli, t
 def test_a_failed_run_says_why_even_when_the_store_refused_a_write(tmp_path):
     """After a write fails the sidecar drops later writes but still ends the run: runner.error goes with the end."""
     from runner.api import RunnerError
-    from runner.app import end_run
-    from runner.remote_tracker import RemoteTracker
-    from runner.tracking import Target, default_store
+    from runner.run.task import end_run
+    from runner.tracking.sidecar_client import RemoteTracker
+    from runner.tracking.tracker import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     tracker = RemoteTracker(Target(uri, artifacts, "refused")).start_run("a run")
@@ -219,8 +215,8 @@ def test_a_failed_run_says_why_even_when_the_store_refused_a_write(tmp_path):
 def test_a_failure_the_sidecar_reports_is_seen_at_the_next_check(tmp_path):
     """It came back with an earlier reply, in the same read: check() used to look at the pipe only."""
     from runner.api import RunnerError
-    from runner.remote_tracker import RemoteTracker
-    from runner.tracking import Target, default_store
+    from runner.tracking.sidecar_client import RemoteTracker
+    from runner.tracking.tracker import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     tracker = RemoteTracker(Target(uri, artifacts, "seen")).start_run("a run")
@@ -237,8 +233,8 @@ def test_a_failure_the_sidecar_reports_is_seen_at_the_next_check(tmp_path):
 
 def test_a_write_refused_at_the_very_end_makes_the_run_failed_with_the_reason(tmp_path):
     from runner.api import RunnerError
-    from runner.remote_tracker import RemoteTracker
-    from runner.tracking import Target, default_store
+    from runner.tracking.sidecar_client import RemoteTracker
+    from runner.tracking.tracker import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     tracker = RemoteTracker(Target(uri, artifacts, "late")).start_run("a run")
@@ -291,7 +287,7 @@ def kill_hard_after_a_checkpoint(proc, work, uri) -> tuple[int, int]:
     """SIGKILL the run's process (not its sidecar) once its store holds train/loss points after its last checkpoint's step.
     At each epoch log line the process is stopped (SIGSTOP) and the store and checkpoint looked at; if not yet, it goes on.
     Returns (the checkpoint's step, the last stored train/loss step)."""
-    from runner import checkpoint
+    from runner.run import checkpoint
 
     for line in proc.stdout:
         if "epoch " not in line or "/400 step" not in line:
@@ -324,7 +320,7 @@ def signal_in_training(proc, text: str, pids, signum: int, work, last_step: int 
     """Send ``signum`` to ``pids`` (a negative one: a process group) once ``text`` shows in the output, while the run
     still trains: it is stopped (SIGSTOP) first, and its last checkpoint (``checkpoints``, a glob in ``work``) must not
     be the final one; then signalled and continued. The whole output."""
-    from runner import checkpoint
+    from runner.run import checkpoint
 
     seen = []
     for line in proc.stdout:
@@ -405,7 +401,7 @@ def test_a_run_killed_hard_resumes_exactly_against_a_tracking_server(tmp_path, u
 def test_a_resume_leaves_out_the_points_a_store_keeps_and_checks_them():
     """Where points cannot be deleted (a tracking server): each (metric, step) the store has is left out, its value checked;
     one that differs keeps the stored value, is warned about and tagged; time/* are wall-clock and not compared."""
-    from runner.resume import Continuation
+    from runner.run.resume import Continuation
 
     class Recorder:
         def __init__(self):
@@ -428,8 +424,8 @@ def test_a_resume_leaves_out_the_points_a_store_keeps_and_checks_them():
 
 def test_resuming_a_run_whose_process_still_runs_is_refused(tmp_path):
     from runner.api import RunnerError
-    from runner.resume import reopen
-    from runner.tracking import Target, Tracker, default_store
+    from runner.run.resume import reopen
+    from runner.tracking.tracker import Target, Tracker, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     tracker = Tracker.start(Target(uri, artifacts, "live"), "a run", {"runner.pid": os.getppid()})  # a live process, not this one

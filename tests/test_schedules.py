@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from runner.api import RunnerError
-from runner.schedules import make_schedule
-from runner.train import clip_by_global_norm
+from runner.core.schedules import make_schedule
+from runner.core.train import clip_by_global_norm
 
 
 def lrs(name, total=100, lr0=0.1, **options):

@@ -21,7 +21,7 @@ def test_the_run_process_never_imports_mlflow_and_everything_is_recorded(tmp_pat
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    assert "runner.app" in imported and "numpy" in imported  # -X importtime reports this process's imports
+    assert "runner.run.task" in imported and "numpy" in imported  # -X importtime reports this process's imports
     assert not [m for m in imported if re.fullmatch(r"mlflow(\..*)?", m)], "the run's process imported mlflow"
     run = Run(proc, tmp_path).only_run("iris")
     assert run.info.status == "FINISHED"
@@ -93,15 +93,15 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
     race needs a slow import to show, so this checks the outcome: such requests are carried out."""
     import numpy as np
 
-    from runner.remote_tracker import RemoteTracker
-    from runner.story import _head
-    from runner.tracking import Target, default_store
+    from runner.tracking.sidecar_client import RemoteTracker
+    from runner.report.artifacts import _head
+    from runner.tracking.tracker import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     for attempt in range(3):  # the race needs the arrays to arrive during the import: try a few fresh sidecars
         tracker = RemoteTracker(Target(uri, artifacts, "early")).start_run(f"early-{attempt}")
         x, y = np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4)
-        tracker.submit("runner.story:log_inputs", "toy", {"runner.dataset": "toy"}, [("train", _head(x), _head(y))])
+        tracker.submit("runner.report.artifacts:log_inputs", "toy", {"runner.dataset": "toy"}, [("train", _head(x), _head(y))])
         tracker.log_metrics({"m": 1.0}, 1)
         tracker.end("FINISHED")
     client = Run(None, tmp_path).client()
@@ -111,13 +111,13 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
 
 
 def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends(tmp_path):
-    from runner.remote_tracker import RemoteTracker
-    from runner.tracking import Target, default_store
+    from runner.tracking.sidecar_client import RemoteTracker
+    from runner.tracking.tracker import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     tracker = RemoteTracker(Target(uri, artifacts, "parts")).start_run("a run")
     tracker.log_metrics({"m": 2.0}, 1)
-    tracker.submit("runner.story:no_such_part")  # raises AttributeError in the sidecar
+    tracker.submit("runner.report.artifacts:no_such_part")  # raises AttributeError in the sidecar
     tracker.set_tags({"after": "yes"})  # later writes still happen
     tracker.end("FINISHED")
     client = Run(None, tmp_path).client()

@@ -40,7 +40,7 @@ def artifacts(client, run_id: str, path: str | None = None) -> set[str]:
 def run_splits(run, client, tmp_path: Path):
     """The run's dataset, loaded again as the run loaded it (its resolved config)."""
     from runner.api import DataContext
-    from runner.registry import load_registry
+    from runner.plugins.discovery import load_registry
 
     cfg = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.resolved.yaml", str(tmp_path))).read_text())
     options = {k: v for k, v in cfg["dataset"].items() if k != "name"}

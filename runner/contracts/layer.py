@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from runner import gradcheck
+from runner.core import gradcheck
 from runner.api import Layer, RunnerError
 from runner.contracts.base import _assert_close, _Contract, _is_number, _mode
 

@@ -7,6 +7,7 @@ import numpy as np
 
 
 from runner.contracts.base import _assert_close, _Contract, _is_number
+from runner.core.gradcheck import check_loss
 
 
 PRED_KINDS = ("real", "softmax", "probability")
@@ -63,8 +64,6 @@ class LossContract(_Contract):
 
     def test_backward_matches_numerical(self):
         """backward equals central differences of forward in pred (``runner.testing.check_loss``, float64)."""
-        from runner.testing import check_loss  # here, not at the top: runner.testing imports this module
-
         pred, target = self.sample()
         check = check_loss(self.make(), pred, target, seed=self.seed)
         assert check.entries > 0 and check.rel_error <= self.tolerance, (

@@ -5,7 +5,7 @@ import copy
 
 import numpy as np
 
-from runner import checkpoint
+from runner.run import checkpoint
 from runner.contracts.base import _Contract
 
 

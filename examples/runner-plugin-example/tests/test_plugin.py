@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from runner.api import Meta
-from runner.model import build_model
-from runner.testing import plugin_registry
+from runner.testing import build_model, plugin_registry
 from runner_plugin_example import plugin
 
 

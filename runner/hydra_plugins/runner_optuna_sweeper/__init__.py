@@ -17,7 +17,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from runner.search import objective_value, search_space, trial_overrides
+from runner.sweeps.search import objective_value, search_space, trial_overrides
 
 log = logging.getLogger("runner.search")
 

@@ -155,7 +155,7 @@ class Tracker:
     @contextlib.contextmanager
     def _artifacts(self):
         """A write the artifact store refuses is kept in ``artifact_failure``, not raised: the metrics still go on."""
-        from runner.sidecar import refused
+        from runner.tracking.sidecar import refused
 
         try:
             yield
@@ -283,7 +283,7 @@ def open_client(uri: str):
     bound_http_retries()
     from mlflow.tracking import MlflowClient  # heavy (~1.3 s): imported only once a run is about to start
 
-    from runner import sqlite_store
+    from runner.tracking import sqlite_store
 
     sqlite_store.ensure(uri)
     return MlflowClient(tracking_uri=uri)

@@ -14,8 +14,8 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from runner.api import RunnerError
-from runner.plugin_configs import ConfigDir, config_conflicts, find_config_dirs
-from runner.plugin_settings import ENV_DISABLE, PluginSettings
+from runner.plugins.configs import ConfigDir, config_conflicts, find_config_dirs
+from runner.plugins.settings import ENV_DISABLE, PluginSettings
 
 
 class PluginConfigSearchPath(SearchPathPlugin):

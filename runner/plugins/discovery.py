@@ -22,12 +22,12 @@ from typing import Any, Iterable
 
 import pluggy
 
-from runner import hookspecs
+from runner.plugins import hookspecs
 from runner.api import ENTRY_POINT_GROUP, PluginSpec, RunnerError
-from runner.entry_points import Failure, Installed, Skipped, installed
-from runner.plugin_configs import CONFIG_GROUP, ConfigDir, config_conflicts, find_config_dirs, main_config_dir
-from runner.plugin_settings import ENV_DISABLE, PluginSettings
-from runner.registry import HOOKS, KINDS, NAME_RULE, NAME_RULE_TEXT, Entry, Provider, Registry, duplicates
+from runner.plugins.entry_points import Failure, Installed, Skipped, installed
+from runner.plugins.configs import CONFIG_GROUP, ConfigDir, config_conflicts, find_config_dirs, main_config_dir
+from runner.plugins.settings import ENV_DISABLE, PluginSettings
+from runner.plugins.registry import HOOKS, KINDS, NAME_RULE, NAME_RULE_TEXT, Entry, Provider, Registry, duplicates
 
 log = logging.getLogger("runner.plugins")
 
@@ -216,31 +216,6 @@ def load_registry(config: Any = None, environ: Any = None) -> Registry:
     for failure in found.failed:
         log.warning("plugin %s failed to load and was skipped: %s", failure.source, failure.error)
     return found.registry()
-
-
-def loaded_plugin_manager() -> pluggy.PluginManager:
-    """A PluginManager with every enabled installed plugin registered, settings from the environment
-    (``runner.registry.plugin_manager`` of old: register more objects on it, then ``collect`` it)."""
-    found = discover(PluginSettings.from_sources())
-    found.pm._runner_discovery = found  # type: ignore[union-attr]
-    return found.pm  # type: ignore[return-value]
-
-
-def collect(pm: pluggy.PluginManager) -> Registry:
-    """The registry of everything registered on ``pm``: plugins from discovery keep their providers,
-    objects registered on it since count as not installed (``runner.registry.collect`` of old)."""
-    found: Discovery | None = getattr(pm, "_runner_discovery", None)
-    known = {id(loaded.plugin): loaded for loaded in found.loaded} if found else {}
-    entries = [e for loaded in known.values() for e in loaded.entries]
-    for plugin in pm.get_plugins():
-        if id(plugin) not in known:
-            try:
-                entries += _collect(pm, plugin, Provider("(not installed)", "", _module_of(plugin)))
-            except PluginProblem as e:
-                raise RunnerError(f"plugin {_module_of(plugin)}: {e}") from None
-            except HookRaised as e:
-                raise e.error
-    return Registry(entries, found.not_loaded() if found else (), found)
 
 
 def register(pm: pluggy.PluginManager, plugin: object, name: str, provider: Provider) -> list[Entry]:

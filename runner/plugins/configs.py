@@ -16,21 +16,21 @@ A config file that two sources provide (a plugin and runner, or two plugins) is 
 from __future__ import annotations
 
 import importlib.util
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.entry_points import Failure, Installed, Skipped, installed
-from runner.plugin_settings import PluginSettings
+from runner.plugins.entry_points import Failure, Installed, Skipped, installed
+from runner.plugins.settings import PluginSettings
 
 #: The entry-point group of plugin config directories.
 CONFIG_GROUP = "runner.configs"
 
-_HERE = Path(__file__).resolve().parent
 
 
 def main_config_dir() -> Path:
-    """runner's own conf/: beside runner/ in a checkout (and an editable install), runner/conf in a wheel."""
-    return _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
+    """runner's own conf/: the package ``runner.conf`` (the checkout's conf/ in an editable install)."""
+    return Path(str(resources.files("runner.conf")))
 
 
 def yaml_files(directory: Path) -> tuple[str, ...]:

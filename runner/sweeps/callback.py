@@ -25,8 +25,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.api import RunnerError
-from runner.interrupt import Interrupted
-from runner.tracking import Target, Tracker, _retrying, flatten, open_client, target
+from runner.run.interrupt import Interrupted
+from runner.tracking.tracker import Target, Tracker, _retrying, flatten, open_client, target
 
 log = logging.getLogger("runner.sweep")
 
@@ -184,8 +184,8 @@ def interrupted_job(note: SweepNote, overrides: list[str]) -> str | None:
     """The id of the child run of a resumed sweep with these overrides that a signal stopped (KILLED), or
     whose process died (still RUNNING, or marked KILLED by a later start), and that has a checkpoint to
     continue from: the newest such attempt, if the job has no FINISHED one."""
-    from runner.checkpoint import FILE
-    from runner.resume import ARTIFACT_DIR, alive
+    from runner.run.checkpoint import FILE
+    from runner.run.resume import ARTIFACT_DIR, alive
 
     client = open_client(note.uri)
     for run in job_runs(note, overrides):

@@ -17,7 +17,6 @@ from runner.api import PluginSpec, RunnerError
 KINDS = ("layer", "loss", "optimizer", "dataset")
 #: The hook that provides each kind (see runner.hookspecs).
 HOOKS = {"layer": "runner_layers", "loss": "runner_losses", "optimizer": "runner_optimizers", "dataset": "runner_datasets"}
-_HOOKS = HOOKS  # the former name
 #: What a plugin's name may be: it is written in configs, MLflow tags and metric keys.
 NAME_RULE = re.compile(r"[a-z][a-z0-9_]*\Z")
 NAME_RULE_TEXT = "lowercase letters, digits and underscores, starting with a letter"
@@ -145,19 +144,3 @@ def _passed_twice(first: Entry, entry: Entry) -> str:
               f"rename yours: a {entry.kind}'s name is unique across runner's built-ins and every plugin")
     return f"{entry.kind} {entry.name!r} is provided twice: by {who(first.provider)} and by {who(entry.provider)}; {advice}"
 
-
-def load_registry(config: Any = None) -> Registry:
-    """The registry of a run: every enabled plugin, after the ``plugins`` config section and the
-    RUNNER_*_PLUGINS environment variables (see runner.discovery)."""
-    from runner.discovery import load_registry as load  # discovery builds on this module
-
-    return load(config)
-
-
-def __getattr__(name: str) -> Any:
-    """``plugin_manager`` and ``collect``, the former API, now in runner.discovery (built on this module)."""
-    if name in ("plugin_manager", "collect"):
-        from runner import discovery
-
-        return discovery.loaded_plugin_manager if name == "plugin_manager" else discovery.collect
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

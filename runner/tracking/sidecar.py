@@ -47,13 +47,13 @@ class Session:
 
     # -- opening
     def open(self, uri: str, experiment: str, artifact_location: str | None) -> str:
-        from runner.tracking import Target, prepare
+        from runner.tracking.tracker import Target, prepare
 
         self.client, self.experiment_id = prepare(Target(uri, artifact_location, experiment), background=False).result()
         return self.experiment_id
 
     def create_run(self, run_name: str, tags: dict[str, str], start_time: int | None = None) -> str:
-        from runner.tracking import _retrying
+        from runner.tracking.tracker import _retrying
 
         run = _retrying(lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=tags, start_time=start_time),
                         "create run")
@@ -64,7 +64,7 @@ class Session:
     def log_batch(self, metrics=(), params=(), tags=()) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        from runner.tracking import _retrying
+        from runner.tracking.tracker import _retrying
 
         entities = {"metrics": [Metric(k, v, t, s) for k, v, t, s in metrics], "params": [Param(k, v) for k, v in params],
                     "tags": [RunTag(k, v) for k, v in tags]}
@@ -84,7 +84,7 @@ class Session:
 
     def set_terminated(self, status: str, tags: dict[str, str] | None = None) -> None:
         """The run's end, with its tags (``runner.error``): tried even after an earlier request failed."""
-        from runner.tracking import _retrying
+        from runner.tracking.tracker import _retrying
 
         try:
             if tags:

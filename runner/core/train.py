@@ -328,8 +328,3 @@ def first_non_finite(params: dict[str, np.ndarray], grads: dict[str, np.ndarray]
             return f"; the gradient of {name} holds non-finite values"
     return "; every parameter is finite: the activations overflowed"
 
-
-def train(model, loss: Loss, optimizer: Optimizer, splits: Splits, trainer: TrainerConfig, rng: np.random.Generator,
-          sink: MetricSink, learning_rate: Callable[[int], float] | None = None) -> dict[str, float]:
-    """Train from scratch to the end: ``Training(...).run()``."""
-    return Training(model, loss, optimizer, splits, trainer, rng, sink, learning_rate).run()

@@ -17,17 +17,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, RunnerError
-from runner import checkpoint, clock, resume
-from runner.gradcheck import check_run, failure_message, metrics_of
-from runner.interrupt import Interrupted, Signals
-from runner.model import build_model, mlp_layers
-from runner.preflight import seed_of
-from runner.registry import Entry, Registry, load_registry
-from runner.sweep import finished_job, interrupted_job, read_note, record_failed_job, supersede, without_resume
-from runner.remote_tracker import RemoteTracker
-from runner.tracking import Target, Tracker, flatten, open_client, prepare, target
-from runner.schedules import make_schedule
-from runner.train import Training, TrainerConfig, targets_for
+from runner.run import checkpoint
+from runner.run import clock
+from runner.run import resume
+from runner.core.gradcheck import check_run, failure_message, metrics_of
+from runner.run.interrupt import Interrupted, Signals
+from runner.core.model import build_model, layer_configs
+from runner.run.preflight import seed_of
+from runner.plugins.discovery import load_registry
+from runner.plugins.registry import Entry, Registry
+from runner.sweeps.callback import finished_job, interrupted_job, read_note, record_failed_job, supersede, without_resume
+from runner.tracking.sidecar_client import RemoteTracker
+from runner.tracking.tracker import Target, Tracker, flatten, open_client, prepare, target
+from runner.core.schedules import make_schedule
+from runner.core.train import Training, TrainerConfig, targets_for
 
 log = logging.getLogger("runner")
 
@@ -77,24 +80,6 @@ def model_as_chosen(cfg: DictConfig, hydra_cfg) -> None:
         with open_dict(model):
             for key in other:
                 model.pop(key)
-
-
-def layer_configs(cfg: DictConfig, registry: Registry) -> list[dict]:
-    model = cfg.model
-    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",)}.get(model.type, ())
-    missing = [key for key in required if key not in model]
-    if missing:
-        raise RunnerError(f"model.{missing[0]}: missing for a {model.type} model (model.type: {model.type}); "
-                          f"choose the model with model={model.type}, whose config has it")
-    if model.type == "mlp":
-        for key in ("activation", "output_activation", "norm"):
-            if model.get(key):
-                registry.get("layer", model[key], f"model.{key}")
-        return mlp_layers(model.hidden, model.activation, model.get("output_activation"), options(model.linear),
-                          model.get("dropout", 0.0), model.get("norm"))
-    if model.type == "sequential":
-        return [dict(layer) for layer in OmegaConf.to_container(model.layers, resolve=True)]
-    raise RunnerError(f"model.type: expected 'mlp' or 'sequential', got {model.type!r}")
 
 
 def data_dir(cfg: DictConfig) -> Path:
@@ -206,7 +191,7 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
 
     # what the config alone can get wrong is checked before anything is created ...
     dataset = plugin("dataset", cfg.dataset, "dataset")
-    layers = layer_configs(cfg, registry)
+    layers = layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry)
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
     trainer = TrainerConfig(**options(cfg.trainer))
@@ -415,7 +400,7 @@ def finish_artifacts(cfg, run_dir: Path, tracker: Tracker, model, loss, splits) 
     tracker.log_artifact(weights)
     tracker.log_artifact(run_dir / "config.resolved.yaml")
     tracker.log_artifact(run_dir / ".hydra", "hydra")
-    from runner.story import log_run_story  # pictures, tables, summary, dataset inputs, the pyfunc model
+    from runner.report.artifacts import log_run_story  # pictures, tables, summary, dataset inputs, the pyfunc model
     log_run_story(tracker, model, loss, splits, cfg, run_dir)
     if (run_dir / "runner.log").is_file():
         tracker.log_artifact(run_dir / "runner.log")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from runner.plugin_settings import BUILTIN, canonical
+from runner.plugins.settings import BUILTIN, canonical
 
 
 @dataclass(frozen=True)

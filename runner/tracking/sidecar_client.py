@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from runner.api import RunnerError
-from runner.tracking import _BATCH_METRICS, _BATCH_PARAMS, Target, bound_http_retries, process_tags
+from runner.tracking.tracker import _BATCH_METRICS, _BATCH_PARAMS, Target, bound_http_retries, process_tags
 
 log = logging.getLogger("runner.tracking")
 
@@ -43,7 +43,7 @@ class RemoteTracker:
     def __init__(self, where: Target):
         self.uri, self.where = where.uri, where
         bound_http_retries()  # inherited by the sidecar
-        self._proc = subprocess.Popen([sys.executable, "-m", "runner.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen([sys.executable, "-m", "runner.tracking.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       close_fds=True)
         self._seq = 0
         # the replies, read by a thread as they come: a failure the sidecar reports is seen at the next
@@ -219,7 +219,7 @@ class RemoteTracker:
 
     def _here(self, seq: int, op: str, args: tuple, kwargs: dict, reply: bool) -> int:
         """Carry out one request in this process (after the sidecar's death), as the sidecar would."""
-        from runner.sidecar import ARTIFACT_OPS, _failure, refused
+        from runner.tracking.sidecar import ARTIFACT_OPS, _failure, refused
 
         if self._failure is not None and op != "set_terminated":
             return seq  # the store failed: later writes are dropped, the end is still tried
@@ -237,7 +237,7 @@ class RemoteTracker:
 
     def _take_over(self) -> None:
         """The sidecar died: open the store here and write what it had not confirmed; later requests are carried out here."""
-        from runner.sidecar import Session
+        from runner.tracking.sidecar import Session
 
         known = self._failure
         while True:  # the replies it sent before dying (the run's id among them)
@@ -265,7 +265,7 @@ class RemoteTracker:
         log.warning("%s; recording goes on in this process (%d requests it had not confirmed written again)", cause, len(pending))
         session = Session()
         try:
-            from runner.tracking import _retrying
+            from runner.tracking.tracker import _retrying
 
             run_id = self._run_id or self._replies.get(self._run_seq)
             if run_id is not None:  # the run exists: attach to it

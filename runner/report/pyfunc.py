@@ -73,16 +73,15 @@ def rebuild(weights: Path, config: Path, described: dict):
     from omegaconf import OmegaConf
 
     from runner.api import Meta, RunnerError
-    from runner.app import layer_configs
-    from runner.model import build_model
-    from runner.registry import load_registry
+    from runner.core.model import build_model, layer_configs
+    from runner.plugins.discovery import load_registry
 
     cfg = OmegaConf.load(config)
     meta_fields = dict(described["meta"])
     meta = Meta(**{**meta_fields, "input_shape": tuple(meta_fields["input_shape"]), "classes": tuple(meta_fields["classes"])})
     registry = load_registry(cfg.get("plugins"))
     dtype = np.dtype(described["dtype"])
-    model = build_model(layer_configs(cfg, registry), registry, meta, np.random.default_rng(0), dtype)
+    model = build_model(layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry), registry, meta, np.random.default_rng(0), dtype)
     with np.load(weights, allow_pickle=False) as saved:
         stored = {name: saved[name] for name in saved.files}
     arrays = {**model.params, **model.buffers}
@@ -217,7 +216,7 @@ MODEL_CODE = """\
 # artifacts/ (model.npz, config.resolved.yaml, model.json) with the installed plugins.
 import mlflow.models
 
-from runner.pyfunc import RunnerModel
+from runner.report.pyfunc import RunnerModel
 
 mlflow.models.set_model(RunnerModel())
 """

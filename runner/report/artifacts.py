@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from runner import report
+from runner.report import figures
 
 log = logging.getLogger("runner.story")
 
@@ -102,7 +102,7 @@ def no_collector_pauses():
 
 
 def _describe(model, loss, cfg, meta) -> dict:
-    from runner.pyfunc import describe
+    from runner.report.pyfunc import describe
 
     dtype = next(iter(model.params.values())).dtype if model.params else np.dtype(str(cfg.get("dtype", "float32")))
     last = model.types[-1] if getattr(model, "types", None) else None
@@ -111,32 +111,32 @@ def _describe(model, loss, cfg, meta) -> dict:
 
 def _predict(model, loss, cfg, meta, x: np.ndarray) -> tuple[dict, np.ndarray]:
     """(model.json's description, the predictions on ``x``: class indices, or values for regression)."""
-    from runner.pyfunc import outputs_of, read_outputs
+    from runner.report.pyfunc import outputs_of, read_outputs
 
     described = _describe(model, loss, cfg, meta)
     return described, read_outputs(outputs_of(model, x), described, "classes")
 
 
 def _curves(tracker, out: Path, cfg) -> None:
-    path = report.training_curves(tracker.history(CURVES), out / "plots" / "training_curves.png")
+    path = figures.training_curves(tracker.history(CURVES), out / "plots" / "training_curves.png")
     tracker.log_artifact(path, "plots")
 
 
 def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) -> None:
     n = max(meta.output_size, 2) if meta.task == "binary" else meta.output_size
     y = np.asarray(test.y).astype(np.int64).reshape(-1)
-    matrix = report.confusion_matrix(y, predicted, n)
-    tracker.log_artifact(report.plot_confusion_matrix(matrix, meta.classes, out / "plots" / "confusion_matrix.png"), "plots")
-    for path in report.write_table(report.per_class_table(y, predicted, meta.classes, n), out / "tables", "per_class"):
+    matrix = figures.confusion_matrix(y, predicted, n)
+    tracker.log_artifact(figures.plot_confusion_matrix(matrix, meta.classes, out / "plots" / "confusion_matrix.png"), "plots")
+    for path in figures.write_table(figures.per_class_table(y, predicted, meta.classes, n), out / "tables", "per_class"):
         tracker.log_artifact(path, "tables")
-    shape = report.image_shape(meta.input_shape, test.x[:1000])
+    shape = figures.image_shape(meta.input_shape, test.x[:1000])
     if shape is not None and limit > 0:
-        path = report.misclassified_grid(test.x, y, predicted, meta.classes, out / "plots" / "misclassified.png", shape, limit)
+        path = figures.misclassified_grid(test.x, y, predicted, meta.classes, out / "plots" / "misclassified.png", shape, limit)
         tracker.log_artifact(path, "plots")
 
 
 def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:
-    rows = report.gradcheck_rows(logged())
+    rows = figures.gradcheck_rows(logged())
     if not rows:
         return  # gradcheck.enabled=false
     samples = int(cfg.gradcheck.samples)
@@ -145,9 +145,9 @@ def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:
         shapes[name] = shapes[f"model/{name}"] = value.shape
     shapes.update({r["metric"]: (samples, *model.shapes[-1]) for r in rows if r["layer"].startswith("loss.")})
     threshold = float(cfg.gradcheck.threshold)
-    table = report.gradcheck_table(rows, threshold, shapes)
-    tracker.log_artifact(report.plot_gradcheck(table, threshold, out / "plots" / "gradcheck.png"), "plots")
-    for path in report.write_table(table, out / "tables", "gradcheck", floatfmt=".3e"):
+    table = figures.gradcheck_table(rows, threshold, shapes)
+    tracker.log_artifact(figures.plot_gradcheck(table, threshold, out / "plots" / "gradcheck.png"), "plots")
+    for path in figures.write_table(table, out / "tables", "gradcheck", floatfmt=".3e"):
         tracker.log_artifact(path, "tables")
 
 
@@ -155,7 +155,7 @@ def _summary(tracker, out: Path, model, cfg) -> None:
     dtype = str(next(iter(model.params.values())).dtype) if model.params else ""
     path = out / "summary.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report.model_summary(model, dtype))
+    path.write_text(figures.model_summary(model, dtype))
     tracker.log_artifact(path)
 
 
@@ -172,7 +172,7 @@ def _inputs(tracker, splits, cfg) -> None:
                    "runner.data_dir": str(cfg.get("data_dir") or "")}
     described = [(context, _head(split.x), _head(split.y)) for context, split in
                  (("train", splits.train), ("val", splits.val), ("test", splits.test)) if len(split)]
-    tracker.submit("runner.story:log_inputs", splits.meta.name, source_tags, described)
+    tracker.submit("runner.report.artifacts:log_inputs", splits.meta.name, source_tags, described)
 
 
 #: how many leading elements of an array MLflow's NumPy digest reads (mlflow.data.digest_utils.MAX_ROWS)
@@ -237,14 +237,14 @@ def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarr
     weights, config = Path(run_dir) / "model.npz", Path(run_dir) / "config.resolved.yaml"
     work = out / "model"
     work.mkdir(parents=True, exist_ok=True)
-    tracker.submit("runner.story:log_pyfunc_model", weights=str(weights), config=str(config), described=described,
+    tracker.submit("runner.report.artifacts:log_pyfunc_model", weights=str(weights), config=str(config), described=described,
                    example=example, predicted=predicted, workdir=str(work.resolve()))
 
 
 def log_pyfunc_model(client, run_id: str, experiment_id: str, *, weights: str, config: str, described: dict,
                      example: np.ndarray, predicted: np.ndarray, workdir: str) -> str:
     """(In the sidecar) ``runner.pyfunc.log_model``, and the run's tag ``runner.model_id``; returns the model's id."""
-    from runner.pyfunc import log_model
+    from runner.report.pyfunc import log_model
 
     model_id = log_model(client, run_id, experiment_id, weights=Path(weights).resolve(), config=Path(config).resolve(),
                          described=described, example=example, predicted=predicted, workdir=Path(workdir))

@@ -34,9 +34,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from runner import checkpoint
+from runner.run import checkpoint
 from runner.api import RunnerError
-from runner.tracking import Target, Tracker, _retrying, alive, open_client
+from runner.tracking.tracker import Target, Tracker, _retrying, alive, open_client
 
 log = logging.getLogger("runner.resume")
 
@@ -237,7 +237,7 @@ def in_store(tracker) -> None:
     before it returns; a ``RemoteTracker``'s sidecar carries requests out in order, so a call it
     answers comes after everything sent before it."""
     if not isinstance(tracker, Tracker):
-        tracker.call("runner.resume:nothing")
+        tracker.call("runner.run.resume:nothing")
 
 
 def nothing(client, run_id: str, experiment_id: str) -> None:

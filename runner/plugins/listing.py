@@ -16,9 +16,9 @@ import sys
 from typing import Any
 
 from runner.api import RunnerError
-from runner.discovery import Discovery, discover
-from runner.plugin_settings import ENV_STRICT, PluginSettings
-from runner.registry import KINDS
+from runner.plugins.discovery import Discovery, discover
+from runner.plugins.settings import ENV_STRICT, PluginSettings
+from runner.plugins.registry import KINDS
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -90,10 +90,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner.plugins: error: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # e.g. piped into head
-        sys.stdout = None
-        sys.exit(0)

@@ -19,10 +19,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import clock
+from runner.run import clock
 from runner.api import RunnerError
-from runner.model import hidden_widths
-from runner.tracking import check_reachable
+from runner.core.model import hidden_widths
+from runner.tracking.tracker import check_reachable
 
 #: The schemes MLflow itself opens a tracking store for (its plugins add theirs: entry points ``mlflow.tracking_store``).
 MLFLOW_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc", "sqlite", "postgresql", "mysql", "mssql")

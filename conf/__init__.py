@@ -1,0 +1,1 @@
+"""runner's Hydra configs, installed as the package runner.conf (found with importlib.resources)."""

@@ -1,0 +1,2 @@
+"""One run's lifecycle: the Hydra task, the preflight before anything is created, start times,
+interrupts, checkpoints and resume."""
