@@ -5,6 +5,7 @@ engines' order rotates from one repeat to the next), and reports medians and rat
 (and the raw figures as JSON). ``--quick`` runs a few steps of everything in well under a minute:
 it proves the harness works; its figures mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,20 @@ def worker(spec: dict, drop_env: tuple[str, ...] = ()) -> dict:
     """One measurement in a fresh ``python -m benchmarks.worker`` process."""
     env = {k: v for k, v in os.environ.items() if k not in drop_env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(spec)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {spec.get('engine')} {spec.get('recipe', '')} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+        raise RuntimeError(
+            f"worker {spec.get('engine')} {spec.get('recipe', '')} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def threading_main() -> bool:
@@ -66,7 +75,10 @@ def code_fingerprint() -> dict:
             if path.is_file() and path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
                 newest = max(newest, path.stat().st_mtime)
-    return {"sha256": digest.hexdigest()[:16], "newest": datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    return {
+        "sha256": digest.hexdigest()[:16],
+        "newest": datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
 
 
 def machine_facts() -> dict:
@@ -85,7 +97,11 @@ def machine_facts() -> dict:
         pass
     mem = ""
     try:
-        mem = next(line.split(":", 1)[1].strip() for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+        mem = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         pass
     versions = {}
@@ -98,11 +114,20 @@ def machine_facts() -> dict:
             versions[dist] = None
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu, "cpu_flags": flags, "memory": mem,
-        "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(), "platform": platform.platform(), "numpy": numpy.__version__, "versions": versions,
-        "blas": [{k: p.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "filepath")}
-                 for p in threadpool_info() if p.get("user_api") == "blas"],
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "memory": mem,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "versions": versions,
+        "blas": [
+            {k: p.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "filepath")}
+            for p in threadpool_info()
+            if p.get("user_api") == "blas"
+        ],
         "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_ENV},
         "load_start": os.getloadavg(),
         "code_start": code_fingerprint(),
@@ -110,18 +135,32 @@ def machine_facts() -> dict:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a few steps of everything (proves the harness works; figures meaningless)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a few steps of everything (proves the harness works; figures meaningless)"
+    )
     p.add_argument("--threads", default=None, help="BLAS threads to compare at, e.g. 1,2 (default 1,2; quick: 1)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved repeats per measurement (default 3; at 1 thread at least 5 for the cheap seed MNIST and tiny recipes; quick: 1)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="interleaved repeats per measurement (default 3; at 1 thread at least 5 for the cheap seed MNIST and tiny recipes; quick: 1)",
+    )
     p.add_argument("--recipes", default=",".join(R.RECIPES), help=f"which recipes (default {','.join(R.RECIPES)})")
-    p.add_argument("--only", default=None, help=f"comma-separated sections among {','.join(SECTIONS)} (default all; quick: all but sweep)")
+    p.add_argument(
+        "--only", default=None, help=f"comma-separated sections among {','.join(SECTIONS)} (default all; quick: all but sweep)"
+    )
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     p.add_argument("--data-dir", default=None, help="MNIST lives in <dir>/mnist (default: $RUNNER_DATA_DIR or ../shared/data)")
-    p.add_argument("--out", default=None, help="write the report: a .md file (only its generated block is replaced) or a .json file")
+    p.add_argument(
+        "--out", default=None, help="write the report: a .md file (only its generated block is replaced) or a .json file"
+    )
     p.add_argument("--json", default=None, help="also write the raw results as JSON here")
-    p.add_argument("--report-from", default=None, metavar="JSON", help="measure nothing: render the report of a saved --json file")
+    p.add_argument(
+        "--report-from", default=None, metavar="JSON", help="measure nothing: render the report of a saved --json file"
+    )
     return p.parse_args(argv)
 
 
@@ -150,10 +189,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch_ok = torch_reference.available() and not args.no_torch
     engines = ["runner", "numpy"] + (["torch"] if torch_ok else [])
-    results: dict = {"machine": machine_facts(), "settings": {"quick": quick, "threads": threads, "repeats": repeats,
-                     "sections": sorted(sections), "recipes": names, "engines": engines, "torch": torch_ok}}
-    results["recipes"] = {n: {"title": R.get(n, quick).title, "description": R.get(n, quick).describe(),
-                              "experiment": R.get(n, quick).experiment} for n in names}
+    results: dict = {
+        "machine": machine_facts(),
+        "settings": {
+            "quick": quick,
+            "threads": threads,
+            "repeats": repeats,
+            "sections": sorted(sections),
+            "recipes": names,
+            "engines": engines,
+            "torch": torch_ok,
+        },
+    }
+    results["recipes"] = {
+        n: {"title": R.get(n, quick).title, "description": R.get(n, quick).describe(), "experiment": R.get(n, quick).experiment}
+        for n in names
+    }
     began = time.perf_counter()
     cache = Path(tempfile.mkdtemp(prefix="runner-bench-data-"))
     try:
@@ -182,18 +233,40 @@ def main(argv: list[str] | None = None) -> dict:
             if "gemm" in sections:
                 section("gemm", lambda: measure_gemm(names, dims, threads, quick))
             if "engines" in sections:
-                section("engines", lambda: measure_engines(names, paths, threads, repeats, engines, quick, phases=quick and "breakdown" in sections))
+                section(
+                    "engines",
+                    lambda: measure_engines(
+                        names, paths, threads, repeats, engines, quick, phases=quick and "breakdown" in sections
+                    ),
+                )
             if "breakdown" in sections:
                 section("breakdown", lambda: measure_breakdown(names, paths, quick, results.get("engines")))
             if "scaling" in sections and "mnist" in paths:
                 log("scaling: batch size and width, runner vs numpy, 1 thread")
-                section("scaling", lambda: worker({"engine": "scaling", "data": paths["mnist"], "limit": 5000, "quick": quick, "threads": 1})["rows"])
+                section(
+                    "scaling",
+                    lambda: worker({"engine": "scaling", "data": paths["mnist"], "limit": 5000, "quick": quick, "threads": 1})[
+                        "rows"
+                    ],
+                )
 
         def processes() -> None:
             if "tracking" in sections and "mnist" in names:
                 log("tracking: runner engine, seed MNIST, no-op sink vs Tracker.log_metrics (alternating)")
-                section("tracking_engine", lambda: worker({"engine": "runner", "recipe": "mnist", "quick": quick, "threads": 1, "data": paths["mnist"],
-                                                           "sink": "tracking", "inner": 1 if quick else max(3, repeats)}))
+                section(
+                    "tracking_engine",
+                    lambda: worker(
+                        {
+                            "engine": "runner",
+                            "recipe": "mnist",
+                            "quick": quick,
+                            "threads": 1,
+                            "data": paths["mnist"],
+                            "sink": "tracking",
+                            "inner": 1 if quick else max(3, repeats),
+                        }
+                    ),
+                )
             if "cli" in sections:
                 section("cli", lambda: measure_cli(data_dir, threads, repeats, torch_ok, quick))
             if "sweep" in sections:
@@ -233,8 +306,15 @@ def measure_gemm(names: list[str], dims: dict, threads: list[int], quick: bool) 
     out = {}
     for t in threads:
         log(f"gemm: {len(shapes)} product shapes and a {2048 if not quick else 512}^3 square, {t} thread(s)")
-        out[str(t)] = worker({"engine": "gemm", "shapes": shapes, "threads": t,
-                              "min_seconds": 0.005 if quick else 0.05, "rounds": 2 if quick else 7})
+        out[str(t)] = worker(
+            {
+                "engine": "gemm",
+                "shapes": shapes,
+                "threads": t,
+                "min_seconds": 0.005 if quick else 0.05,
+                "rounds": 2 if quick else 7,
+            }
+        )
     return out
 
 
@@ -244,7 +324,9 @@ def measure_engines(names, paths, threads, repeats, engines, quick, phases: bool
     env_set = any(os.environ.get(k) for k in OPENBLAS_ENV)
     out: dict = {n: {str(t): {} for t in threads} for n in names}
     # the cheap recipes get more repeats at the thread count ratios are quoted at
-    rounds = {(n, t): repeats if quick or t != min(threads) else max(repeats, R.get(n).min_repeats) for n in names for t in threads}
+    rounds = {
+        (n, t): repeats if quick or t != min(threads) else max(repeats, R.get(n).min_repeats) for n in names for t in threads
+    }
     for r in range(max(rounds.values())):
         for n in names:
             recipe = R.get(n, quick)
@@ -279,14 +361,35 @@ def measure_breakdown(names, paths, quick, engines: dict | None = None) -> dict:
                 continue
         recipe = R.get(n, quick)
         overrides = {"epochs": 2} if (n == "mlp512" and not quick) else {}
-        spec = {"recipe": n, "quick": quick, "threads": 1, "data": paths[recipe.dataset], "phases": True, "inner": 1, "overrides": overrides}
+        spec = {
+            "recipe": n,
+            "quick": quick,
+            "threads": 1,
+            "data": paths[recipe.dataset],
+            "phases": True,
+            "inner": 1,
+            "overrides": overrides,
+        }
         log(f"breakdown: {n} runner and numpy by phase")
-        out[n] = {"runner": worker({**spec, "engine": "runner"}), "numpy": worker({**spec, "engine": "numpy"}), "overrides": overrides}
+        out[n] = {
+            "runner": worker({**spec, "engine": "runner"}),
+            "numpy": worker({**spec, "engine": "numpy"}),
+            "overrides": overrides,
+        }
     if "mnist" in names:
         log("profile: cProfile of runner's engine, seed MNIST, 1 thread")
         recipe = R.get("mnist", quick)
-        out["profile"] = worker({"engine": "runner", "recipe": "mnist", "quick": quick, "threads": 1, "data": paths[recipe.dataset],
-                                 "profile": True, "inner": 1})
+        out["profile"] = worker(
+            {
+                "engine": "runner",
+                "recipe": "mnist",
+                "quick": quick,
+                "threads": 1,
+                "data": paths[recipe.dataset],
+                "profile": True,
+                "inner": 1,
+            }
+        )
     return out
 
 

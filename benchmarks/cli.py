@@ -5,6 +5,7 @@ same recipe (mnist_torch_script.py, mnist_numpy_script.py), each in a fresh work
 runner also with its store already there (a second run), and once instrumented
 (instrumented_cli.py) to see where its time goes. Plus the sweep of four jobs, sequential vs joblib.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,9 @@ class EndToEnd:
             result = timed([sys.executable, "-m", "runner", *self.runner_args(threads)], cwd, env, self.timeout)
         elif variant == "runner (MLflow in-process)":  # tracking.sidecar=false: the client in the run's own process
             cwd = self._fresh()
-            result = timed([sys.executable, "-m", "runner", *self.runner_args(threads), "tracking.sidecar=false"], cwd, env, self.timeout)
+            result = timed(
+                [sys.executable, "-m", "runner", *self.runner_args(threads), "tracking.sidecar=false"], cwd, env, self.timeout
+            )
         elif variant == "runner (store exists)":
             cwd = self._warm()
             result = timed([sys.executable, "-m", "runner", *self.runner_args(threads)], cwd, env, self.timeout)
@@ -83,8 +86,12 @@ class EndToEnd:
         elif variant == "runner (instrumented)":
             cwd = self._fresh()
             out = cwd / "timings.json"
-            result = timed([sys.executable, "-m", "benchmarks.instrumented_cli", *self.runner_args(threads)], cwd,
-                           {**env, "BENCH_TIMINGS": str(out)}, self.timeout)
+            result = timed(
+                [sys.executable, "-m", "benchmarks.instrumented_cli", *self.runner_args(threads)],
+                cwd,
+                {**env, "BENCH_TIMINGS": str(out)},
+                self.timeout,
+            )
             result["timings"] = json.loads(out.read_text())
         elif variant in ("torch script", "numpy script"):
             cwd = self._fresh()
@@ -104,8 +111,12 @@ class EndToEnd:
         """A directory whose MLflow store and experiment exist (made once by a 10-step run)."""
         if self.warm_dir is None:
             self.warm_dir = self._fresh()
-            timed([sys.executable, "-m", "runner", "+experiment=mnist", "trainer.iterations=10"], self.warm_dir,
-                  env_for(self.data_dir), self.timeout)
+            timed(
+                [sys.executable, "-m", "runner", "+experiment=mnist", "trainer.iterations=10"],
+                self.warm_dir,
+                env_for(self.data_dir),
+                self.timeout,
+            )
         return self.warm_dir
 
 
@@ -150,7 +161,15 @@ def sweep(data_dir: Path, launcher: str, iterations: int, lrs: str, timeout: flo
     (Hydra's basic launcher) or ``hydra/launcher=joblib hydra.launcher.n_jobs=2``, in a fresh directory."""
     work = Path(tempfile.mkdtemp(prefix="runner-bench-sweep-"))
     try:
-        args = [sys.executable, "-m", "runner", "--multirun", "+experiment=mnist", f"trainer.iterations={iterations}", f"optimizer.lr={lrs}"]
+        args = [
+            sys.executable,
+            "-m",
+            "runner",
+            "--multirun",
+            "+experiment=mnist",
+            f"trainer.iterations={iterations}",
+            f"optimizer.lr={lrs}",
+        ]
         if launcher == "joblib":
             args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
         result = timed(args, work, env_for(data_dir), timeout)
@@ -171,7 +190,15 @@ def _jobs(store: Path) -> list[dict]:
             tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)).fetchall())
             if "runner.job.num" not in tags:
                 continue  # the sweep's parent run
-            acc = db.execute("select value from latest_metrics where run_uuid = ? and key = 'test/accuracy'", (run_id,)).fetchone()
-            jobs.append({"job": tags.get("runner.job.num"), "status": status, "blas_threads": tags.get("runner.blas_threads"),
-                         "test_accuracy": acc[0] if acc else None})
+            acc = db.execute(
+                "select value from latest_metrics where run_uuid = ? and key = 'test/accuracy'", (run_id,)
+            ).fetchone()
+            jobs.append(
+                {
+                    "job": tags.get("runner.job.num"),
+                    "status": status,
+                    "blas_threads": tags.get("runner.blas_threads"),
+                    "test_accuracy": acc[0] if acc else None,
+                }
+            )
     return sorted(jobs, key=lambda j: int(j["job"] or 0))

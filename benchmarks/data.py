@@ -1,5 +1,6 @@
 """The recipes' data, loaded once through runner's own dataset plugins (the very splits a run
 trains on), cached as plain .npz files that every worker process loads in milliseconds."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ def cache_dataset(name: str, data_dir: Path, cache: Path, seed: int = 0) -> Path
     splits = entry.create({}, f"dataset {name}").load(DataContext(Path(data_dir), seed, np.dtype(np.float32)))
     meta = splits.meta
     arrays = {f"{split}_{key}": getattr(getattr(splits, split), key) for split in ("train", "val", "test") for key in ("x", "y")}
-    meta_json = json.dumps({"name": meta.name, "input_shape": list(meta.input_shape), "output_size": meta.output_size,
-                            "task": meta.task, "classes": list(meta.classes)})
+    meta_json = json.dumps(
+        {
+            "name": meta.name,
+            "input_shape": list(meta.input_shape),
+            "output_size": meta.output_size,
+            "task": meta.task,
+            "classes": list(meta.classes),
+        }
+    )
     path.mkdir(parents=True, exist_ok=True)
     for key, array in arrays.items():
         np.save(path / f"{key}.npy", np.ascontiguousarray(array))

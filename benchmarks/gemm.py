@@ -1,5 +1,6 @@
 """The machine's fp32 GEMM speed for the exact products a training step does (numpy.matmul on
 OpenBLAS, threads limited by threadpoolctl), and for a large square product (the machine's peak)."""
+
 from __future__ import annotations
 
 import statistics
@@ -35,8 +36,12 @@ def time_product(m: int, n: int, k: int, ta: bool, tb: bool, min_seconds: float,
             np.matmul(A, B, out=out)
         samples.append((time.perf_counter() - began) / reps)
     flops = 2.0 * m * n * k
-    return {"seconds_best": min(samples), "seconds_median": statistics.median(samples),
-            "gflops_best": flops / min(samples) / 1e9, "gflops_median": flops / statistics.median(samples) / 1e9}
+    return {
+        "seconds_best": min(samples),
+        "seconds_median": statistics.median(samples),
+        "gflops_best": flops / min(samples) / 1e9,
+        "gflops_median": flops / statistics.median(samples) / 1e9,
+    }
 
 
 def measure(shapes: list, threads: int, min_seconds: float = 0.05, rounds: int = 5) -> dict:
@@ -45,8 +50,11 @@ def measure(shapes: list, threads: int, min_seconds: float = 0.05, rounds: int =
     for name, m, n, k, ta, tb in shapes:
         rows.append({"name": name, "m": m, "n": n, "k": k, **time_product(m, n, k, ta, tb, min_seconds, rounds)})
     square = SQUARE if min_seconds >= 0.02 else 512
-    return {"threads": threads, "shapes": rows,
-            "square": {"n": square, **time_product(square, square, square, False, False, max(min_seconds, 0.1), rounds)}}
+    return {
+        "threads": threads,
+        "shapes": rows,
+        "square": {"n": square, **time_product(square, square, square, False, False, max(min_seconds, 0.1), rounds)},
+    }
 
 
 def step_gemm_seconds(rows: list[dict], widths: list[int], batch: int, best: bool = True) -> float:

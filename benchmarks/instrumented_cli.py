@@ -9,6 +9,7 @@ is the dataset plugin's ``load``. Per-step code lives in plugins (layers, losses
 are not wrapped, so the training loop runs as it does under ``python -m runner``.
 The timings (seconds and calls per function, exclusive) go as JSON to ``$BENCH_TIMINGS``.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -25,14 +26,19 @@ from benchmarks.timers import Timers  # noqa: E402
 
 #: Where each runner function's time goes: (prefix of the timer's name, category); first match wins.
 CATEGORIES = [
-    ("runner.tracking.", "tracking (MLflow)"), ("client.", "tracking (MLflow)"),
+    ("runner.tracking.", "tracking (MLflow)"),
+    ("client.", "tracking (MLflow)"),
     ("runner.report.pyfunc.", "tracking (MLflow)"),
     ("runner.report.", "run story (figures, tables for MLflow)"),
-    ("runner.run.task.gradient_check", "gradient check"), ("runner.core.gradcheck.", "gradient check"),
-    ("runner.core.train.evaluate", "evaluation"), ("runner.core.train.Training.evaluation", "evaluation"),
+    ("runner.run.task.gradient_check", "gradient check"),
+    ("runner.core.gradcheck.", "gradient check"),
+    ("runner.core.train.evaluate", "evaluation"),
+    ("runner.core.train.Training.evaluation", "evaluation"),
     ("runner.core.train.Training.end_epoch", "evaluation"),
     ("runner.core.train.Training.run", "training steps"),
-    ("runner.run.checkpoint.", "checkpoints"), ("runner.run.resume.", "checkpoints"), ("runner.run.task.checkpointer", "checkpoints"),
+    ("runner.run.checkpoint.", "checkpoints"),
+    ("runner.run.resume.", "checkpoints"),
+    ("runner.run.task.checkpointer", "checkpoints"),
     ("dataset ", "dataset load"),
     ("runner.plugins.", "plugin discovery"),
 ]
@@ -152,9 +158,13 @@ def _dump() -> None:
     out = os.environ.get("BENCH_TIMINGS")
     if not out:
         return
-    record = {"seconds": dict(TIMERS.seconds), "calls": dict(TIMERS.calls), "categories": dict(TIMERS.by_category),
-              "imports": RECORD["imports"],
-              "inside": time.perf_counter() - STARTED}
+    record = {
+        "seconds": dict(TIMERS.seconds),
+        "calls": dict(TIMERS.calls),
+        "categories": dict(TIMERS.by_category),
+        "imports": RECORD["imports"],
+        "inside": time.perf_counter() - STARTED,
+    }
     with open(out, "w") as f:
         json.dump(record, f)
 

@@ -4,6 +4,7 @@ weights 0.01*randn, softmax cross-entropy, SGD lr 0.1, batch 100 drawn with repl
 
     python benchmarks/mnist_numpy_script.py [--data DIR] [--threads N] [--iterations N]
 """
+
 import argparse
 import gzip
 import os

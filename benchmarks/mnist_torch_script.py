@@ -7,6 +7,7 @@ replacement, 10000 iterations, float32; test accuracy at the end.
 Self-contained on purpose (only stdlib, numpy, torch): its wall time is the baseline of
 ``python -m runner +experiment=mnist`` end to end.
 """
+
 import argparse
 import gzip
 import os

@@ -6,6 +6,7 @@ evaluation points (``Recipe.evaluation_steps``) and the test split at the end.
 ``train(recipe, data, seed, tick)`` returns test accuracy and seconds; ``tick(phase)``, when given,
 is called after each phase of a step (the per-phase breakdown); when None the loop has no timers.
 """
+
 from __future__ import annotations
 
 import math
@@ -194,5 +195,10 @@ def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
     train_s = time.perf_counter() - began - eval_s
     if tick:
         tick("evaluation")
-    return {"seconds": train_s + eval_s, "eval_seconds": eval_s, "steps": total, "test_accuracy": test_acc,
-            "mean_loss": loss_sum / total}
+    return {
+        "seconds": train_s + eval_s,
+        "eval_seconds": eval_s,
+        "steps": total,
+        "test_accuracy": test_acc,
+        "mean_loss": loss_sum / total,
+    }

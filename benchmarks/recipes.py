@@ -4,6 +4,7 @@ and length for every engine (runner, hand-written NumPy, PyTorch).
 Each mirrors one of the project's experiments (conf/experiment/*.yaml); ``quick()`` shortens it to
 a few steps on a slice of the data, only to prove the harness still works.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,24 +15,24 @@ from dataclasses import dataclass, field, replace
 class Recipe:
     name: str
     title: str
-    experiment: str                 # the +experiment it mirrors
-    dataset: str                    # dataset plugin name
+    experiment: str  # the +experiment it mirrors
+    dataset: str  # dataset plugin name
     hidden: tuple[int, ...]
-    linear: dict = field(default_factory=dict)   # options of every linear layer (init, std)
+    linear: dict = field(default_factory=dict)  # options of every linear layer (init, std)
     activation: str = "relu"
     output_activation: str | None = None
     dropout: float = 0.0
     loss: str = "softmax_cross_entropy"
     optimizer: str = "sgd"
     lr: float = 0.1
-    schedule: str = "constant"      # constant or cosine (min_lr 0, no warm-up)
+    schedule: str = "constant"  # constant or cosine (min_lr 0, no warm-up)
     batch_size: int = 100
-    sampling: str = "shuffle"       # shuffle (a permutation per epoch) or replacement
+    sampling: str = "shuffle"  # shuffle (a permutation per epoch) or replacement
     iterations: int | None = None
     epochs: int = 10
-    limit: int | None = None        # use only the first `limit` samples of each split (quick mode)
-    inner: int = 1                  # runs per worker process (short recipes: time several, take the median)
-    min_repeats: int = 3            # interleaved repeats at least (cheap recipes get more)
+    limit: int | None = None  # use only the first `limit` samples of each split (quick mode)
+    inner: int = 1  # runs per worker process (short recipes: time several, take the median)
+    min_repeats: int = 3  # interleaved repeats at least (cheap recipes get more)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.batch_size)
@@ -60,29 +61,64 @@ class Recipe:
         length = f"{self.iterations} iterations" if self.iterations is not None else f"{self.epochs} epochs"
         extra = f", dropout {self.dropout:g}" if self.dropout else ""
         sched = f", {self.schedule} schedule" if self.schedule != "constant" else ""
-        return (f"{self.dataset}, hidden {net}, {self.activation}{extra}, {self.loss}, {self.optimizer} lr {self.lr:g}{sched}, "
-                f"batch {self.batch_size} ({self.sampling}), {length}, float32")
+        return (
+            f"{self.dataset}, hidden {net}, {self.activation}{extra}, {self.loss}, {self.optimizer} lr {self.lr:g}{sched}, "
+            f"batch {self.batch_size} ({self.sampling}), {length}, float32"
+        )
 
 
 #: The classic seed recipe (conf/experiment/mnist.yaml).
 MNIST = Recipe(
-    name="mnist", title="seed MNIST 784-50-10 SGD", experiment="mnist", dataset="mnist", hidden=(50,),
-    linear={"init": "normal", "std": 0.01}, loss="softmax_cross_entropy", optimizer="sgd", lr=0.1,
-    batch_size=100, sampling="replacement", iterations=10000, min_repeats=5,
+    name="mnist",
+    title="seed MNIST 784-50-10 SGD",
+    experiment="mnist",
+    dataset="mnist",
+    hidden=(50,),
+    linear={"init": "normal", "std": 0.01},
+    loss="softmax_cross_entropy",
+    optimizer="sgd",
+    lr=0.1,
+    batch_size=100,
+    sampling="replacement",
+    iterations=10000,
+    min_repeats=5,
 )
 
 #: conf/experiment/mnist_mlp.yaml (dropout 0.2, Adam, cosine schedule, batch 128) for 10 epochs, as the issue measured.
 MLP512 = Recipe(
-    name="mlp512", title="MNIST 784-512-512-10 Adam", experiment="mnist_mlp", dataset="mnist", hidden=(512, 512),
-    linear={"init": "he_normal"}, dropout=0.2, loss="softmax_cross_entropy", optimizer="adam", lr=0.001,
-    schedule="cosine", batch_size=128, sampling="shuffle", epochs=10,
+    name="mlp512",
+    title="MNIST 784-512-512-10 Adam",
+    experiment="mnist_mlp",
+    dataset="mnist",
+    hidden=(512, 512),
+    linear={"init": "he_normal"},
+    dropout=0.2,
+    loss="softmax_cross_entropy",
+    optimizer="adam",
+    lr=0.001,
+    schedule="cosine",
+    batch_size=128,
+    sampling="shuffle",
+    epochs=10,
 )
 
 #: The iris-sized net (conf/experiment/iris_binary.yaml): 4-20-1, sigmoid output, 1/2 sum of squares.
 TINY = Recipe(
-    name="tiny", title="iris 4-20-1 SGD", experiment="iris_binary", dataset="iris_binary", hidden=(20,),
-    linear={"init": "uniform_centered"}, output_activation="sigmoid", loss="sum_squared", optimizer="sgd", lr=0.1,
-    batch_size=15, sampling="shuffle", iterations=1000, inner=15, min_repeats=5,
+    name="tiny",
+    title="iris 4-20-1 SGD",
+    experiment="iris_binary",
+    dataset="iris_binary",
+    hidden=(20,),
+    linear={"init": "uniform_centered"},
+    output_activation="sigmoid",
+    loss="sum_squared",
+    optimizer="sgd",
+    lr=0.1,
+    batch_size=15,
+    sampling="shuffle",
+    iterations=1000,
+    inner=15,
+    min_repeats=5,
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (MNIST, MLP512, TINY)}

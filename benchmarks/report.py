@@ -1,4 +1,5 @@
 """Markdown tables from the raw results of ``python -m benchmarks``: medians, ratios, targets."""
+
 from __future__ import annotations
 
 import statistics
@@ -70,8 +71,12 @@ def engine_summary(results: dict) -> dict:
                 seconds = per_process(res)
                 evals = per_process(res, "eval_seconds")
                 out.setdefault(name, {}).setdefault(t, {})[engine] = {
-                    "seconds": median(seconds), "eval": median(evals), "steps": res[0]["runs"][0]["steps"],
-                    "accuracy": median(per_process(res, "test_accuracy")), "runs": seconds, "n_train": res[0].get("n_train"),
+                    "seconds": median(seconds),
+                    "eval": median(evals),
+                    "steps": res[0]["runs"][0]["steps"],
+                    "accuracy": median(per_process(res, "test_accuracy")),
+                    "runs": seconds,
+                    "n_train": res[0].get("n_train"),
                     "gradcheck": [g["seconds"] for x in res for g in x.get("gradcheck", [])],
                     "evaluations": res[0]["runs"][0].get("evaluations"),
                 }
@@ -109,9 +114,19 @@ def gemm_fractions(results: dict) -> list[dict]:
                 work = flops["needed"] / recipe.batch_size * samples
                 loop = e["seconds"] - e["eval"]
                 achieved = work / loop / 1e9 if loop > 0 else float("nan")
-                rows.append({"recipe": name, "threads": t, "engine": engine, "achieved": achieved, "shapes_peak": shapes_peak,
-                             "square_peak": square_peak, "of_shapes_peak": achieved / shapes_peak, "of_square_peak": achieved / square_peak,
-                             "gemm_share_of_step": (isolated / recipe.batch_size * samples) / loop if loop > 0 else float("nan")})
+                rows.append(
+                    {
+                        "recipe": name,
+                        "threads": t,
+                        "engine": engine,
+                        "achieved": achieved,
+                        "shapes_peak": shapes_peak,
+                        "square_peak": square_peak,
+                        "of_shapes_peak": achieved / shapes_peak,
+                        "of_square_peak": achieved / square_peak,
+                        "gemm_share_of_step": (isolated / recipe.batch_size * samples) / loop if loop > 0 else float("nan"),
+                    }
+                )
     return rows
 
 
@@ -119,8 +134,11 @@ def cli_summary(results: dict) -> dict:
     out: dict = {}
     for t, by_variant in results.get("cli", {}).get("runs", {}).items():
         for variant, runs in by_variant.items():
-            out.setdefault(t, {})[variant] = {"wall": median(r["wall"] for r in runs), "runs": [r["wall"] for r in runs],
-                                              "accuracy": median(r.get("accuracy") for r in runs)}
+            out.setdefault(t, {})[variant] = {
+                "wall": median(r["wall"] for r in runs),
+                "runs": [r["wall"] for r in runs],
+                "accuracy": median(r.get("accuracy") for r in runs),
+            }
     return out
 
 
@@ -159,55 +177,98 @@ def targets(results: dict) -> list[dict]:
     def add(key: str, label: str, value: float, shown: str, note: str = "") -> None:
         what, goal, op, threshold = TARGETS[key]
         ok = None if value != value else (value <= threshold if op == "le" else value >= threshold)
-        rows.append({"key": key, "target": f"{what}: {label}" if label else what, "goal": goal, "measured": shown,
-                     "value": value, "pass": ok, "note": note})
+        rows.append(
+            {
+                "key": key,
+                "target": f"{what}: {label}" if label else what,
+                "goal": goal,
+                "measured": shown,
+                "value": value,
+                "pass": ok,
+                "note": note,
+            }
+        )
 
     for name in results["settings"]["recipes"]:
         e = summary.get(name, {}).get(t1, {})
         if "runner" in e and "numpy" in e:
             ratio = e["runner"]["seconds"] / e["numpy"]["seconds"]
             loop = (e["runner"]["seconds"] - e["runner"]["eval"]) / (e["numpy"]["seconds"] - e["numpy"]["eval"])
-            add("engine", f"{results['recipes'][name]['title']}, {t1} thread", ratio, fmt_ratio(ratio),
-                f"{fmt_s(e['runner']['seconds'])} s vs {fmt_s(e['numpy']['seconds'])} s; evaluation excluded {fmt_ratio(loop)}")
+            add(
+                "engine",
+                f"{results['recipes'][name]['title']}, {t1} thread",
+                ratio,
+                fmt_ratio(ratio),
+                f"{fmt_s(e['runner']['seconds'])} s vs {fmt_s(e['numpy']['seconds'])} s; evaluation excluded {fmt_ratio(loop)}",
+            )
     cli = cli_summary(results)
     for t in sorted(cli, key=int):
         c = cli[t]
         runner = "runner" if "runner" in c else "runner (instrumented)"  # quick mode runs only the instrumented one
         if runner in c and "torch script" in c:
             ratio = c[runner]["wall"] / c["torch script"]["wall"]
-            add("cli", f"{t} thread{'s' if t != '1' else ''}" + (" (as quoted)" if t == t1 else ""), ratio, fmt_ratio(ratio),
+            add(
+                "cli",
+                f"{t} thread{'s' if t != '1' else ''}" + (" (as quoted)" if t == t1 else ""),
+                ratio,
+                fmt_ratio(ratio),
                 f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['torch script']['wall'])} s"
-                + (f"; numpy script {fmt_s(c['numpy script']['wall'])} s" if "numpy script" in c else ""))
+                + (f"; numpy script {fmt_s(c['numpy script']['wall'])} s" if "numpy script" in c else ""),
+            )
     for row in gemm_fractions(results):
         if row["recipe"] == "mlp512" and row["engine"] == "runner" and row["threads"] == t1:
-            add("gemm", f"{row['threads']} thread{'s' if row['threads'] != '1' else ''}", row["of_shapes_peak"], fmt_pct(row["of_shapes_peak"]),
+            add(
+                "gemm",
+                f"{row['threads']} thread{'s' if row['threads'] != '1' else ''}",
+                row["of_shapes_peak"],
+                fmt_pct(row["of_shapes_peak"]),
                 f"{row['achieved']:.0f} GFLOP/s in the training loop vs {row['shapes_peak']:.0f} GFLOP/s for its shapes "
-                f"({fmt_pct(row['of_square_peak'])} of the {row['square_peak']:.0f} GFLOP/s square peak)")
+                f"({fmt_pct(row['of_square_peak'])} of the {row['square_peak']:.0f} GFLOP/s square peak)",
+            )
     for t in sorted(results.get("cli", {}).get("runs", {}), key=int):
         b = cli_breakdown(results, t)
         if b:
             m = b["median"]
             story = m["__tracking__"] - m["__tracking_strict__"]
-            add("tracking", f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}", m["__share_tracking_strict__"],
+            add(
+                "tracking",
+                f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}",
+                m["__share_tracking_strict__"],
                 fmt_pct(m["__share_tracking_strict__"]),
                 f"MLflow on the run's path {fmt_s(m['__tracking_strict__'])} s of {fmt_s(m['__wall__'])} s (the sidecar does the rest "
                 f"on the other core); the run story's figures and tables {fmt_s(story)} s more ({fmt_pct(story / m['__wall__'])}; "
-                "`report.enabled=false` drops them)")
+                "`report.enabled=false` drops them)",
+            )
     te = tracking_engine(results)
     if te:
-        add("tracking", "engine only (log_metrics sink + flush vs no-op), seed MNIST", te["overhead"], fmt_pct(te["overhead"]),
-            f"{fmt_s(te['tracking'])} s vs {fmt_s(te['noop'])} s")
+        add(
+            "tracking",
+            "engine only (log_metrics sink + flush vs no-op), seed MNIST",
+            te["overhead"],
+            fmt_pct(te["overhead"]),
+            f"{fmt_s(te['tracking'])} s vs {fmt_s(te['noop'])} s",
+        )
     for t in sorted(results.get("cli", {}).get("runs", {}), key=int):
         b = cli_breakdown(results, t)
         if b:
             m = b["median"]
-            add("gradcheck", f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}", m["__share_gradcheck__"], fmt_pct(m["__share_gradcheck__"]),
-                f"{m['__gradcheck__'] * 1000:.0f} ms of {fmt_s(m['__wall__'])} s")
+            add(
+                "gradcheck",
+                f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}",
+                m["__share_gradcheck__"],
+                fmt_pct(m["__share_gradcheck__"]),
+                f"{m['__gradcheck__'] * 1000:.0f} ms of {fmt_s(m['__wall__'])} s",
+            )
     mlp = summary.get("mlp512", {}).get(t1, {}).get("runner")
     if mlp and mlp["gradcheck"]:
         share = median(mlp["gradcheck"]) / mlp["seconds"]
-        add("gradcheck_mlp", f"{t1} thread", share, fmt_pct(share),
-            f"{median(mlp['gradcheck']) * 1000:.0f} ms against {fmt_s(mlp['seconds'])} s of training alone (a whole run takes longer)")
+        add(
+            "gradcheck_mlp",
+            f"{t1} thread",
+            share,
+            fmt_pct(share),
+            f"{median(mlp['gradcheck']) * 1000:.0f} ms against {fmt_s(mlp['seconds'])} s of training alone (a whole run takes longer)",
+        )
     return rows  # the check against the training loop alone, per recipe: the "Gradient check" section
 
 
@@ -226,9 +287,19 @@ def tracking_engine(results: dict) -> dict | None:
 def markdown(results: dict) -> str:
     parts = [machine_section(results), targets_section(results)]
     if results.get("errors"):
-        parts.append("## Sections that failed\n\n" + "\n\n".join(f"- **{k}**:\n\n```\n{v}\n```" for k, v in results["errors"].items()))
-    for section in (engines_section, gemm_section, breakdown_section, tracking_section, gradcheck_section, cli_section,
-                    scaling_section, sweep_section):
+        parts.append(
+            "## Sections that failed\n\n" + "\n\n".join(f"- **{k}**:\n\n```\n{v}\n```" for k, v in results["errors"].items())
+        )
+    for section in (
+        engines_section,
+        gemm_section,
+        breakdown_section,
+        tracking_section,
+        gradcheck_section,
+        cli_section,
+        scaling_section,
+        sweep_section,
+    ):
         text = section(results)
         if text:
             parts.append(text)
@@ -237,8 +308,13 @@ def markdown(results: dict) -> str:
 
 def machine_section(results: dict) -> str:
     m, s = results["machine"], results["settings"]
-    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, {b['threading_layer']}, {b['num_threads']} threads by default)"
-                     for b in m["blas"]) or "none found"
+    blas = (
+        "; ".join(
+            f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, {b['threading_layer']}, {b['num_threads']} threads by default)"
+            for b in m["blas"]
+        )
+        or "none found"
+    )
     env = ", ".join(f"{k}={v}" for k, v in m["openblas_env"].items() if v) or "neither set (no extra row)"
     torch = m["versions"].get("torch")
     torch_info = ""
@@ -247,9 +323,15 @@ def machine_section(results: dict) -> str:
             for res in by_engine.get("torch", []):
                 torch_info = res.get("torch", {}).get("blas", "") or torch_info
     rows = [
-        ["measured", f"{m['date']}, {'quick mode (figures meaningless)' if s['quick'] else 'full run'}, {s['repeats']} interleaved repeat(s), threads {', '.join(map(str, s['threads']))}, {results.get('seconds', 0):.0f} s in all"],
+        [
+            "measured",
+            f"{m['date']}, {'quick mode (figures meaningless)' if s['quick'] else 'full run'}, {s['repeats']} interleaved repeat(s), threads {', '.join(map(str, s['threads']))}, {results.get('seconds', 0):.0f} s in all",
+        ],
         ["CPU", f"{m['cpu']} ({m['cpu_flags']}), {m['cores']} cores ({m['usable_cores']} usable), {_memory(m['memory'])} RAM"],
-        ["load average", f"{', '.join(f'{x:.2f}' for x in m['load_start'])} at the start, {', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))} at the end (the machine is shared)"],
+        [
+            "load average",
+            f"{', '.join(f'{x:.2f}' for x in m['load_start'])} at the start, {', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))} at the end (the machine is shared)",
+        ],
         ["Python / platform", f"{m['python']} / {m['platform']}"],
         ["code measured (runner/, plugins/, conf/)", _code(m)],
         ["NumPy BLAS (threadpoolctl)", f"numpy {m['numpy']}: {blas}"],
@@ -266,7 +348,10 @@ def _code(m: dict) -> str:
         return "not recorded"
     text = f"sha256 {start['sha256']}…, newest file {start['newest']}"
     if end and end["sha256"] != start["sha256"]:
-        return text + f"; **changed during the run** (sha256 {end['sha256']}…, newest file {end['newest']}): figures mix two versions"
+        return (
+            text
+            + f"; **changed during the run** (sha256 {end['sha256']}…, newest file {end['newest']}): figures mix two versions"
+        )
     return text + ("; unchanged during the run" if end else "")
 
 
@@ -278,22 +363,29 @@ def _memory(text: str) -> str:
 
 
 def targets_section(results: dict) -> str:
-    rows = [[r["target"], r["goal"], r["measured"], {True: "pass", False: "**miss**", None: "–"}[r["pass"]], r["note"]] for r in targets(results)]
+    rows = [
+        [r["target"], r["goal"], r["measured"], {True: "pass", False: "**miss**", None: "–"}[r["pass"]], r["note"]]
+        for r in targets(results)
+    ]
     t1 = ref_threads(results)
-    return (f"## Targets\n\nRatios at {t1} BLAS thread unless said; medians of interleaved runs (see each section for every run).\n\n"
-            + table(["target", "goal", "measured", "", "detail"], rows))
+    return (
+        f"## Targets\n\nRatios at {t1} BLAS thread unless said; medians of interleaved runs (see each section for every run).\n\n"
+        + table(["target", "goal", "measured", "", "detail"], rows)
+    )
 
 
 def engines_section(results: dict) -> str:
     summary = engine_summary(results)
     if not summary:
         return ""
-    out = ["## Engines: the same recipe three ways",
-           "Training time only (data loaded once per process, outside the timing), each engine in its own process, "
-           "the engines' order rotating per repeat. Every engine starts from the same weights and draws the same batches "
-           "(runner's seed streams), so the test accuracies agree. *Evaluation*: the engine's evaluation passes inside that "
-           "time. Every engine computes what runner reports: the running accuracy of the training batches, the val split "
-           "at runner's evaluation points (about 20 per run) and the test split once at the end."]
+    out = [
+        "## Engines: the same recipe three ways",
+        "Training time only (data loaded once per process, outside the timing), each engine in its own process, "
+        "the engines' order rotating per repeat. Every engine starts from the same weights and draws the same batches "
+        "(runner's seed streams), so the test accuracies agree. *Evaluation*: the engine's evaluation passes inside that "
+        "time. Every engine computes what runner reports: the running accuracy of the training batches, the val split "
+        "at runner's evaluation points (about 20 per run) and the test split once at the end.",
+    ]
     for name, by_threads in summary.items():
         info = results["recipes"][name]
         out.append(f"### {info['title']}\n\n{info['description']} (`+experiment={info['experiment']}`).")
@@ -304,10 +396,35 @@ def engines_section(results: dict) -> str:
                 ratio = e["seconds"] / numpy["seconds"] if numpy else float("nan")
                 loop = (e["seconds"] - e["eval"]) / (numpy["seconds"] - numpy["eval"]) if numpy else float("nan")
                 evals = f" ({e['evaluations']}×)" if e.get("evaluations") else ""
-                rows.append([t, engine, fmt_s(e["seconds"]), fmt_us(e["seconds"] / e["steps"] * 1e6), fmt_ratio(ratio),
-                             fmt_s(e["eval"]) + evals, fmt_ratio(loop), f"{e['accuracy']:.4f}", ", ".join(fmt_s(x) for x in e["runs"])])
-        out.append(table(["threads", "engine", "median s", "µs/step", "vs NumPy", "evaluation s", "vs NumPy, evaluation excluded",
-                          "test acc", "runs (s)"], rows))
+                rows.append(
+                    [
+                        t,
+                        engine,
+                        fmt_s(e["seconds"]),
+                        fmt_us(e["seconds"] / e["steps"] * 1e6),
+                        fmt_ratio(ratio),
+                        fmt_s(e["eval"]) + evals,
+                        fmt_ratio(loop),
+                        f"{e['accuracy']:.4f}",
+                        ", ".join(fmt_s(x) for x in e["runs"]),
+                    ]
+                )
+        out.append(
+            table(
+                [
+                    "threads",
+                    "engine",
+                    "median s",
+                    "µs/step",
+                    "vs NumPy",
+                    "evaluation s",
+                    "vs NumPy, evaluation excluded",
+                    "test acc",
+                    "runs (s)",
+                ],
+                rows,
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -315,27 +432,49 @@ def gemm_section(results: dict) -> str:
     gemm = results.get("gemm")
     if not gemm:
         return ""
-    out = ["## fp32 GEMM peak",
-           "numpy.matmul (OpenBLAS) on float32 operands laid out as in a step (x^T dout and dout W^T are transposed views); "
-           "best of several rounds. *Shapes peak*: the FLOPs a step's products need over the time those products take in "
-           "isolation; *square*: a large n×n×n product, the machine's peak."]
+    out = [
+        "## fp32 GEMM peak",
+        "numpy.matmul (OpenBLAS) on float32 operands laid out as in a step (x^T dout and dout W^T are transposed views); "
+        "best of several rounds. *Shapes peak*: the FLOPs a step's products need over the time those products take in "
+        "isolation; *square*: a large n×n×n product, the machine's peak.",
+    ]
     threads = sorted(gemm, key=int)
     names = [g["name"] for g in gemm[threads[0]]["shapes"]]
     rows = []
     for i, name in enumerate(names):
-        rows.append([name] + [f"{gemm[t]['shapes'][i]['gflops_best']:.0f} ({gemm[t]['shapes'][i]['gflops_median']:.0f})" for t in threads])
+        rows.append(
+            [name] + [f"{gemm[t]['shapes'][i]['gflops_best']:.0f} ({gemm[t]['shapes'][i]['gflops_median']:.0f})" for t in threads]
+        )
     sq = gemm[threads[0]]["square"]["n"]
-    rows.append([f"square {sq}×{sq}×{sq}"] + [f"{gemm[t]['square']['gflops_best']:.0f} ({gemm[t]['square']['gflops_median']:.0f})" for t in threads])
+    rows.append(
+        [f"square {sq}×{sq}×{sq}"]
+        + [f"{gemm[t]['square']['gflops_best']:.0f} ({gemm[t]['square']['gflops_median']:.0f})" for t in threads]
+    )
     out.append(table(["product", *[f"GFLOP/s at {t} thread{'s' if t != '1' else ''}: best (median)" for t in threads]], rows))
     fr = gemm_fractions(results)
     if fr:
-        out.append("Share of the peak each run reaches: the FLOPs its training steps need (forward, dW, and dx of all but the "
-                   "first layer) over its training-loop time (evaluation excluded). The share of the shapes peak is also the "
-                   "share of the loop the products alone would take at the measured speed: the rest is everything else.")
-        out.append(table(["recipe", "threads", "engine", "GFLOP/s", "shapes peak", "of shapes peak", "of square peak"],
-                         [[results["recipes"][r["recipe"]]["title"], r["threads"], r["engine"], f"{r['achieved']:.1f}", f"{r['shapes_peak']:.0f}",
-                           fmt_pct(r["of_shapes_peak"]) + (" (peak measurement disturbed)" if r["of_shapes_peak"] > 1 else ""),
-                           fmt_pct(r["of_square_peak"])] for r in fr]))
+        out.append(
+            "Share of the peak each run reaches: the FLOPs its training steps need (forward, dW, and dx of all but the "
+            "first layer) over its training-loop time (evaluation excluded). The share of the shapes peak is also the "
+            "share of the loop the products alone would take at the measured speed: the rest is everything else."
+        )
+        out.append(
+            table(
+                ["recipe", "threads", "engine", "GFLOP/s", "shapes peak", "of shapes peak", "of square peak"],
+                [
+                    [
+                        results["recipes"][r["recipe"]]["title"],
+                        r["threads"],
+                        r["engine"],
+                        f"{r['achieved']:.1f}",
+                        f"{r['shapes_peak']:.0f}",
+                        fmt_pct(r["of_shapes_peak"]) + (" (peak measurement disturbed)" if r["of_shapes_peak"] > 1 else ""),
+                        fmt_pct(r["of_square_peak"]),
+                    ]
+                    for r in fr
+                ],
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -365,7 +504,9 @@ def phase_groups(runner: dict, numpy: dict) -> list[list[str]]:
                     rows.append([f"  runner {k}", fmt_us(rp[k] / rs * 1e6), ""])
     overhead = r_run.get("timer_overhead", 0.0)
     other_r = max(0.0, r_run["seconds"] - timed_runner - overhead)
-    rows.append(["**batch gather, loop bookkeeping**", fmt_us(other_r / rs * 1e6), fmt_us(np_.get("gather batch", 0.0) / ns * 1e6)])
+    rows.append(
+        ["**batch gather, loop bookkeeping**", fmt_us(other_r / rs * 1e6), fmt_us(np_.get("gather batch", 0.0) / ns * 1e6)]
+    )
     rows.append(["(the timers' own cost, estimated, not in the rows above)", fmt_us(overhead / rs * 1e6), ""])
     rows.append(["**total**", fmt_us(r_run["seconds"] / rs * 1e6), fmt_us(n_run["seconds"] / ns * 1e6)])
     return rows
@@ -375,10 +516,12 @@ def breakdown_section(results: dict) -> str:
     b = results.get("breakdown")
     if not b:
         return ""
-    out = ["## Where a step's time goes (1 thread)",
-           "One run per engine. runner: exclusive timers wrapped around its objects' methods (layers, loss, optimizer, "
-           "sampler, sink, end_epoch) — a few hundred ns per call added; NumPy: a clock read between the phases of the same "
-           "loop. Microseconds per training step; evaluation is amortised over the steps."]
+    out = [
+        "## Where a step's time goes (1 thread)",
+        "One run per engine. runner: exclusive timers wrapped around its objects' methods (layers, loss, optimizer, "
+        "sampler, sink, end_epoch) — a few hundred ns per call added; NumPy: a clock read between the phases of the same "
+        "loop. Microseconds per training step; evaluation is amortised over the steps.",
+    ]
     for name, pair in b.items():
         if name == "profile":
             continue
@@ -388,10 +531,16 @@ def breakdown_section(results: dict) -> str:
     prof = b.get("profile")
     if prof and prof["runs"][0].get("profile"):
         run = prof["runs"][0]
-        out.append(f"### cProfile of runner's engine, seed MNIST recipe ({run['steps']} steps, 1 thread, {fmt_s(run['seconds'])} s under the profiler)")
+        out.append(
+            f"### cProfile of runner's engine, seed MNIST recipe ({run['steps']} steps, 1 thread, {fmt_s(run['seconds'])} s under the profiler)"
+        )
         out.append("Top entries by own time (NumPy's ufuncs and `@` are inside the Python functions that call them).")
-        out.append(table(["function", "calls", "own s", "cumulative s"],
-                         [[f"`{r['function']}`", r["calls"], f"{r['tottime']:.3f}", f"{r['cumtime']:.3f}"] for r in run["profile"]]))
+        out.append(
+            table(
+                ["function", "calls", "own s", "cumulative s"],
+                [[f"`{r['function']}`", r["calls"], f"{r['tottime']:.3f}", f"{r['cumtime']:.3f}"] for r in run["profile"]],
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -399,17 +548,21 @@ def tracking_section(results: dict) -> str:
     out = []
     te = tracking_engine(results)
     if te:
-        out.append(f"Engine only, seed MNIST, 1 thread, {te['pairs']} alternating pair(s) in one process: no-op sink "
-                   f"{fmt_s(te['noop'])} s, `Tracker.log_metrics` sink (buffered) plus the final flush {fmt_s(te['tracking'])} s: "
-                   f"{fmt_pct(te['overhead'])}.")
+        out.append(
+            f"Engine only, seed MNIST, 1 thread, {te['pairs']} alternating pair(s) in one process: no-op sink "
+            f"{fmt_s(te['noop'])} s, `Tracker.log_metrics` sink (buffered) plus the final flush {fmt_s(te['tracking'])} s: "
+            f"{fmt_pct(te['overhead'])}."
+        )
     for t in sorted(results.get("cli", {}).get("runs", {}), key=int):
         b = cli_breakdown(results, t)
         if not b:
             continue
         m = b["median"]
         cats = sorted((k for k in m if not k.startswith("__")), key=lambda k: -m[k])
-        out.append(f"Where the wall time of `python -m runner +experiment=mnist` goes, {t} thread{'s' if t != '1' else ''} "
-                   f"(`benchmarks/instrumented_cli.py`, median of {b['runs']} run(s), {fmt_s(m['__wall__'])} s wall):")
+        out.append(
+            f"Where the wall time of `python -m runner +experiment=mnist` goes, {t} thread{'s' if t != '1' else ''} "
+            f"(`benchmarks/instrumented_cli.py`, median of {b['runs']} run(s), {fmt_s(m['__wall__'])} s wall):"
+        )
         out.append(table(["part", "seconds", "share of wall"], [[k, fmt_s(m[k]), fmt_pct(m[k] / m["__wall__"])] for k in cats]))
         out.append("Its top functions by exclusive time (last run):")
         out.append(table(["function", "seconds", "calls"], [[f"`{k}`", fmt_s(v), c] for k, v, c in b["top"]]))
@@ -426,13 +579,23 @@ def gradcheck_section(results: dict) -> str:
         e = by_threads.get(t1, {}).get("runner")
         if e and e["gradcheck"]:
             g = median(e["gradcheck"])
-            rows.append([results["recipes"][name]["title"], f"{g * 1000:.1f}", fmt_s(e["seconds"]), fmt_pct(g / e["seconds"]), len(e["gradcheck"])])
+            rows.append(
+                [
+                    results["recipes"][name]["title"],
+                    f"{g * 1000:.1f}",
+                    fmt_s(e["seconds"]),
+                    fmt_pct(g / e["seconds"]),
+                    len(e["gradcheck"]),
+                ]
+            )
     if not rows:
         return ""
-    return ("## Gradient check\n\n`runner.gradcheck.check_run` (each layer alone, the loss alone, every parameter end to end) with conf/config.yaml's settings, on the recipe's model, "
-            f"vs the runner engine's training time ({t1} thread): the check's cost against the training loop alone; the target "
-            "(a run's wall time) is measured end to end, in the targets table.\n\n"
-            + table(["recipe", "check ms (median)", "training s", "share", "checks"], rows))
+    return (
+        "## Gradient check\n\n`runner.gradcheck.check_run` (each layer alone, the loss alone, every parameter end to end) with conf/config.yaml's settings, on the recipe's model, "
+        f"vs the runner engine's training time ({t1} thread): the check's cost against the training loop alone; the target "
+        "(a run's wall time) is measured end to end, in the targets table.\n\n"
+        + table(["recipe", "check ms (median)", "training s", "share", "checks"], rows)
+    )
 
 
 def cli_section(results: dict) -> str:
@@ -440,26 +603,42 @@ def cli_section(results: dict) -> str:
     if not cli:
         return ""
     summary = cli_summary(results)
-    out = ["## End to end",
-           f"Whole processes, wall time from the outside: imports, data, tracking, everything; {cli['iterations']} iterations; "
-           "each in a fresh working directory (so the runner creates its MLflow store), except *store exists* (a second run "
-           "in the same directory); *MLflow in-process*: `tracking.sidecar=false`, the MLflow client in the run's own process "
-           "instead of the sidecar. *numpy script* and *torch script*: benchmarks/mnist_numpy_script.py and "
-           "benchmarks/mnist_torch_script.py, the same recipe written bare. Threads: the runner's `threads=N`, the torch "
-           "script's `torch.set_num_threads(N)`, threadpoolctl in the numpy script."]
+    out = [
+        "## End to end",
+        f"Whole processes, wall time from the outside: imports, data, tracking, everything; {cli['iterations']} iterations; "
+        "each in a fresh working directory (so the runner creates its MLflow store), except *store exists* (a second run "
+        "in the same directory); *MLflow in-process*: `tracking.sidecar=false`, the MLflow client in the run's own process "
+        "instead of the sidecar. *numpy script* and *torch script*: benchmarks/mnist_numpy_script.py and "
+        "benchmarks/mnist_torch_script.py, the same recipe written bare. Threads: the runner's `threads=N`, the torch "
+        "script's `torch.set_num_threads(N)`, threadpoolctl in the numpy script.",
+    ]
     rows = []
     for t in sorted(summary, key=int):
         base = summary[t].get("torch script")
         for variant, c in summary[t].items():
-            rows.append([t, variant, fmt_s(c["wall"]), fmt_ratio(c["wall"] / base["wall"]) if base else "–",
-                         "–" if c["accuracy"] != c["accuracy"] else f"{c['accuracy']:.4f}", ", ".join(fmt_s(x) for x in c["runs"])])
+            rows.append(
+                [
+                    t,
+                    variant,
+                    fmt_s(c["wall"]),
+                    fmt_ratio(c["wall"] / base["wall"]) if base else "–",
+                    "–" if c["accuracy"] != c["accuracy"] else f"{c['accuracy']:.4f}",
+                    ", ".join(fmt_s(x) for x in c["runs"]),
+                ]
+            )
     out.append(table(["threads", "variant", "median wall s", "vs torch script", "test acc", "runs (s)"], rows))
     prof = cli.get("profile")
     if prof:
-        out.append(f"cProfile of one `python -m runner +experiment=mnist` ({fmt_s(prof['wall'])} s wall under the profiler), "
-                   "top entries by cumulative time:")
-        out.append(table(["function", "calls", "cumulative s", "own s"],
-                         [[f"`{r['function']}`", r["calls"], f"{r['cumtime']:.2f}", f"{r['tottime']:.2f}"] for r in prof["by_cumtime"]]))
+        out.append(
+            f"cProfile of one `python -m runner +experiment=mnist` ({fmt_s(prof['wall'])} s wall under the profiler), "
+            "top entries by cumulative time:"
+        )
+        out.append(
+            table(
+                ["function", "calls", "cumulative s", "own s"],
+                [[f"`{r['function']}`", r["calls"], f"{r['cumtime']:.2f}", f"{r['tottime']:.2f}"] for r in prof["by_cumtime"]],
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -467,13 +646,39 @@ def scaling_section(results: dict) -> str:
     rows = results.get("scaling")
     if not rows:
         return ""
-    body = [[r["kind"], r["batch"], "-".join(map(str, r["hidden"])), fmt_us(r["runner_us"]), fmt_us(r["numpy_us"]), fmt_ratio(r["ratio"]),
-             f"{r['runner_us_per_sample']:.2f}", f"{r['gflops_runner']:.0f}", f"{r['gflops_numpy']:.0f}"] for r in rows]
-    return ("## Scaling\n\nPer training step, 1 thread, evaluation excluded; the seed recipe (784-H-10, ReLU, softmax "
-            "cross-entropy, SGD, batches drawn with replacement from 5000 MNIST images) with the batch size or the hidden "
-            f"width changed; runner and NumPy alternating in one process, median of {rows[0]['rounds']} round(s).\n\n"
-            + table(["varied", "batch", "hidden", "runner µs/step", "NumPy µs/step", "runner/NumPy", "runner µs/sample",
-                     "runner GFLOP/s", "NumPy GFLOP/s"], body))
+    body = [
+        [
+            r["kind"],
+            r["batch"],
+            "-".join(map(str, r["hidden"])),
+            fmt_us(r["runner_us"]),
+            fmt_us(r["numpy_us"]),
+            fmt_ratio(r["ratio"]),
+            f"{r['runner_us_per_sample']:.2f}",
+            f"{r['gflops_runner']:.0f}",
+            f"{r['gflops_numpy']:.0f}",
+        ]
+        for r in rows
+    ]
+    return (
+        "## Scaling\n\nPer training step, 1 thread, evaluation excluded; the seed recipe (784-H-10, ReLU, softmax "
+        "cross-entropy, SGD, batches drawn with replacement from 5000 MNIST images) with the batch size or the hidden "
+        f"width changed; runner and NumPy alternating in one process, median of {rows[0]['rounds']} round(s).\n\n"
+        + table(
+            [
+                "varied",
+                "batch",
+                "hidden",
+                "runner µs/step",
+                "NumPy µs/step",
+                "runner/NumPy",
+                "runner µs/sample",
+                "runner GFLOP/s",
+                "NumPy GFLOP/s",
+            ],
+            body,
+        )
+    )
 
 
 def sweep_section(results: dict) -> str:
@@ -490,11 +695,17 @@ def sweep_section(results: dict) -> str:
         threads = ", ".join(sorted({str(j["blas_threads"]) for j in jobs})) or "?"
         status = ", ".join(sorted({j["status"] for j in jobs})) or "?"
         acc = ", ".join(f"{j['test_accuracy']:.3f}" for j in jobs if j["test_accuracy"] is not None)
-        rows.append([launcher, fmt_s(walls[launcher]), ", ".join(fmt_s(r["wall"]) for r in runs), len(jobs), status, threads, acc])
+        rows.append(
+            [launcher, fmt_s(walls[launcher]), ", ".join(fmt_s(r["wall"]) for r in runs), len(jobs), status, threads, acc]
+        )
     speedup = walls["sequential"] / walls["joblib"] if {"sequential", "joblib"} <= set(walls) else float("nan")
     cmd = f"python -m runner --multirun +experiment=mnist trainer.iterations={sw['iterations']} optimizer.lr={sw['lrs']}"
-    return (f"## Sweep: joblib vs sequential\n\n`{cmd}`, as is (Hydra's basic launcher, one job after another) and with "
-            "`hydra/launcher=joblib hydra.launcher.n_jobs=2`; fresh directory each time. BLAS threads per job are runner's own "
-            "choice (`threads: null`: the cores shared among parallel jobs), read back from each job's `runner.blas_threads` tag.\n\n"
-            + table(["launcher", "median wall s", "runs (s)", "jobs", "status", "BLAS threads per job", "test accuracy per job"], rows)
-            + f"\n\njoblib speed-up: {fmt_ratio(speedup)}.")
+    return (
+        f"## Sweep: joblib vs sequential\n\n`{cmd}`, as is (Hydra's basic launcher, one job after another) and with "
+        "`hydra/launcher=joblib hydra.launcher.n_jobs=2`; fresh directory each time. BLAS threads per job are runner's own "
+        "choice (`threads: null`: the cores shared among parallel jobs), read back from each job's `runner.blas_threads` tag.\n\n"
+        + table(
+            ["launcher", "median wall s", "runs (s)", "jobs", "status", "BLAS threads per job", "test accuracy per job"], rows
+        )
+        + f"\n\njoblib speed-up: {fmt_ratio(speedup)}."
+    )

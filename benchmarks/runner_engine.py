@@ -1,6 +1,7 @@
 """The recipes through runner's own engine: plugins from the registry, ``build_model``,
 ``runner.train.Training`` (what ``python -m runner`` runs), with a metric sink that does nothing or
 what app.py does (``Tracker.log_metrics``, buffered, into an MLflow SQLite store)."""
+
 from __future__ import annotations
 
 import cProfile
@@ -38,8 +39,13 @@ def build(recipe: Recipe, data, seed: int = 0):
     model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), np.dtype(np.float32))
     loss = registry.get("loss", recipe.loss, "loss.name").create({}, "loss")
     optimizer = registry.get("optimizer", recipe.optimizer, "optimizer.name").create({"lr": recipe.lr}, "optimizer")
-    trainer = TrainerConfig(epochs=recipe.epochs, iterations=recipe.iterations, batch_size=recipe.batch_size,
-                            sampling=recipe.sampling, log_every=_config().trainer.log_every)
+    trainer = TrainerConfig(
+        epochs=recipe.epochs,
+        iterations=recipe.iterations,
+        batch_size=recipe.batch_size,
+        sampling=recipe.sampling,
+        log_every=_config().trainer.log_every,
+    )
     schedule = make_schedule(recipe.schedule, recipe.lr, trainer.total_steps(len(splits.train)), {})
     return model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), schedule, check_seed
 
@@ -64,8 +70,10 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
         tracker, store = _tracker()
         log = tracker.log_metrics
     else:
+
         def log(metrics, step):
             pass
+
     training = Training(model, loss, optimizer, splits, trainer, rng, log, schedule)
     timers = Timers()
     eval_timer = Timers()
@@ -86,9 +94,13 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
     if store is not None:
         shutil.rmtree(store, ignore_errors=True)
     key = "test/accuracy"
-    result = {"seconds": seconds, "steps": training.total, "test_accuracy": final.get(key, float("nan")),
-              "eval_seconds": (timers if phases else eval_timer).seconds.get("evaluation", 0.0),
-              "evaluations": (timers if phases else eval_timer).calls.get("evaluation", 0)}
+    result = {
+        "seconds": seconds,
+        "steps": training.total,
+        "test_accuracy": final.get(key, float("nan")),
+        "eval_seconds": (timers if phases else eval_timer).seconds.get("evaluation", 0.0),
+        "evaluations": (timers if phases else eval_timer).calls.get("evaluation", 0),
+    }
     if phases:
         result["phases"] = dict(timers.seconds)
         result["timer_overhead"] = timer_overhead() * sum(timers.calls.values())

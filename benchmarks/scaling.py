@@ -1,6 +1,7 @@
 """How a step's time grows with batch size and width: runner's engine and the hand-written NumPy
 loop, interleaved in one process (no torch), evaluation excluded, seed recipe otherwise (SGD,
 batches drawn with replacement, one hidden ReLU layer, MNIST)."""
+
 from __future__ import annotations
 
 import statistics
@@ -35,7 +36,18 @@ def measure(data, quick: bool, rounds: int = 3) -> list[dict]:
                 per_step[engine].append((result["seconds"] - result["eval_seconds"]) / result["steps"])
         flops = gemm_flops_per_step(recipe.widths(data.n_in, data.n_out), batch)["needed"]
         runner_s, numpy_s = statistics.median(per_step["runner"]), statistics.median(per_step["numpy"])
-        rows.append({"kind": kind, "batch": batch, "hidden": list(hidden), "runner_us": runner_s * 1e6, "numpy_us": numpy_s * 1e6,
-                     "ratio": runner_s / numpy_s, "gflops_runner": flops / runner_s / 1e9, "gflops_numpy": flops / numpy_s / 1e9,
-                     "runner_us_per_sample": runner_s * 1e6 / batch, "rounds": len(per_step["runner"])})
+        rows.append(
+            {
+                "kind": kind,
+                "batch": batch,
+                "hidden": list(hidden),
+                "runner_us": runner_s * 1e6,
+                "numpy_us": numpy_s * 1e6,
+                "ratio": runner_s / numpy_s,
+                "gflops_runner": flops / runner_s / 1e9,
+                "gflops_numpy": flops / numpy_s / 1e9,
+                "runner_us_per_sample": runner_s * 1e6 / batch,
+                "rounds": len(per_step["runner"]),
+            }
+        )
     return rows

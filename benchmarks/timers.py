@@ -1,4 +1,5 @@
 """Exclusive timers around methods of live objects: what each part of a step costs, without editing it."""
+
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
 """The recipes as a bare PyTorch CPU script would write them: nn.Sequential, torch.optim,
 F.cross_entropy, float32, batches by indexing tensors. Test/benchmark only: runner never imports torch."""
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,13 @@ def train(recipe: Recipe, data, seed: int = 0) -> dict:
     _, accuracy = evaluate(model, torch.from_numpy(data.test_x), torch.from_numpy(data.test_y), binary)
     eval_s += time.perf_counter() - eval_began
     train_s = time.perf_counter() - began - eval_s
-    return {"seconds": train_s + eval_s, "eval_seconds": eval_s, "steps": total,
-            "test_accuracy": accuracy, "mean_loss": float(loss)}
+    return {
+        "seconds": train_s + eval_s,
+        "eval_seconds": eval_s,
+        "steps": total,
+        "test_accuracy": accuracy,
+        "mean_loss": float(loss),
+    }
 
 
 def evaluate(model, x, y, binary: bool) -> tuple[float, float]:
@@ -123,4 +129,3 @@ def available() -> bool:
         return importlib.util.find_spec("torch") is not None
     except (ImportError, ValueError):
         return False
-

@@ -4,6 +4,7 @@ The spec names the engine (runner, numpy, torch, gradcheck, gemm), the recipe, t
 what to run; the process prints one line ``RESULT <json>``. Each engine gets its own process, so
 one's thread pools (torch's OpenMP, OpenBLAS) and heap never sit beside another's timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,7 @@ def run(spec: dict) -> dict:
             impl.train(warm, data)
             out: dict = {s: [] for s in set(sinks)}
             for i in range(inner):
-                for s in (sinks if i % 2 == 0 else sinks[::-1]):
+                for s in sinks if i % 2 == 0 else sinks[::-1]:
                     out[s].append(impl.train(recipe, data, sink=s))
             return {"runs": out, "blas": _blas(threadpool_info())}
         if engine != "gradcheck":
@@ -98,8 +99,11 @@ def run(spec: dict) -> dict:
 
 
 def _blas(info: list[dict]) -> list[dict]:
-    return [{k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture", "threading_layer")}
-            for p in info if p.get("user_api") == "blas"]
+    return [
+        {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture", "threading_layer")}
+        for p in info
+        if p.get("user_api") == "blas"
+    ]
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ Every loss is a mean over the batch (over every element for the element-wise one
 default ``reduction='mean'``, except ``sum_squared``. Computations stay in ``pred``'s dtype:
 float32 in, float32 value (returned as a Python float) and float32 gradient out.
 """
+
 from __future__ import annotations
 
 import math

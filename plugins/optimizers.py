@@ -10,6 +10,7 @@ like each parameter, so they keep its dtype; ``state_dict()`` is plain data
 (``{"lr": 0.1, "step": 3, "v": {"0.linear.W": array, ...}}``) and ``load_state_dict`` restores it
 so that training continues bit-identically.
 """
+
 from __future__ import annotations
 
 import math
@@ -126,15 +127,17 @@ class BaseOptimizer(Optimizer):
             raise RunnerError(f"optimizer state: missing {', '.join(map(repr, missing))} for {type(self).__name__}")
         self.lr = check_number("lr", state["lr"], 0)
         self.steps = int(state["step"])
-        self.buffers = {kind: {name: np.array(array, copy=True) for name, array in state[kind].items()} for kind in self.buffer_names}
+        self.buffers = {
+            kind: {name: np.array(array, copy=True) for name, array in state[kind].items()} for kind in self.buffer_names
+        }
         self._plans = {}  # their views are of the old buffers
 
 
 class SGD(BaseOptimizer):
     """Stochastic gradient descent, as torch.optim.SGD:
 
-        g <- g + weight_decay * theta
-        theta <- theta - lr * g
+    g <- g + weight_decay * theta
+    theta <- theta - lr * g
     """
 
     def __init__(self, lr: float = 0.1, weight_decay: float = 0.0):
@@ -155,9 +158,9 @@ class SGD(BaseOptimizer):
 class Momentum(BaseOptimizer):
     """SGD with (heavy-ball) momentum, as torch.optim.SGD(momentum=mu) with dampening 0:
 
-        g <- g + weight_decay * theta
-        v <- mu * v + g          (v starts at 0, so v = g after the first step)
-        theta <- theta - lr * v
+    g <- g + weight_decay * theta
+    v <- mu * v + g          (v starts at 0, so v = g after the first step)
+    theta <- theta - lr * v
     """
 
     buffer_names = ("v",)
@@ -176,9 +179,9 @@ class Momentum(BaseOptimizer):
 class Nesterov(Momentum):
     """SGD with Nesterov momentum, as torch.optim.SGD(momentum=mu, nesterov=True):
 
-        g <- g + weight_decay * theta
-        v <- mu * v + g
-        theta <- theta - lr * (g + mu * v)
+    g <- g + weight_decay * theta
+    v <- mu * v + g
+    theta <- theta - lr * (g + mu * v)
     """
 
     def update(self, theta, g, s, state):
@@ -194,9 +197,9 @@ class Nesterov(Momentum):
 class Adagrad(BaseOptimizer):
     """Adagrad, as torch.optim.Adagrad (lr_decay 0, initial accumulator 0):
 
-        g <- g + weight_decay * theta
-        s <- s + g^2
-        theta <- theta - lr * g / (sqrt(s) + eps)
+    g <- g + weight_decay * theta
+    s <- s + g^2
+    theta <- theta - lr * g / (sqrt(s) + eps)
     """
 
     buffer_names = ("sum",)
@@ -218,9 +221,9 @@ class Adagrad(BaseOptimizer):
 class RMSprop(BaseOptimizer):
     """RMSprop, as torch.optim.RMSprop (no momentum, not centered):
 
-        g <- g + weight_decay * theta
-        a <- alpha * a + (1 - alpha) * g^2
-        theta <- theta - lr * g / (sqrt(a) + eps)
+    g <- g + weight_decay * theta
+    a <- alpha * a + (1 - alpha) * g^2
+    theta <- theta - lr * g / (sqrt(a) + eps)
     """
 
     buffer_names = ("square_avg",)
@@ -246,10 +249,10 @@ class RMSprop(BaseOptimizer):
 class Adam(BaseOptimizer):
     """Adam, as torch.optim.Adam (amsgrad off), with t the step count from 1:
 
-        g <- g + weight_decay * theta
-        m <- beta1 * m + (1 - beta1) * g
-        v <- beta2 * v + (1 - beta2) * g^2
-        theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    g <- g + weight_decay * theta
+    m <- beta1 * m + (1 - beta1) * g
+    v <- beta2 * v + (1 - beta2) * g^2
+    theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
     """
 
     buffer_names = ("m", "v")
@@ -284,13 +287,15 @@ class Adam(BaseOptimizer):
 class AdamW(Adam):
     """AdamW, as torch.optim.AdamW: Adam with decoupled weight decay (default 0.01):
 
-        theta <- theta - lr * weight_decay * theta
-        then Adam's update with the plain gradient g (no L2 term)
+    theta <- theta - lr * weight_decay * theta
+    then Adam's update with the plain gradient g (no L2 term)
     """
 
     l2_in_gradient = False
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01):
+    def __init__(
+        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01
+    ):
         super().__init__(lr, beta1, beta2, eps, weight_decay)
 
     def update(self, theta, g, s, state):

@@ -4,6 +4,7 @@ Before Hydra starts, the config directories that plugin distributions ship (entr
 ``runner.configs``) are put on Hydra's search path, after runner's own conf/ (runner.config_search_path),
 and a config file on that path that is not valid YAML becomes one line (runner.config_sources).
 """
+
 from runner.run import clock  # noqa: F401  first: the fallback of the process's start time (a run's MLflow start_time)
 import os
 import sys

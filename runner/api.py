@@ -3,6 +3,7 @@
 This module imports nothing of runner's own: it is exactly what a third-party
 plugin may import (plus `runner.testing` in its tests).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ Sweep parent runs are left out: each sweep's jobs are rows, and ``--sweep`` sele
     python -m runner.results --experiment mnist --sort test/accuracy
     python -m runner.results --sweep <parent run id> --csv sweep.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from runner.tracking.tracker import default_store, open_client
+
 
 #: the metrics shown by default: everything but the per-parameter gradient-check figures
 def _shown(metric: str) -> bool:
@@ -40,8 +42,13 @@ def runs_table(uri: str, experiment: str | None = None, sweep: str | None = None
     for run in runs:
         if run.data.tags.get("runner.sweep") == "parent":  # a sweep's summary, not a training run
             continue
-        row = {"run_id": run.info.run_id, "experiment": ids[run.info.experiment_id], "name": run.info.run_name,
-               "status": run.info.status, "start": pd.to_datetime(run.info.start_time, unit="ms")}
+        row = {
+            "run_id": run.info.run_id,
+            "experiment": ids[run.info.experiment_id],
+            "name": run.info.run_name,
+            "status": run.info.status,
+            "start": pd.to_datetime(run.info.start_time, unit="ms"),
+        }
         row.update({f"params.{k}": v for k, v in run.data.params.items()})
         row.update({k: v for k, v in run.data.metrics.items() if _shown(k)})
         rows.append(row)
@@ -56,8 +63,11 @@ def runs_table(uri: str, experiment: str | None = None, sweep: str | None = None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.results", description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_store(Path("outputs"))[0],
-                        help="tracking store (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
+    parser.add_argument(
+        "--uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or default_store(Path("outputs"))[0],
+        help="tracking store (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)",
+    )
     parser.add_argument("--experiment", help="only the runs of this experiment")
     parser.add_argument("--sweep", metavar="RUN_ID", help="only the jobs of the sweep with this parent run id")
     parser.add_argument("--sort", metavar="COLUMN", help="sort by this column, e.g. val/accuracy (descending; see --ascending)")

@@ -9,6 +9,7 @@
   subclass in a test module; pytest then runs every check of the contract on your plugin
   (``runner.contracts``).
 """
+
 from __future__ import annotations
 
 from runner.contracts import DatasetContract, LayerContract, LossContract, OptimizerContract
@@ -19,8 +20,17 @@ from runner.plugins.registry import Registry
 from runner.plugins.settings import PluginSettings, Selector
 
 __all__ = [
-    "Check", "DatasetContract", "LayerContract", "LossContract", "OptimizerContract",
-    "build_model", "check_layer", "check_loss", "check_model", "max_rel_error", "plugin_registry",
+    "Check",
+    "DatasetContract",
+    "LayerContract",
+    "LossContract",
+    "OptimizerContract",
+    "build_model",
+    "check_layer",
+    "check_loss",
+    "check_model",
+    "max_rel_error",
+    "plugin_registry",
 ]
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: real subprocess runs of ``python -m runner`` against a real MLflow SQLite store."""
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,9 @@ class Run:
 def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
     full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", *PLUGIN_SWITCHES)}
     full_env.update({"RUNNER_DATA_DIR": str(SHARED_DATA), **(env or {})})
-    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     return Run(proc, cwd)
 
 
@@ -83,4 +86,6 @@ def duplicate_site(tmp_path_factory) -> Path:
     """runner-duplicate-prelu, pip-installed: a second layer named 'prelu'."""
     from pip_installs import duplicate_distribution, pip_install
 
-    return pip_install(duplicate_distribution(tmp_path_factory.mktemp("duplicate-src")), tmp_path_factory.mktemp("duplicate-site"))
+    return pip_install(
+        duplicate_distribution(tmp_path_factory.mktemp("duplicate-src")), tmp_path_factory.mktemp("duplicate-site")
+    )

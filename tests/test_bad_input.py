@@ -1,5 +1,6 @@
 """Each mistake a user can make: one clear message naming what they wrote, exit 1, no traceback,
 no half-written data, and a FAILED MLflow run when one had started."""
+
 import gzip
 import shutil
 import time
@@ -99,12 +100,24 @@ def test_an_experiment_that_sets_model_type_itself_is_one_clear_line(runner_cli,
     conf = tmp_path / "conf" / "experiment"
     conf.mkdir(parents=True)
     (conf / "typed.yaml").write_text("# @package _global_\nmodel:\n  type: mlp\n  hidden: [8]\ntrainer:\n  epochs: 1\n")
-    args = (f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "+experiment=typed", "model=sequential", LAYERS, "report.enabled=false")
-    assert_clean_error(runner_cli(*args), "model=sequential: +experiment=typed sets model.type: mlp itself", "add model.type=sequential",
-                       "'- override /model: mlp' in its defaults list")
+    args = (
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "+experiment=typed",
+        "model=sequential",
+        LAYERS,
+        "report.enabled=false",
+    )
+    assert_clean_error(
+        runner_cli(*args),
+        "model=sequential: +experiment=typed sets model.type: mlp itself",
+        "add model.type=sequential",
+        "'- override /model: mlp' in its defaults list",
+    )
     assert runner_cli(*args, "model.type=sequential").proc.returncode == 0  # what the line says to write works
-    assert_clean_error(runner_cli("+experiment=iris", "model=sequential", "model.hidden=[3]"),
-                       "model.hidden=[3]: model.hidden is an option of model=mlp, but the model is sequential")
+    assert_clean_error(
+        runner_cli("+experiment=iris", "model=sequential", "model.hidden=[3]"),
+        "model.hidden=[3]: model.hidden is an option of model=mlp, but the model is sequential",
+    )
 
 
 def test_every_experiment_selects_its_model_group_and_the_plugin_guide_shows_the_examples():
@@ -140,8 +153,10 @@ def test_a_seed_that_is_not_a_non_negative_integer_is_one_line_before_anything_i
 def test_a_bad_seed_in_a_sweep_fails_only_its_job_and_names_it(runner_cli):
     result = runner_cli("--multirun", "+experiment=iris", "trainer.epochs=1", "report.enabled=false", "seed=0,-1")
     assert "Traceback" not in result.proc.stdout + result.proc.stderr
-    assert "runner: job 1 (+experiment=iris trainer.epochs=1 report.enabled=False seed=-1) failed: seed: expected a non-negative " \
-           "integer, e.g. seed=0, got -1" in result.proc.stderr
+    assert (
+        "runner: job 1 (+experiment=iris trainer.epochs=1 report.enabled=False seed=-1) failed: seed: expected a non-negative "
+        "integer, e.g. seed=0, got -1" in result.proc.stderr
+    )
     children = {int(r.data.tags["runner.job.num"]): r for r in result.runs("iris") if "mlflow.parentRunId" in r.data.tags}
     assert children[0].info.status == "FINISHED" and children[1].info.status == "FAILED"
     assert "seed: expected a non-negative integer" in children[1].data.tags["runner.error"]
@@ -167,12 +182,19 @@ def test_a_yaml_syntax_error_in_a_users_config_names_the_file_line_and_column(ru
 def test_a_yaml_syntax_error_in_a_plugins_shipped_config_names_the_installed_file(runner_cli, tmp_path):
     from pip_installs import pip_install, plugin_env, pyproject, write_distribution
 
-    source = write_distribution(tmp_path / "src", {
-        "pyproject.toml": pyproject("runner-broken-config", "0.1.0", {"runner.configs": {"conf": "runner_broken_config.conf"}},
-                                    packages=["runner_broken_config"]),
-        "runner_broken_config/__init__.py": "",
-        "runner_broken_config/conf/experiment/broken.yaml": BROKEN_YAML,
-    })
+    source = write_distribution(
+        tmp_path / "src",
+        {
+            "pyproject.toml": pyproject(
+                "runner-broken-config",
+                "0.1.0",
+                {"runner.configs": {"conf": "runner_broken_config.conf"}},
+                packages=["runner_broken_config"],
+            ),
+            "runner_broken_config/__init__.py": "",
+            "runner_broken_config/conf/experiment/broken.yaml": BROKEN_YAML,
+        },
+    )
     site = pip_install(source, tmp_path / "site")
     installed = site / "runner_broken_config" / "conf" / "experiment" / "broken.yaml"
     result = runner_cli("+experiment=broken", env=plugin_env(site))
@@ -184,18 +206,25 @@ def test_a_yaml_syntax_error_in_a_plugins_shipped_config_names_the_installed_fil
 
 def test_model_hidden_that_is_not_a_list_names_what_was_written_and_what_is_expected(runner_cli):
     result = runner_cli("+experiment=iris", "model.hidden=abc")
-    assert_clean_error(result, "runner: error: model.hidden: expected a list of positive widths, e.g. model.hidden=[50] or "
-                               "model.hidden='[100,100]', got 'abc'")
+    assert_clean_error(
+        result,
+        "runner: error: model.hidden: expected a list of positive widths, e.g. model.hidden=[50] or "
+        "model.hidden='[100,100]', got 'abc'",
+    )
     assert "'a'" not in result.proc.stderr
     assert_nothing_created(result)
-    assert_clean_error(runner_cli("+experiment=iris", "model.hidden=50"), "model.hidden: expected a list of positive widths", "got 50")
+    assert_clean_error(
+        runner_cli("+experiment=iris", "model.hidden=50"), "model.hidden: expected a list of positive widths", "got 50"
+    )
 
 
 @pytest.mark.parametrize("how", ["MLFLOW_TRACKING_URI", "tracking.uri"])
 def test_a_malformed_tracking_uri_is_named_before_anything_is_created(runner_cli, how):
     args, env = (("tracking.uri=htp:/bad:uri",), None) if how == "tracking.uri" else ((), {"MLFLOW_TRACKING_URI": "htp:/bad:uri"})
     result = runner_cli("+experiment=iris", *args, env=env)
-    assert_clean_error(result, f"runner: error: {how}='htp:/bad:uri': not a tracking URI MLflow can open (scheme 'htp:'; expected http://")
+    assert_clean_error(
+        result, f"runner: error: {how}='htp:/bad:uri': not a tracking URI MLflow can open (scheme 'htp:'; expected http://"
+    )
     assert "Model registry" not in result.proc.stderr and "training" not in result.proc.stdout
     assert_nothing_created(result)
     typo = runner_cli("+experiment=iris", env={"MLFLOW_TRACKING_URI": "http:/127.0.0.1:5000"})
@@ -208,7 +237,9 @@ def test_a_sqlite_store_in_a_missing_folder_is_named_and_not_created(runner_cli,
     uri = f"sqlite:///{missing}/x.db"
     args, env = ((f"tracking.uri={uri}",), None) if how == "tracking.uri" else ((), {"MLFLOW_TRACKING_URI": uri})
     result = runner_cli("+experiment=iris", *args, env=env)
-    assert_clean_error(result, f"runner: error: {how}='{uri}': the folder {missing} does not exist; create it (mkdir -p {missing})")
+    assert_clean_error(
+        result, f"runner: error: {how}='{uri}': the folder {missing} does not exist; create it (mkdir -p {missing})"
+    )
     assert not (tmp_path / "nonexistent").exists()
     assert_nothing_created(result)
 
@@ -217,13 +248,17 @@ def test_a_sqlite_store_in_a_missing_folder_is_named_and_not_created(runner_cli,
 def test_a_runs_start_time_is_its_process_start(runner_cli, sidecar):
     """MLflow stamped the run when it was created, late: a 3.0 s run showed 0.78 s."""
     launched = time.time()
-    result = runner_cli("+experiment=iris", "trainer.epochs=1", "report.enabled=false", f"tracking.sidecar={str(sidecar).lower()}")
+    result = runner_cli(
+        "+experiment=iris", "trainer.epochs=1", "report.enabled=false", f"tracking.sidecar={str(sidecar).lower()}"
+    )
     returned = time.time()
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     run = result.only_run("iris")
-    assert abs(run.info.start_time / 1000 - launched) < 0.5, (run.info.start_time / 1000 - launched)
+    assert abs(run.info.start_time / 1000 - launched) < 0.5, run.info.start_time / 1000 - launched
     assert launched < run.info.end_time / 1000 <= returned
-    assert (run.info.end_time - run.info.start_time) / 1000 > 0.6 * (returned - launched)  # the run's duration is most of the process's
+    assert (run.info.end_time - run.info.start_time) / 1000 > 0.6 * (
+        returned - launched
+    )  # the run's duration is most of the process's
 
 
 def test_a_sweep_jobs_start_time_is_the_jobs_start_and_its_wall_time_follows(runner_cli):
@@ -252,12 +287,18 @@ def test_resuming_a_finished_run_is_one_clear_line(runner_cli):
     assert short.proc.returncode == 0, short.proc.stderr[-3000:]
     before = {r.info.run_id: r for r in short.runs("iris")}
     (short_id,) = set(before) - {run.info.run_id}
-    attempts = [((*args, "checkpoint.min_interval_s=0"), run.info.run_id, run), ((*args, "checkpoint.min_interval_s=0"), str(checkpoint), run),
-                (args, short_id, before[short_id])]
+    attempts = [
+        ((*args, "checkpoint.min_interval_s=0"), run.info.run_id, run),
+        ((*args, "checkpoint.min_interval_s=0"), str(checkpoint), run),
+        (args, short_id, before[short_id]),
+    ]
     for overrides, resume, finished in attempts:
         result = runner_cli(*overrides, f"+resume={resume}")
-        assert_clean_error(result, f"runner: error: resume={resume}: run {finished.info.run_id} ({finished.info.run_name}) is FINISHED: "
-                                   "there is nothing to continue; to train again or longer, start a new run without +resume")
+        assert_clean_error(
+            result,
+            f"runner: error: resume={resume}: run {finished.info.run_id} ({finished.info.run_name}) is FINISHED: "
+            "there is nothing to continue; to train again or longer, start a new run without +resume",
+        )
     after = {r.info.run_id: r for r in short.runs("iris")}
     assert set(after) == set(before)  # left as they were
     for run_id, again in after.items():

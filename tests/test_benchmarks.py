@@ -1,6 +1,7 @@
 """The benchmark harness still works: ``python -m benchmarks --quick`` runs every section and its
 report has the expected rows and columns with sane, positive figures. No timing is asserted: the
 figures of a quick run mean nothing (a few steps, a shared machine); docs/benchmarks.md has real ones."""
+
 import json
 import math
 import os
@@ -24,7 +25,11 @@ def quick(tmp_path_factory):
     env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out / "report.md"), "--json", str(out / "results.json")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
@@ -37,8 +42,17 @@ def positive(x) -> bool:
 def test_quick_run_has_every_section_and_no_failure(quick):
     results, report = quick
     assert results.get("errors") is None, results.get("errors")
-    for heading in ("## Machine", "## Targets", "## Engines: the same recipe three ways", "## fp32 GEMM peak",
-                    "## Where a step's time goes (1 thread)", "## Tracking (MLflow)", "## Gradient check", "## End to end", "## Scaling"):
+    for heading in (
+        "## Machine",
+        "## Targets",
+        "## Engines: the same recipe three ways",
+        "## fp32 GEMM peak",
+        "## Where a step's time goes (1 thread)",
+        "## Tracking (MLflow)",
+        "## Gradient check",
+        "## End to end",
+        "## Scaling",
+    ):
         assert heading in report, heading
     assert "<!-- benchmarks:begin" in report and "<!-- benchmarks:end -->" in report
     assert "quick mode" in report
@@ -49,7 +63,10 @@ def test_engines_table_has_every_recipe_and_engine(quick):
     results, report = quick
     from benchmarks.report import engine_summary
 
-    assert "| threads | engine | median s | µs/step | vs NumPy | evaluation s | vs NumPy, evaluation excluded | test acc | runs (s) |" in report
+    assert (
+        "| threads | engine | median s | µs/step | vs NumPy | evaluation s | vs NumPy, evaluation excluded | test acc | runs (s) |"
+        in report
+    )
     summary = engine_summary(results)
     assert set(summary) == {"mnist", "mlp512", "tiny"}
     for name, by_threads in summary.items():

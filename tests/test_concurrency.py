@@ -1,5 +1,6 @@
 """Runs started together on a fresh store, a half-created store, a run killed hard: real processes, a real
 SQLite store read back with MlflowClient (docs/reliability.md, "Concurrency")."""
+
 import os
 import sqlite3
 import subprocess
@@ -21,8 +22,9 @@ def env():
 
 
 def start(cwd, *args):
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def said(result) -> str:
@@ -33,11 +35,15 @@ def histories(client, run_id):
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in KEYS}
 
 
-@pytest.mark.parametrize("processes, args, steps", [
-    (2, ("+experiment=iris",), 300 * 6),  # the defaults: the sidecar, the whole run story; 300 epochs of 6 steps
-    (4, (*SMALL, "tracking.sidecar=false"), 60),  # MLflow in the run's own process
-    (8, SMALL, 60),
-], ids=["2-default", "4-in-process", "8-sidecar"])
+@pytest.mark.parametrize(
+    "processes, args, steps",
+    [
+        (2, ("+experiment=iris",), 300 * 6),  # the defaults: the sidecar, the whole run story; 300 epochs of 6 steps
+        (4, (*SMALL, "tracking.sidecar=false"), 60),  # MLflow in the run's own process
+        (8, SMALL, 60),
+    ],
+    ids=["2-default", "4-in-process", "8-sidecar"],
+)
 def test_runs_started_together_on_a_fresh_store_are_all_recorded(tmp_path, processes, args, steps):
     """MLflow's schema creation raced: 8 of 8 such runs failed, and the store was left broken for the next."""
     procs = [start(tmp_path, *args) for _ in range(processes)]
@@ -144,5 +150,8 @@ def test_a_run_killed_hard_is_marked_killed_by_the_next_run_of_another_experimen
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     killed = result.client().get_run(killed.info.run_id)
     assert killed.info.status == "KILLED"
-    assert killed.data.tags["runner.error"] == f"process {proc.pid} on {killed.data.tags['runner.host']} exited without ending the run (killed hard?)"
+    assert (
+        killed.data.tags["runner.error"]
+        == f"process {proc.pid} on {killed.data.tags['runner.host']} exited without ending the run (killed hard?)"
+    )
     assert result.only_run("iris_binary").info.status == "FINISHED"

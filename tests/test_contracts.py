@@ -4,6 +4,7 @@ fails on a plugin broken in exactly its one way (and only that check fails).
 The second half writes small test modules with a deliberately broken plugin and runs pytest on
 them in-process (the ``pytester`` fixture, enabled in conftest.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -96,8 +97,13 @@ OPTIMIZERS = {
 }
 for name, options in OPTIMIZERS.items():
     contract_class(OptimizerContract, name, OPTIMIZER_FACTORIES[name], options=options, param_shapes=PARAM_SHAPES)
-    contract_class(OptimizerContract, f"{name}-wd", OPTIMIZER_FACTORIES[name], options={**options, "weight_decay": 0.05},
-                   param_shapes=PARAM_SHAPES)
+    contract_class(
+        OptimizerContract,
+        f"{name}-wd",
+        OPTIMIZER_FACTORIES[name],
+        options={**options, "weight_decay": 0.05},
+        param_shapes=PARAM_SHAPES,
+    )
 
 # --------------------------------------------------------------------------- the built-in datasets that need no download
 
@@ -152,8 +158,12 @@ NEEDS_A_DOWNLOAD = {"fashion_mnist"}
 
 def test_every_built_in_plugin_has_its_contract_class():
     tested = {c.factory for c in globals().values() if isinstance(c, type) and c.__name__.startswith("Test")}
-    for kind, factories, skipped in [("layer", LAYER_FACTORIES, set()), ("loss", LOSS_FACTORIES, set()),
-                                     ("optimizer", OPTIMIZER_FACTORIES, set()), ("dataset", DATASET_FACTORIES, NEEDS_A_DOWNLOAD)]:
+    for kind, factories, skipped in [
+        ("layer", LAYER_FACTORIES, set()),
+        ("loss", LOSS_FACTORIES, set()),
+        ("optimizer", OPTIMIZER_FACTORIES, set()),
+        ("dataset", DATASET_FACTORIES, NEEDS_A_DOWNLOAD),
+    ]:
         untested = {name for name, factory in factories.items() if factory not in tested} - skipped
         assert not untested, f"{kind}s without a contract class: {sorted(untested)}"
 
@@ -210,74 +220,74 @@ class ReLU(Layer):
 # check -> {how it is broken: the plugin ``Broken``}; the test class gets input_shape = (5,)
 LAYER_BREAKS = {
     "test_input_gradient_matches_numerical": {
-        "doubled_dx": '''
+        "doubled_dx": """
             class Broken(Scale):
                 def backward(self, dout):
                     return 2 * super().backward(dout)
-        ''',
+        """,
     },
     "test_parameter_gradients_match_numerical": {
-        "doubled_dw": '''
+        "doubled_dw": """
             class Broken(Scale):
                 def backward(self, dout):
                     dx = super().backward(dout)
                     self.grads["w"] *= 2
                     return dx
-        ''',
+        """,
     },
     "test_build_returns_the_output_shape": {
-        "one_too_many": '''
+        "one_too_many": """
             class Broken(Scale):
                 def build(self, input_shape, rng, dtype):
                     super().build(input_shape, rng, dtype)
                     return (input_shape[-1] + 1,)
-        ''',
-        "a_list": '''
+        """,
+        "a_list": """
             class Broken(Scale):
                 def build(self, input_shape, rng, dtype):
                     return list(super().build(input_shape, rng, dtype))
-        ''',
+        """,
     },
     "test_forward_leaves_its_input_unchanged": {
-        "relu_into_x": '''
+        "relu_into_x": """
             class Broken(ReLU):
                 def forward(self, x, training):
                     self.mask = x > 0
                     return np.multiply(x, self.mask, out=x)
-        ''',
+        """,
     },
     "test_backward_leaves_dout_unchanged": {
-        "relu_into_dout": '''
+        "relu_into_dout": """
             class Broken(ReLU):
                 def backward(self, dout):
                     dout *= self.mask
                     return dout
-        ''',
+        """,
     },
     "test_dtype_is_kept": {
-        "float64_output": '''
+        "float64_output": """
             class Broken(Scale):
                 def forward(self, x, training):
                     return super().forward(x, training) * np.float64(1.0)  # a NumPy float64 scalar upcasts float32
-        ''',
+        """,
     },
     "test_non_contiguous_input_gives_the_same_result": {
-        "writes_through_ravel": '''
+        "writes_through_ravel": """
             class Broken(Scale):
                 def forward(self, x, training):
                     self.x = x
                     self.y = np.zeros_like(x)  # laid out like x
                     self.y.ravel()[:] = np.tanh(x * self.params["w"] + self.params["b"]).ravel()  # a copy unless C-contiguous
                     return self.y
-        ''',
+        """,
     },
     "test_batch_of_one": {
-        "squeezes": '''
+        "squeezes": """
             class Broken(Scale):
                 def forward(self, x, training):
                     return super().forward(np.squeeze(x), training)  # drops the batch axis of a batch of one
-        ''',
-        "mixes_samples": '''
+        """,
+        "mixes_samples": """
             class Broken(Scale):  # centres over the batch, yet claims per_sample
                 def forward(self, x, training):
                     return super().forward(x - x.mean(axis=0), training)
@@ -285,10 +295,10 @@ LAYER_BREAKS = {
                 def backward(self, dout):
                     dx = super().backward(dout)
                     return dx - dx.mean(axis=0)
-        ''',
+        """,
     },
     "test_training_and_eval_modes_run": {
-        "buffer_of_the_first_batch": '''
+        "buffer_of_the_first_batch": """
             class Broken(Scale):
                 buffer = None
 
@@ -299,17 +309,17 @@ LAYER_BREAKS = {
                     self.buffer += self.params["b"]
                     self.x, self.y = x, np.tanh(self.buffer)
                     return self.y
-        ''',
+        """,
     },
     "test_grads_match_params_and_are_filled_in_place": {
-        "new_arrays": '''
+        "new_arrays": """
             class Broken(Scale):
                 def backward(self, dout):
                     dx = super().backward(dout)
                     self.grads = {key: g.copy() for key, g in self.grads.items()}  # the runner holds the old ones
                     return dx
-        ''',
-        "adds_up": '''
+        """,
+        "adds_up": """
             class Broken(Scale):
                 def backward(self, dout):
                     before = {key: g.copy() for key, g in self.grads.items()}
@@ -317,10 +327,10 @@ LAYER_BREAKS = {
                     for key, g in self.grads.items():
                         g += before[key]  # accumulates over calls instead of overwriting
                     return dx
-        ''',
+        """,
     },
     "test_params_are_read_at_every_call": {
-        "keeps_the_arrays_of_build": '''
+        "keeps_the_arrays_of_build": """
             class Broken(Scale):
                 def build(self, input_shape, rng, dtype):
                     shape = super().build(input_shape, rng, dtype)
@@ -331,39 +341,39 @@ LAYER_BREAKS = {
                     self.x = x
                     self.y = np.tanh(x * self.w + self.b)
                     return self.y
-        ''',
+        """,
     },
     "test_kinks_and_branches_are_declared": {
-        "kinks_in_a_list": '''
+        "kinks_in_a_list": """
             class Broken(ReLU):
                 kinks = [0.0]
-        ''',
-        "float_branches": '''
+        """,
+        "float_branches": """
             class Broken(ReLU):
                 def branches(self, x):
                     return (x > 0).astype(x.dtype)
-        ''',
+        """,
     },
 }
 
 LAYERS_THAT_PASS = {
-    "scale": '''
+    "scale": """
         class TestPlugin(LayerContract):
             factory = Scale
             input_shape = (5,)
-    ''',
-    "scale-images": '''
+    """,
+    "scale-images": """
         class TestPlugin(LayerContract):
             factory = Scale
             input_shape = (2, 3, 4)
             batch = 3
-    ''',
-    "relu": '''
+    """,
+    "relu": """
         class TestPlugin(LayerContract):
             factory = ReLU
             input_shape = (5,)
-    ''',
-    "relu-declared_in_place": '''
+    """,
+    "relu-declared_in_place": """
         class InPlaceReLU(ReLU):
             def forward(self, x, training):
                 self.mask = x > 0
@@ -377,7 +387,7 @@ LAYERS_THAT_PASS = {
             factory = InPlaceReLU
             input_shape = (5,)
             in_place = True
-    ''',
+    """,
 }
 
 LOSS_PRELUDE = '''
@@ -415,42 +425,42 @@ class CrossEntropy(Loss):
 
 LOSS_BREAKS = {
     "test_backward_matches_numerical": {
-        "doubled": '''
+        "doubled": """
             class Broken(Squared):
                 def backward(self):
                     return 2 * super().backward()
-        ''',
+        """,
     },
     "test_forward_returns_a_finite_scalar": {
-        "an_array": '''
+        "an_array": """
             class Broken(Squared):
                 def forward(self, pred, target):
                     self.diff = pred - target
                     return np.asarray(np.mean(self.diff**2))  # a 0-d array, not a float
-        ''',
+        """,
     },
     "test_backward_has_the_shape_and_dtype_of_pred": {
-        "squeezes": '''
+        "squeezes": """
             class Broken(Squared):
                 def backward(self):
                     return np.squeeze(super().backward())  # (1, 4) -> (4,) for a batch of one
-        ''',
-        "float64": '''
+        """,
+        "float64": """
             class Broken(Squared):
                 def backward(self):
                     return super().backward().astype(np.float64)
-        ''',
+        """,
     },
     "test_pred_and_target_are_left_unchanged": {
-        "clips_the_target": '''
+        "clips_the_target": """
             class Broken(Squared):
                 def forward(self, pred, target):
                     np.clip(target, -0.5, 0.5, out=target)  # into the caller's array
                     return super().forward(pred, target)
-        ''',
+        """,
     },
     "test_reduction_is_declared_and_honoured": {
-        "says_mean_but_sums": '''
+        "says_mean_but_sums": """
             class Broken(Squared):
                 def forward(self, pred, target):
                     super().forward(pred, target)
@@ -458,60 +468,60 @@ LOSS_BREAKS = {
 
                 def backward(self):
                     return 2.0 * self.diff
-        ''',
-        "unknown": '''
+        """,
+        "unknown": """
             class Broken(Squared):
                 reduction = "batchmean"
-        ''',
+        """,
     },
     "test_binary_threshold_is_a_number": {
-        "none": '''
+        "none": """
             class Broken(Squared):
                 binary_threshold = None
-        ''',
+        """,
     },
     "test_class_indices_and_one_hot_agree": {
-        "indices_read_as_a_column": '''
+        "indices_read_as_a_column": """
             class Broken(CrossEntropy):
                 def forward(self, pred, target):
                     return super().forward(pred, np.asarray(target, dtype=pred.dtype).reshape(len(pred), -1))
-        ''',
+        """,
     },
     "test_branches_are_declared": {
-        "one_per_row": '''
+        "one_per_row": """
             class Broken(Squared):
                 def branches(self, pred, target):
                     return np.all(pred > target, axis=1)  # one per sample, not per entry of pred
-        ''',
+        """,
     },
     "test_backward_follows_the_last_forward": {
-        "keeps_the_first": '''
+        "keeps_the_first": """
             class Broken(Squared):
                 def forward(self, pred, target):
                     if not hasattr(self, "diff"):  # computed on the first call only
                         self.diff = pred - target
                     return float(np.mean((pred - target) ** 2))
-        ''',
+        """,
     },
 }
 # the test class's attributes, where not the defaults
 LOSS_ATTRIBUTES = {"indices_read_as_a_column": {"target": "one_hot"}}
 
 LOSSES_THAT_PASS = {
-    "squared": '''
+    "squared": """
         class TestPlugin(LossContract):
             factory = Squared
-    ''',
-    "cross_entropy-class_indices": '''
+    """,
+    "cross_entropy-class_indices": """
         class TestPlugin(LossContract):
             factory = CrossEntropy
             target = "class_indices"
-    ''',
-    "cross_entropy-one_hot": '''
+    """,
+    "cross_entropy-one_hot": """
         class TestPlugin(LossContract):
             factory = CrossEntropy
             target = "one_hot"
-    ''',
+    """,
 }
 
 OPTIMIZER_PRELUDE = '''
@@ -546,7 +556,7 @@ class HeavyBall(Optimizer):
 
 OPTIMIZER_BREAKS = {
     "test_step_updates_the_params_in_place": {
-        "new_arrays": '''
+        "new_arrays": """
             class Broken(HeavyBall):
                 def step(self, params, grads):
                     for name, theta in list(params.items()):
@@ -554,59 +564,59 @@ OPTIMIZER_BREAKS = {
                         v *= self.momentum
                         v += grads[name]
                         params[name] = theta - self.lr * v  # the model still holds the old array
-        ''',
+        """,
     },
     "test_steps_lower_a_quadratic": {
-        "ascends": '''
+        "ascends": """
             class Broken(HeavyBall):
                 def step(self, params, grads):
                     super().step(params, {name: -g for name, g in grads.items()})
-        ''',
+        """,
     },
     "test_state_dict_round_trip_continues_bitwise": {
-        "forgets_the_momentum": '''
+        "forgets_the_momentum": """
             class Broken(HeavyBall):
                 def state_dict(self):
                     return {"lr": self.lr}
 
                 def load_state_dict(self, state):
                     self.lr = state["lr"]
-        ''',
+        """,
     },
     "test_state_dict_is_a_snapshot": {
-        "hands_out_its_buffers": '''
+        "hands_out_its_buffers": """
             class Broken(HeavyBall):
                 def state_dict(self):
                     return {"lr": self.lr, "v": self.v}
-        ''',
+        """,
     },
     "test_state_dict_is_plain_data": {
-        "holds_an_object": '''
+        "holds_an_object": """
             class Broken(HeavyBall):
                 def state_dict(self):
                     return {**super().state_dict(), "schedule": types.SimpleNamespace(lr=self.lr)}
-        ''',
+        """,
     },
     "test_dtype_is_kept": {
-        "float64_state": '''
+        "float64_state": """
             class Broken(HeavyBall):
                 def step(self, params, grads):
                     for name, theta in params.items():
                         self.v.setdefault(name, np.zeros(theta.shape))  # float64 whatever theta is
                     super().step(params, grads)
-        ''',
+        """,
     },
     "test_grads_are_not_modified": {
-        "clips_in_place": '''
+        "clips_in_place": """
             class Broken(HeavyBall):
                 def step(self, params, grads):
                     for g in grads.values():
                         np.clip(g, -1.0, 1.0, out=g)
                     super().step(params, grads)
-        ''',
+        """,
     },
     "test_lr_is_read_at_every_step": {
-        "keeps_the_first_lr": '''
+        "keeps_the_first_lr": """
             class Broken(HeavyBall):
                 def __init__(self, lr=0.05, momentum=0.9):
                     super().__init__(lr, momentum)
@@ -618,21 +628,21 @@ OPTIMIZER_BREAKS = {
                         v *= self.momentum
                         v += grads[name]
                         theta -= self.step_size * v
-        ''',
+        """,
     },
 }
 
 OPTIMIZERS_THAT_PASS = {
-    "heavy_ball": '''
+    "heavy_ball": """
         class TestPlugin(OptimizerContract):
             factory = HeavyBall
-    ''',
-    "heavy_ball-lambda": '''
+    """,
+    "heavy_ball-lambda": """
         class TestPlugin(OptimizerContract):
             factory = lambda **options: HeavyBall(momentum=0.5, **options)  # a function is not bound to the test
             options = {"lr": 0.1}
             param_shapes = {"w": (2, 3, 4)}
-    ''',
+    """,
 }
 
 DATASET_PRELUDE = '''
@@ -677,89 +687,89 @@ class Blobs(Dataset):
 
 DATASET_BREAKS = {
     "test_load_returns_splits": {
-        "its_own_split": '''
+        "its_own_split": """
             Part = collections.namedtuple("Part", "x y")  # len(part) is 2, not the number of samples
 
             class Broken(Blobs):
                 def split(self, x, y):
                     return Part(x, y)
-        ''',
+        """,
     },
     "test_x_has_the_input_shape_and_the_context_dtype": {
-        "always_float32": '''
+        "always_float32": """
             class Broken(Blobs):
                 def split(self, x, y):
                     return Split(x.astype(np.float32), y)
-        ''',
-        "shape_against_meta": '''
+        """,
+        "shape_against_meta": """
             class Broken(Blobs):
                 def meta(self):
                     return Meta("blobs", (2, 1), 3, "classification")
-        ''',
+        """,
     },
     "test_y_fits_the_task": {
-        "labels_from_1": '''
+        "labels_from_1": """
             class Broken(Blobs):
                 def labels(self, n, rng):
                     return super().labels(n, rng) + 1
-        ''',
-        "binary_as_plus_minus_1": '''
+        """,
+        "binary_as_plus_minus_1": """
             class Broken(Blobs):
                 def __init__(self):
                     super().__init__(binary=True)
 
                 def labels(self, n, rng):
                     return 2 * super().labels(n, rng) - 1
-        ''',
+        """,
     },
     "test_train_split_is_not_empty": {
-        "no_training_samples": '''
+        "no_training_samples": """
             class Broken(Blobs):
                 sizes = (0, 10, 10)
-        ''',
+        """,
     },
     "test_same_seed_gives_identical_splits": {
-        "unseeded": '''
+        "unseeded": """
             class Broken(Blobs):
                 def rng(self, context):
                     return np.random.default_rng()
-        ''',
+        """,
     },
     "test_other_seed_gives_other_splits": {
-        "ignores_the_seed": '''
+        "ignores_the_seed": """
             class Broken(Blobs):
                 def rng(self, context):
                     return np.random.default_rng(0)
-        ''',
+        """,
     },
     "test_meta_describes_the_task": {
-        "two_names_for_three_classes": '''
+        "two_names_for_three_classes": """
             class Broken(Blobs):
                 def meta(self):
                     return Meta("blobs", (2,), 3, "classification", ("a", "b"))
-        ''',
-        "binary_with_two_outputs": '''
+        """,
+        "binary_with_two_outputs": """
             class Broken(Blobs):
                 def __init__(self):
                     super().__init__(binary=True)
 
                 def meta(self):
                     return Meta("blobs", (2,), 2, "binary")
-        ''',
+        """,
     },
 }
 
 DATASETS_THAT_PASS = {
-    "blobs": '''
+    "blobs": """
         class TestPlugin(DatasetContract):
             factory = Blobs
-    ''',
-    "blobs-binary": '''
+    """,
+    "blobs-binary": """
         class TestPlugin(DatasetContract):
             factory = Blobs
             options = {"binary": True}
-    ''',
-    "fixed": '''
+    """,
+    "fixed": """
         class Fixed(Blobs):
             def rng(self, context):
                 return np.random.default_rng(0)
@@ -767,8 +777,8 @@ DATASETS_THAT_PASS = {
         class TestPlugin(DatasetContract):
             factory = Fixed
             seed_changes_splits = False
-    ''',
-    "reads_its_data_dir": '''
+    """,
+    "reads_its_data_dir": """
         class FromFile(Dataset):
             def load(self, context):
                 x = np.load(context.data_dir / "points.npy").astype(context.dtype)
@@ -784,7 +794,7 @@ DATASETS_THAT_PASS = {
             def data_dir(self, tmp_path):
                 np.save(tmp_path / "points.npy", np.random.default_rng(1).standard_normal((20, 3)))
                 return tmp_path
-    ''',
+    """,
 }
 
 KINDS = {
@@ -822,12 +832,19 @@ BROKEN = [(kind, check, how) for kind, (_, _, breaks, *_) in KINDS.items() for c
 PASSING = [(kind, case) for kind, (_, _, _, good, *_) in KINDS.items() for case in good]
 
 
-@pytest.mark.parametrize("kind, check, how", BROKEN, ids=[f"{kind}-{check.removeprefix('test_')}-{how}" for kind, check, how in BROKEN])
+@pytest.mark.parametrize(
+    "kind, check, how", BROKEN, ids=[f"{kind}-{check.removeprefix('test_')}-{how}" for kind, check, how in BROKEN]
+)
 def test_each_check_fails_on_a_plugin_broken_that_way_and_only_it(run_module, kind, check, how):
     contract, prelude, breaks, _, attributes, special = KINDS[kind]
     attributes = {**attributes, **special.get(how, {})}
-    test_class = "\n".join([f"class TestPlugin({contract.__name__}):", "    factory = Broken",
-                            *(f"    {key} = {value!r}" for key, value in attributes.items())])
+    test_class = "\n".join(
+        [
+            f"class TestPlugin({contract.__name__}):",
+            "    factory = Broken",
+            *(f"    {key} = {value!r}" for key, value in attributes.items()),
+        ]
+    )
     result = run_module(prelude, textwrap.dedent(breaks[check][how]) + "\n\n" + test_class)
     report = result.stdout.str()[-4000:]
     assert failed_checks(result) == [check], report
@@ -848,12 +865,15 @@ def test_every_check_has_a_plugin_broken_its_way(kind):
 
 
 def test_a_subclass_can_opt_out_of_collection(run_module):
-    result = run_module(LAYER_PRELUDE, '''
+    result = run_module(
+        LAYER_PRELUDE,
+        """
         class TestPlugin(LayerContract):
             __test__ = False  # a base for other test classes
             factory = Scale
 
         class TestWide(TestPlugin):
             input_shape = (9,)
-    ''')
+    """,
+    )
     result.assert_outcomes(passed=len(checks(LayerContract)))

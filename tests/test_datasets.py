@@ -1,4 +1,5 @@
 """Built-in datasets on real data: MNIST from ../shared/data, Iris, the synthetic sets."""
+
 from __future__ import annotations
 
 import gzip
@@ -187,7 +188,9 @@ def test_fewer_bytes_than_header_says(tmp_path):
 def test_trailing_bytes(tmp_path, labels_raw):
     path = tmp_path / "labels.gz"
     path.write_bytes(gzip.compress(labels_raw + b"extra"))
-    with pytest.raises(RunnerError, match=r"trailing data: header says 10000 records uint8 \(10000 bytes of data\), file holds 10005"):
+    with pytest.raises(
+        RunnerError, match=r"trailing data: header says 10000 records uint8 \(10000 bytes of data\), file holds 10005"
+    ):
         read_idx(path)
 
 

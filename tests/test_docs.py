@@ -1,4 +1,5 @@
 """The docs keep up with the code: every built-in plugin has its row in docs/numerics.md."""
+
 import pytest
 
 from conftest import ROOT

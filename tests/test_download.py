@@ -1,4 +1,5 @@
 """Downloads against a real HTTP server on 127.0.0.1 serving copies of ../shared/data/mnist."""
+
 from __future__ import annotations
 
 import functools
@@ -142,8 +143,14 @@ def test_non_loopback_http_is_refused_before_any_download(server, tmp_path):
 
 @pytest.mark.parametrize(
     "url",
-    ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://127.0.0.1:8000/", "http://127.9.9.9/x/",
-     "http://localhost/", "http://LOCALHOST:1/", "http://[::1]:8080/"],
+    [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://127.0.0.1:8000/",
+        "http://127.9.9.9/x/",
+        "http://localhost/",
+        "http://LOCALHOST:1/",
+        "http://[::1]:8080/",
+    ],
 )
 def test_allowed_urls(url):
     check_url(url)
@@ -151,8 +158,16 @@ def test_allowed_urls(url):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://example.com/", "http://10.0.0.1/", "http://128.0.0.1/", "http://localhost.example.com/",
-     "ftp://127.0.0.1/", "file:///tmp/mnist/", "https:///no-host/", "example.com/mnist/"],
+    [
+        "http://example.com/",
+        "http://10.0.0.1/",
+        "http://128.0.0.1/",
+        "http://localhost.example.com/",
+        "ftp://127.0.0.1/",
+        "file:///tmp/mnist/",
+        "https:///no-host/",
+        "example.com/mnist/",
+    ],
 )
 def test_refused_urls(url):
     with pytest.raises(RunnerError, match="only https URLs are allowed"):

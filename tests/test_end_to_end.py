@@ -1,4 +1,5 @@
 """Each experiment run as a user runs it (a real subprocess), its MLflow record read back with MlflowClient."""
+
 import os
 from pathlib import Path
 
@@ -87,7 +88,9 @@ def test_a_large_model_gets_every_core(runner_cli):
 FASHION_DIRS = [SHARED_DATA / "fashion_mnist", Path("/usr/share/datasets/fashion-mnist")]
 
 
-@pytest.mark.skipif(not any(d.is_dir() for d in FASHION_DIRS), reason="Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not any(d.is_dir() for d in FASHION_DIRS), reason="Fashion-MNIST not installed (apt-get install -y dataset-fashion-mnist)"
+)
 def test_fashion_mnist_short_run(runner_cli):
     run, _ = assert_recorded(runner_cli("+experiment=fashion_mnist", "trainer.iterations=550"), "fashion_mnist")
     assert run.data.metrics["test/accuracy"] >= 0.6
@@ -110,7 +113,10 @@ def test_a_failed_gradient_check_warns_and_tags_or_stops_the_run(runner_cli):
 
     stopped = runner_cli("+experiment=iris", "trainer.epochs=1", "gradcheck.threshold=1e-30", "gradcheck.fail=true")
     assert stopped.proc.returncode == 1 and "Traceback" not in stopped.proc.stderr
-    assert "gradient check failed: layer 0 (linear, from runner 0.1.0 (runner.builtins.layers)) d(input) x: relative error" in stopped.proc.stderr
+    assert (
+        "gradient check failed: layer 0 (linear, from runner 0.1.0 (runner.builtins.layers)) d(input) x: relative error"
+        in stopped.proc.stderr
+    )
     failed = stopped.only_run("iris")
     assert failed.info.status == "FAILED" and "gradcheck.threshold" in failed.data.tags["runner.error"]
     assert "train/loss" not in failed.data.metrics  # stopped before training
@@ -147,7 +153,9 @@ def test_mnist_mlp_composes_with_dropout_adam_and_cosine(runner_cli):
 
 
 def test_mnist_optimizers_is_a_ready_sweep(runner_cli):
-    result = runner_cli("--multirun", "+experiment=mnist_optimizers", "trainer.iterations=20", "model.hidden=[16]", "dataset.val_size=100")
+    result = runner_cli(
+        "--multirun", "+experiment=mnist_optimizers", "trainer.iterations=20", "model.hidden=[16]", "dataset.val_size=100"
+    )
     assert result.proc.returncode == 0, result.proc.stderr[-2000:]
     runs = [r for r in result.runs("mnist_optimizers") if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["optimizer.name"] for r in runs) == ["adagrad", "adam", "momentum", "sgd"]

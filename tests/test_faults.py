@@ -1,5 +1,6 @@
 """Runs that die hard (issue 13): the MLflow sidecar killed, the artifact store made unwritable, a tracking server
 answering 503. Real processes, real signals, a real SQLite store, a real HTTP server on 127.0.0.1; every wait bounded."""
+
 import http.server
 import os
 import shutil
@@ -35,8 +36,11 @@ def sidecars_in(cwd: Path) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if (b"runner.tracking.sidecar" in Path(f"/proc/{pid}/cmdline").read_bytes() and os.readlink(f"/proc/{pid}/cwd") == str(cwd)
-                    and " Z " not in Path(f"/proc/{pid}/stat").read_text()):
+            if (
+                b"runner.tracking.sidecar" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                and os.readlink(f"/proc/{pid}/cwd") == str(cwd)
+                and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+            ):
                 found.append(int(pid))
         except OSError:
             pass
@@ -128,7 +132,9 @@ def test_an_unwritable_artifact_store_stops_at_a_checkpoint_and_resumes_exactly(
         subprocess.run(["chmod", "-R", "u+w", str(artifacts)], check=False)
     subprocess.run(["chmod", "-R", "a-w", str(artifacts)], check=True)  # as the user left it: then the fix the error names
     subprocess.run(fix.split(), check=True)
-    resumed = subprocess.run([*command, *args, f"+resume={kept}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command, *args, f"+resume={kept}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     subprocess.run(["chmod", "-R", "u+w", str(artifacts)], check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = Run(resumed, tmp_path).only_run("iris")
@@ -142,6 +148,7 @@ def test_an_unwritable_artifact_store_stops_at_a_checkpoint_and_resumes_exactly(
 @pytest.fixture
 def server_503():
     """An HTTP server on 127.0.0.1 that answers 503 Service Unavailable to everything."""
+
     class Unavailable(http.server.BaseHTTPRequestHandler):
         def answer(self):
             self.send_response(503)
@@ -181,8 +188,15 @@ def test_resuming_from_a_checkpoint_whose_server_answers_503_says_so_within_seco
     state.pop("format")
     moved = checkpoint.save(tmp_path / "moved", {**state, "tracking_uri": server_503})  # as if recorded on that server
     began = time.time()
-    result = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0", "report.enabled=false",
-                     f"+resume={moved}", timeout=120)  # the local store is fine: only the checkpoint's server is down
+    result = run_cli(
+        tmp_path,
+        "+experiment=iris",
+        "trainer.epochs=2",
+        "checkpoint.min_interval_s=0",
+        "report.enabled=false",
+        f"+resume={moved}",
+        timeout=120,
+    )  # the local store is fine: only the checkpoint's server is down
     assert result.proc.returncode == 1 and "Traceback" not in result.proc.stderr, result.proc.stderr[-2000:]
     assert f"is recorded in {server_503}: the MLflow server {server_503} answers 503" in result.proc.stderr
     assert time.time() - began < 20 and not sidecars_in(tmp_path)

@@ -1,6 +1,7 @@
 """The run's gradient check as a plugin author meets it: a pip-installed layer whose backward is
 wrong is named, with its distribution, in the log, the tag, the metrics and the table; the run id
 ends the output of a stopped run; a correct layer with the default init passes."""
+
 import pandas as pd
 import pytest
 
@@ -21,8 +22,10 @@ def layers(middle: str) -> str:
 def test_a_wrong_input_gradient_is_named_on_its_layer_with_its_distribution(runner_cli, softsign_site, tmp_path):
     result = runner_cli(*SPIRALS, layers("softsign_bad_x"), env=plugin_env(softsign_site))
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
-    assert ("gradient check failed: layer 1 (softsign_bad_x, from runner-softsign 0.1.0 (runner_softsign)) d(input) x: "
-            "relative error 3.33e-01 > gradcheck.threshold 1e-06") in result.proc.stdout
+    assert (
+        "gradient check failed: layer 1 (softsign_bad_x, from runner-softsign 0.1.0 (runner_softsign)) d(input) x: "
+        "relative error 3.33e-01 > gradcheck.threshold 1e-06"
+    ) in result.proc.stdout
     run = result.only_run("default")
     assert run.info.status == "FINISHED" and run.data.tags["runner.gradcheck"] == "failed"
     metrics = run.data.metrics
@@ -42,7 +45,9 @@ def test_a_stopped_run_names_the_culprit_and_ends_with_its_run_id(runner_cli, so
     run = result.only_run("default")
     assert run.info.status == "FAILED" and "layer 1 (softsign_bad_x" in run.data.tags["runner.error"]
     last = result.proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"runner: run {run.info.run_id} is recorded FAILED; browse it with: mlflow ui --backend-store-uri sqlite:")
+    assert last.startswith(
+        f"runner: run {run.info.run_id} is recorded FAILED; browse it with: mlflow ui --backend-store-uri sqlite:"
+    )
 
 
 @pytest.mark.parametrize("middle", ["softsign", "tanh"])

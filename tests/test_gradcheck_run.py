@@ -7,6 +7,7 @@ alone at the activations it really receives, the loss alone, every parameter end
   float32 and float64, on MNIST, iris and the 2-feature spirals, with the run's settings;
 - smooth layers skip nothing; only declared kinks are skipped.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -70,9 +71,11 @@ class SoftsignPlugin:
 
     @hookimpl
     def runner_layers(self):
-        return [PluginSpec("softsign", LearnedSoftsign, "learned softsign"),
-                PluginSpec("softsign_bad_x", DoubledInputGrad, "d(input) doubled"),
-                PluginSpec("softsign_bad_a", DoubledParamGrad, "d(a) doubled")]
+        return [
+            PluginSpec("softsign", LearnedSoftsign, "learned softsign"),
+            PluginSpec("softsign_bad_x", DoubledInputGrad, "d(input) doubled"),
+            PluginSpec("softsign_bad_a", DoubledParamGrad, "d(a) doubled"),
+        ]
 
 
 @lru_cache(maxsize=None)
@@ -84,7 +87,9 @@ def registry():
 def dataset(name: str, dtype: str) -> Splits:
     options = {"spirals": {"classes": 2}, "spirals_binary": {"classes": 2}}.get(name, {})
     kind = "spirals" if name == "spirals_binary" else name
-    splits = registry().get("dataset", kind, "test").create(options, "test").load(DataContext(Path(SHARED_DATA), 0, np.dtype(dtype)))
+    splits = (
+        registry().get("dataset", kind, "test").create(options, "test").load(DataContext(Path(SHARED_DATA), 0, np.dtype(dtype)))
+    )
     if name == "spirals_binary":  # arm 1 vs arm 0 as a binary task of 2 features
         meta = Meta("spirals_binary", (2,), 1, "binary", ("arm 0", "arm 1"))
         splits = Splits(splits.train, splits.val, splits.test, meta)
@@ -121,8 +126,10 @@ def test_a_doubled_input_gradient_is_caught_on_its_own_layer_in_the_middle():
     x_row = next(r for r in rows if r.metric == "gradcheck/1.softsign_bad_x.x")
     assert x_row.check.rel_error == pytest.approx(1 / 3, rel=1e-3)  # |2g - g| / (|2g| + |g|)
     message = failure_message(rows, THRESHOLD, {1: "runner-softsign 0.1.0 (softsign)"})
-    assert message.startswith("gradient check failed: layer 1 (softsign_bad_x, from runner-softsign 0.1.0 (softsign)) d(input) x: "
-                              "relative error 3.33e-01 > gradcheck.threshold 1e-06 (metric gradcheck/1.softsign_bad_x.x/rel_error)")
+    assert message.startswith(
+        "gradient check failed: layer 1 (softsign_bad_x, from runner-softsign 0.1.0 (softsign)) d(input) x: "
+        "relative error 3.33e-01 > gradcheck.threshold 1e-06 (metric gradcheck/1.softsign_bad_x.x/rel_error)"
+    )
     assert "model/0.linear.W" in message  # what follows from it end to end, named after the culprit
 
 
@@ -156,30 +163,54 @@ def test_correct_layers_pass_with_the_default_init_on_two_features(layer, init):
 def test_only_declared_kinks_are_skipped():
     """relu declares its kink at 0: inputs right at it are skipped there and only there."""
     splits = dataset("spirals", "float64")
-    model = build_model([{"type": "linear", "out": 8, "init": "normal"}, {"type": "relu"}, {"type": "linear", "out": "auto"}],
-                        registry(), splits.meta, np.random.default_rng(0), np.float64)
-    model.layers[0].params["b"][:] = -model.layers[0].forward(splits.train.x[:1].astype(np.float64), True)[0] + model.layers[0].params["b"]
+    model = build_model(
+        [{"type": "linear", "out": 8, "init": "normal"}, {"type": "relu"}, {"type": "linear", "out": "auto"}],
+        registry(),
+        splits.meta,
+        np.random.default_rng(0),
+        np.float64,
+    )
+    model.layers[0].params["b"][:] = (
+        -model.layers[0].forward(splits.train.x[:1].astype(np.float64), True)[0] + model.layers[0].params["b"]
+    )
     # the first sample now puts every relu input at exactly 0: each perturbation there crosses the kink
     loss = registry().get("loss", "softmax_cross_entropy", "test").create({}, "test")
     rows = check_run(model, loss, splits.train.x[:SAMPLES].astype(np.float64), splits.train.y[:SAMPLES], loss_name="ce", **RUN)
     kinks = {r.metric: r.check.kinks for r in rows if r.check.kinks}
     assert kinks.get("gradcheck/1.relu.x", 0) == 8  # the 8 inputs of sample 0, at the kink
-    assert all(name in ("gradcheck/1.relu.x", "gradcheck/model/0.linear.W", "gradcheck/model/0.linear.b") for name in kinks), kinks
+    assert all(name in ("gradcheck/1.relu.x", "gradcheck/model/0.linear.W", "gradcheck/model/0.linear.b") for name in kinks), (
+        kinks
+    )
     assert failing(rows) == set()
 
 
 # --------------------------------------------------------------------------- every built-in, every init, both dtypes
 
 HIDDEN = {  # layer configs placed between two linear layers (softmax as a hidden layer is fine)
-    "relu": {}, "leaky_relu": {"alpha": 0.1}, "elu": {}, "gelu": {}, "gelu_tanh": {"type": "gelu", "approximate": "tanh"},
-    "sigmoid": {}, "tanh": {}, "softplus": {}, "swish": {}, "silu": {}, "identity": {}, "softmax": {},
-    "dropout": {"p": 0.3}, "flatten": {}, "batchnorm": {}, "layernorm": {},
+    "relu": {},
+    "leaky_relu": {"alpha": 0.1},
+    "elu": {},
+    "gelu": {},
+    "gelu_tanh": {"type": "gelu", "approximate": "tanh"},
+    "sigmoid": {},
+    "tanh": {},
+    "softplus": {},
+    "swish": {},
+    "silu": {},
+    "identity": {},
+    "softmax": {},
+    "dropout": {"p": 0.3},
+    "flatten": {},
+    "batchnorm": {},
+    "layernorm": {},
 }
 DATASETS = ["mnist", "iris", "spirals"]
 
 
 def test_every_built_in_layer_is_in_the_matrix():
-    built_in = {name for name in registry().names("layer") if registry().get("layer", name, "test").provider.distribution == "runner"}
+    built_in = {
+        name for name in registry().names("layer") if registry().get("layer", name, "test").provider.distribution == "runner"
+    }
     covered = {options.get("type", name) for name, options in HIDDEN.items()} | {"linear"}
     assert built_in == covered
 
@@ -195,7 +226,10 @@ def test_every_built_in_layer_passes_the_runs_check(data, dtype, init):
         rows = run_check(layers, data, "softmax_cross_entropy", dtype)
         failures += [(name, r.metric, f"{r.check.rel_error:.1e}") for r in rows if r.check.rel_error > THRESHOLD]
         if layer["type"] not in ("relu", "leaky_relu", "elu", "softplus"):  # smooth: nothing skipped
-            assert metrics_of(rows)["gradcheck/kinks_skipped"] == 0, (name, [(r.metric, r.check.kinks) for r in rows if r.check.kinks])
+            assert metrics_of(rows)["gradcheck/kinks_skipped"] == 0, (
+                name,
+                [(r.metric, r.check.kinks) for r in rows if r.check.kinks],
+            )
     assert failures == []
 
 
@@ -213,7 +247,9 @@ LOSSES = {  # loss -> (datasets, output layers after the last linear, options)
 
 
 def test_every_built_in_loss_is_in_the_matrix():
-    built_in = {name for name in registry().names("loss") if registry().get("loss", name, "test").provider.distribution == "runner"}
+    built_in = {
+        name for name in registry().names("loss") if registry().get("loss", name, "test").provider.distribution == "runner"
+    }
     assert built_in == set(LOSSES)
 
 
@@ -222,7 +258,12 @@ def test_every_built_in_loss_passes_the_runs_check(loss_name):
     datasets, tail, options = LOSSES[loss_name]
     failures = []
     for data, dtype, init in itertools.product(datasets, ["float32", "float64"], INITS):
-        layers = [{"type": "linear", "out": 16, "init": init}, {"type": "tanh"}, {"type": "linear", "out": "auto", "init": init}, *tail]
+        layers = [
+            {"type": "linear", "out": 16, "init": init},
+            {"type": "tanh"},
+            {"type": "linear", "out": "auto", "init": init},
+            *tail,
+        ]
         rows = run_check(layers, data, loss_name, dtype, loss_options=options)
         failures += [(data, dtype, init, r.metric, f"{r.check.rel_error:.1e}") for r in rows if r.check.rel_error > THRESHOLD]
     assert failures == []

@@ -1,5 +1,6 @@
 """Every built-in layer: backward against central differences, values and gradients against PyTorch,
 dtypes and shapes, randomness and running statistics, Linear's initializers, and option checking."""
+
 import math
 
 import numpy as np
@@ -350,7 +351,10 @@ def test_original_initializers_draw_the_same_weights_as_before():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: L.Linear(3, init="glorot"), "init: unknown initializer 'glorot'; expected one of normal, uniform_centered, scaled_uniform"),
+        (
+            lambda: L.Linear(3, init="glorot"),
+            "init: unknown initializer 'glorot'; expected one of normal, uniform_centered, scaled_uniform",
+        ),
         (lambda: L.Linear(3, std=0), "std: expected a positive number, got 0"),
         (lambda: L.Linear(3, bias="zero"), "bias: expected a number, got 'zero'"),
         (lambda: L.LeakyReLU(alpha="0.1"), "alpha: expected a number, got '0.1'"),

@@ -1,8 +1,20 @@
 """Built-in losses: gradients against central differences, values against their formulas and PyTorch."""
+
 import numpy as np
 import pytest
 
-from runner.builtins.losses import L1, MSE, NLL, BCEWithLogits, BinaryCrossEntropy, Hinge, Huber, SoftmaxCrossEntropy, SumSquared, runner_losses
+from runner.builtins.losses import (
+    L1,
+    MSE,
+    NLL,
+    BCEWithLogits,
+    BinaryCrossEntropy,
+    Hinge,
+    Huber,
+    SoftmaxCrossEntropy,
+    SumSquared,
+    runner_losses,
+)
 from runner.api import RunnerError
 from runner.core.gradcheck import check_array
 
@@ -25,7 +37,9 @@ def cases(rng, dtype=np.float64):
     bits = rng.integers(0, 2, (n, 1)).astype(float)
     logits = rng.standard_normal((n, 1)) * 3
     # huber: residuals away from |r| = delta; hinge: margins 1 - s z away from 0
-    residual = rng.choice([-1, 1], (n, k)) * np.where(rng.random((n, k)) < 0.5, rng.uniform(0.1, 0.9, (n, k)), rng.uniform(1.1, 2.0, (n, k)))
+    residual = rng.choice([-1, 1], (n, k)) * np.where(
+        rng.random((n, k)) < 0.5, rng.uniform(0.1, 0.9, (n, k)), rng.uniform(1.1, 2.0, (n, k))
+    )
     s = 2 * bits - 1
     scores = s * (1 + rng.uniform(0.1, 0.9, (n, 1)) * rng.choice([-1, 1], (n, 1)))
     table = {
@@ -162,7 +176,17 @@ def test_hinge_rejects_targets_other_than_0_1():
 
 def test_every_loss_is_registered_with_a_description():
     specs = {spec.name: spec for spec in runner_losses()}
-    assert set(specs) == {"mse", "sum_squared", "l1", "softmax_cross_entropy", "nll", "binary_cross_entropy", "bce_with_logits", "huber", "hinge"}
+    assert set(specs) == {
+        "mse",
+        "sum_squared",
+        "l1",
+        "softmax_cross_entropy",
+        "nll",
+        "binary_cross_entropy",
+        "bce_with_logits",
+        "huber",
+        "hinge",
+    }
     assert all(spec.description for spec in specs.values())
 
 

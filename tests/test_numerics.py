@@ -1,4 +1,5 @@
 """Every built-in layer and loss against central differences, in float64."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Built-in optimizers: against torch.optim step by step, learning-rate changes, state round trips, options."""
+
 import warnings
 
 import numpy as np
@@ -187,8 +188,15 @@ def test_sgd_step_by_hand():
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize(
     "options, option",
-    [({"lr": 0}, "lr"), ({"lr": -1}, "lr"), ({"lr": "abc"}, "lr"), ({"lr": True}, "lr"), ({"lr": float("nan")}, "lr"),
-     ({"weight_decay": -1}, "weight_decay"), ({"weight_decay": "abc"}, "weight_decay")],
+    [
+        ({"lr": 0}, "lr"),
+        ({"lr": -1}, "lr"),
+        ({"lr": "abc"}, "lr"),
+        ({"lr": True}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"weight_decay": -1}, "weight_decay"),
+        ({"weight_decay": "abc"}, "weight_decay"),
+    ],
 )
 def test_bad_common_options_are_runner_errors_naming_the_option(name, options, option):
     opt_type = type(CASES[name][0]())
@@ -203,9 +211,16 @@ def test_lr_message():
 
 @pytest.mark.parametrize(
     "make, option",
-    [(lambda: Adam(beta1=1.5), "beta1"), (lambda: AdamW(beta1=-0.1), "beta1"), (lambda: Adam(beta2=1.0), "beta2"),
-     (lambda: Adam(eps=0), "eps"), (lambda: Adagrad(eps=-1), "eps"), (lambda: RMSprop(alpha=1.2), "alpha"),
-     (lambda: Momentum(momentum=1.0), "momentum"), (lambda: Nesterov(momentum="high"), "momentum")],
+    [
+        (lambda: Adam(beta1=1.5), "beta1"),
+        (lambda: AdamW(beta1=-0.1), "beta1"),
+        (lambda: Adam(beta2=1.0), "beta2"),
+        (lambda: Adam(eps=0), "eps"),
+        (lambda: Adagrad(eps=-1), "eps"),
+        (lambda: RMSprop(alpha=1.2), "alpha"),
+        (lambda: Momentum(momentum=1.0), "momentum"),
+        (lambda: Nesterov(momentum="high"), "momentum"),
+    ],
 )
 def test_bad_specific_options_are_runner_errors_naming_the_option(make, option):
     with pytest.raises(RunnerError, match=f"^{option}: expected a"):

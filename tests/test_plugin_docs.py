@@ -1,5 +1,6 @@
 """docs/plugins.md keeps up with the code, and its minimal plugin works as written: the files are
 taken from the guide, pip-installed for real, listed, tested and trained with."""
+
 import inspect
 import json
 import re
@@ -52,8 +53,11 @@ def guide_commands() -> list[str]:
 
 def test_the_guides_minimal_plugin_works_as_written(tmp_path, runner_cli):
     files = guide_files()
-    assert set(files) == {"runner-learned-swish/pyproject.toml", "runner-learned-swish/runner_learned_swish.py",
-                          "runner-learned-swish/tests/test_learned_swish.py"}
+    assert set(files) == {
+        "runner-learned-swish/pyproject.toml",
+        "runner-learned-swish/runner_learned_swish.py",
+        "runner-learned-swish/tests/test_learned_swish.py",
+    }
     source = write_distribution(tmp_path, {name: text for name, text in files.items()}) / "runner-learned-swish"
     commands = guide_commands()
     assert commands[:2] == ["cd runner-learned-swish", "pip install -e ."] and commands[-1] == "python -m pytest"
@@ -67,8 +71,14 @@ def test_the_guides_minimal_plugin_works_as_written(tmp_path, runner_cli):
     assert row.split() in [line.split() for line in listed.stdout.splitlines()]
     assert f"`{row}`" in GUIDE
 
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
-                           cwd=tmp_path, env={**clean_environ(), **env}, capture_output=True, text=True, timeout=120)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
+        cwd=tmp_path,
+        env={**clean_environ(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert tests.returncode == 0 and "4 passed" in tests.stdout, tests.stdout[-3000:] + tests.stderr[-2000:]
 
     run_command = commands[3]

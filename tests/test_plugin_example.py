@@ -1,5 +1,6 @@
 """examples/runner-plugin-example, pip-installed for real: its four plugins in one run, listed
 with its version, and its own tests passing against the installed copy."""
+
 import json
 import subprocess
 import sys
@@ -23,8 +24,12 @@ def test_a_run_with_the_examples_layer_loss_optimizer_and_dataset(example_site, 
     for kind, name in [("layer", "prelu"), ("loss", "squared_hinge"), ("optimizer", "lion"), ("dataset", "two_moons")]:
         assert tags[f"runner.plugin.{kind}.{name}"] == "runner-plugin-example 0.1.0 (runner_plugin_example.plugin)"
     assert tags["runner.plugins"] == "runner 0.1.0, runner-plugin-example 0.1.0"
-    assert (params["dataset.name"], params["loss.name"], params["optimizer.name"], params["model.activation"]) == \
-        ("two_moons", "squared_hinge", "lion", "prelu")
+    assert (params["dataset.name"], params["loss.name"], params["optimizer.name"], params["model.activation"]) == (
+        "two_moons",
+        "squared_hinge",
+        "lion",
+        "prelu",
+    )
     listing = json.loads(open(result.client().download_artifacts(run.info.run_id, "plugins.json")).read())
     prelu = next(p for p in listing["plugins"] if p["name"] == "prelu")
     assert (prelu["distribution"], prelu["version"], prelu["kind"]) == ("runner-plugin-example", "0.1.0", "layer")
@@ -47,11 +52,23 @@ def test_the_listing_names_each_plugin_with_its_distribution_and_version(example
 
 def test_the_examples_own_tests_pass_against_the_installed_copy(example_site, tmp_path):
     """Run from tmp_path so that the import finds the pip-installed package, not the source tree."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                          cwd=tmp_path, env={**clean_environ(), **plugin_env(example_site), "PYTHONDONTWRITEBYTECODE": "1"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        cwd=tmp_path,
+        env={**clean_environ(), **plugin_env(example_site), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
-    assert str(example_site) in subprocess.run(
-        [sys.executable, "-c", "import runner_plugin_example; print(runner_plugin_example.__file__)"],
-        cwd=tmp_path, env={**clean_environ(), **plugin_env(example_site)}, capture_output=True, text=True).stdout
+    assert (
+        str(example_site)
+        in subprocess.run(
+            [sys.executable, "-c", "import runner_plugin_example; print(runner_plugin_example.__file__)"],
+            cwd=tmp_path,
+            env={**clean_environ(), **plugin_env(example_site)},
+            capture_output=True,
+            text=True,
+        ).stdout
+    )

@@ -1,4 +1,5 @@
 """The terminal shows a progress bar per epoch on a TTY, and plain log lines otherwise (CI)."""
+
 import fcntl
 import os
 import pty

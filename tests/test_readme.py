@@ -1,4 +1,5 @@
 """The README's two commands are true: the main job as written, and the test command CI runs."""
+
 import re
 
 from conftest import ROOT

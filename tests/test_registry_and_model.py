@@ -1,4 +1,5 @@
 """Plugin discovery through the installed entry points, and model assembly from layer configs."""
+
 import numpy as np
 import pytest
 
@@ -59,7 +60,9 @@ def test_mlp_shapes_and_stable_parameter_names(registry):
 
 
 def test_single_linear_unit(registry):
-    model = build_model(mlp_layers([], "relu", None, {}), registry, Meta("linear", (1,), 1, "regression"), np.random.default_rng(0), np.float64)
+    model = build_model(
+        mlp_layers([], "relu", None, {}), registry, Meta("linear", (1,), 1, "regression"), np.random.default_rng(0), np.float64
+    )
     assert model.summary() == "1-1" and model.types == ["linear"]
 
 
@@ -71,7 +74,10 @@ def test_declared_input_width_that_does_not_fit_names_the_layer(registry):
 
 def test_output_width_that_does_not_fit_the_data(registry):
     layers = [{"type": "linear", "out": 5}]
-    with pytest.raises(RunnerError, match=r"model.layers\[0\] \(linear\): the model gives 5 outputs, but dataset 'iris' \(classification\) needs 3"):
+    with pytest.raises(
+        RunnerError,
+        match=r"model.layers\[0\] \(linear\): the model gives 5 outputs, but dataset 'iris' \(classification\) needs 3",
+    ):
         build_model(layers, registry, IRIS, np.random.default_rng(0), np.float32)
 
 
@@ -99,7 +105,13 @@ def test_astype_makes_an_independent_float64_copy(registry):
 IN_PLACE_MODELS = {
     "mlp": mlp_layers([6, 5], "relu", "sigmoid", {}, dropout=0.3),
     # relu first (on the caller's input) and last (on the caller's gradient)
-    "ends": [{"type": "relu"}, {"type": "dropout", "p": 0.3}, {"type": "linear", "out": "auto"}, {"type": "dropout", "p": 0.5}, {"type": "relu"}],
+    "ends": [
+        {"type": "relu"},
+        {"type": "dropout", "p": 0.3},
+        {"type": "linear", "out": "auto"},
+        {"type": "dropout", "p": 0.5},
+        {"type": "relu"},
+    ],
 }
 
 
@@ -120,7 +132,11 @@ def test_in_place_layers_give_the_same_numbers_and_spare_arrays_others_hold(regi
             np.testing.assert_array_equal(g, copies.grads[key])
         np.testing.assert_array_equal(x, x_saved)
         np.testing.assert_array_equal(dout, dout_saved)
-    granted = [(type(layer).__name__, layer.overwrite_input, layer.overwrite_dout) for layer in model.layers if hasattr(layer, "overwrite_input")]
+    granted = [
+        (type(layer).__name__, layer.overwrite_input, layer.overwrite_dout)
+        for layer in model.layers
+        if hasattr(layer, "overwrite_input")
+    ]
     if name == "mlp":
         assert granted == [("ReLU", True, True), ("Dropout", True, True)] * 2
     else:
@@ -166,16 +182,20 @@ def test_the_summary_gives_the_widths_of_the_layers_that_map_to_new_features(reg
             return [PluginSpec("scaled", Scaled)]
 
     with_objects = plugin_registry(Provider())
-    for layers, reg in [(mlp_layers([32, 32], "relu", None, {}), registry),
-                        (mlp_layers([32, 32], "relu", None, {}, norm="batchnorm"), registry),
-                        (mlp_layers([32, 32], "tanh", None, {}, dropout=0.5, norm="layernorm"), registry),
-                        (mlp_layers([32, 32], "scaled", None, {}), with_objects)]:
+    for layers, reg in [
+        (mlp_layers([32, 32], "relu", None, {}), registry),
+        (mlp_layers([32, 32], "relu", None, {}, norm="batchnorm"), registry),
+        (mlp_layers([32, 32], "tanh", None, {}, dropout=0.5, norm="layernorm"), registry),
+        (mlp_layers([32, 32], "scaled", None, {}), with_objects),
+    ]:
         model = build_model(layers, reg, IRIS, np.random.default_rng(0), np.float32)
         assert model.summary() == "4-32-32-3", layers
 
 
 def test_the_run_names_and_logs_the_model_by_its_widths(runner_cli):
-    result = runner_cli("+experiment=iris", "model.hidden=[32,32]", "model.norm=batchnorm", "trainer.epochs=1", "report.enabled=false")
+    result = runner_cli(
+        "+experiment=iris", "model.hidden=[32,32]", "model.norm=batchnorm", "trainer.epochs=1", "report.enabled=false"
+    )
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     assert "model 4-32-32-3 (" in result.proc.stdout + result.proc.stderr
     assert result.only_run("iris").info.run_name == "iris-4-32-32-3-sgd"

@@ -1,4 +1,5 @@
 """Nothing recorded is lost, every failure is explained, every run can resume: real processes, real signals."""
+
 import os
 import signal
 import subprocess
@@ -17,8 +18,9 @@ MNIST = ["+experiment=mnist", "trainer.iterations=2200", "threads=1"]  # 4 epoch
 def start(cwd, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
     env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def interrupt_after(proc, text: str, signum: int) -> str:
@@ -88,7 +90,9 @@ def test_checkpoints_are_atomic_plain_arrays_and_keep_the_previous_one(tmp_path)
 def test_resume_with_another_config_is_refused(tmp_path):
     first = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0")
     run_id = first.only_run("iris").info.run_id
-    again = run_cli(tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0", "optimizer.lr=0.5", f"+resume={run_id}")
+    again = run_cli(
+        tmp_path, "+experiment=iris", "trainer.epochs=2", "checkpoint.min_interval_s=0", "optimizer.lr=0.5", f"+resume={run_id}"
+    )
     assert again.proc.returncode == 1 and "Traceback" not in again.proc.stderr
     assert "the config differs from the checkpoint's (optimizer.lr: 0.02 -> 0.5)" in again.proc.stderr
     missing = run_cli(tmp_path, "+experiment=iris", "+resume=nope")
@@ -126,14 +130,17 @@ def test_unreachable_tracking_server_fails_before_training_and_names_it(runner_c
     assert time.time() - start_time < 60
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.batch_size=0", "trainer.batch_size: expected a positive integer, got 0"),
-    ("model.hidden=[0]", "model.hidden[0]: expected a positive integer width, got 0"),
-    ("optimizer.lr=-0.1", "optimizer (sgd): lr: expected a positive number, got -0.1"),
-    ("trainer.epochs=-1", "trainer.epochs: expected a positive integer, got -1"),
-    ("dtype=float16", "dtype: expected 'float32' or 'float64', got 'float16'"),
-    ("objective.metric=val/auc", "objective.metric: 'val/auc' is not measured"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.batch_size=0", "trainer.batch_size: expected a positive integer, got 0"),
+        ("model.hidden=[0]", "model.hidden[0]: expected a positive integer width, got 0"),
+        ("optimizer.lr=-0.1", "optimizer (sgd): lr: expected a positive number, got -0.1"),
+        ("trainer.epochs=-1", "trainer.epochs: expected a positive integer, got -1"),
+        ("dtype=float16", "dtype: expected 'float32' or 'float64', got 'float16'"),
+        ("objective.metric=val/auc", "objective.metric: 'val/auc' is not measured"),
+    ],
+)
 def test_bad_values_name_the_key(runner_cli, override, message):
     result = runner_cli("+experiment=iris", override)
     assert result.proc.returncode == 1 and "Traceback" not in result.proc.stderr
@@ -159,16 +166,32 @@ def test_a_layer_that_raises_is_named_with_its_plugin():
     from runner.testing import plugin_registry
 
     registry = plugin_registry(Provider())
-    model = build_model([{"type": "linear", "out": 3}, {"type": "broken"}], registry, Meta("x", (4,), 3, "classification"),
-                        np.random.default_rng(0), np.float32)
-    with pytest.raises(RunnerError, match=r"model.layers\[1\] \(broken, from .*broken_plugin.*\): forward raised ValueError: boom"):
+    model = build_model(
+        [{"type": "linear", "out": 3}, {"type": "broken"}],
+        registry,
+        Meta("x", (4,), 3, "classification"),
+        np.random.default_rng(0),
+        np.float32,
+    )
+    with pytest.raises(
+        RunnerError, match=r"model.layers\[1\] \(broken, from .*broken_plugin.*\): forward raised ValueError: boom"
+    ):
         model.forward(np.ones((2, 4), np.float32), training=True)
 
 
-@pytest.mark.parametrize("args, message", [
-    (("+experiment=iris", "tracking.outputs=/proc/runner-outputs"), "tracking.outputs: cannot create or write /proc/runner-outputs"),
-    (("--multirun", "+experiment=iris", "seed=1,2", "tracking.outputs=/proc/runner-outputs"), "tracking.outputs: cannot create or write"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("+experiment=iris", "tracking.outputs=/proc/runner-outputs"),
+            "tracking.outputs: cannot create or write /proc/runner-outputs",
+        ),
+        (
+            ("--multirun", "+experiment=iris", "seed=1,2", "tracking.outputs=/proc/runner-outputs"),
+            "tracking.outputs: cannot create or write",
+        ),
+    ],
+)
 def test_unwritable_outputs_are_one_clear_line(runner_cli, args, message):
     result = runner_cli(*args)
     assert result.proc.returncode == 1
@@ -250,8 +273,15 @@ def test_a_write_refused_at_the_very_end_makes_the_run_failed_with_the_reason(tm
 
 #: 400 epochs of 6 steps, train/loss and train/lr at every step (the buffer of 1000 values is sent to the store about every
 #: 425 steps), a checkpoint at epochs 200 and 400: a process killed hard after step ~1625 has points after its checkpoint in the store
-IRIS_RESUME = ["+experiment=iris", "trainer.epochs=400", "trainer.log_every=1", "checkpoint.every=200", "checkpoint.min_interval_s=0",
-               "report.enabled=false", "threads=1"]
+IRIS_RESUME = [
+    "+experiment=iris",
+    "trainer.epochs=400",
+    "trainer.log_every=1",
+    "checkpoint.every=200",
+    "checkpoint.min_interval_s=0",
+    "report.enabled=false",
+    "threads=1",
+]
 
 
 def histories(client, run_id) -> dict[str, list[tuple[int, float]]]:
@@ -315,8 +345,15 @@ def kill_hard_after_a_checkpoint(proc, work, uri) -> tuple[int, int]:
     raise AssertionError("the run ended before its store held points after a checkpoint")
 
 
-def signal_in_training(proc, text: str, pids, signum: int, work, last_step: int = 2400,
-                       checkpoints: str = "outputs/runs/*/*/checkpoints/checkpoint.npz") -> str:
+def signal_in_training(
+    proc,
+    text: str,
+    pids,
+    signum: int,
+    work,
+    last_step: int = 2400,
+    checkpoints: str = "outputs/runs/*/*/checkpoints/checkpoint.npz",
+) -> str:
     """Send ``signum`` to ``pids`` (a negative one: a process group) once ``text`` shows in the output, while the run
     still trains: it is stopped (SIGSTOP) first, and its last checkpoint (``checkpoints``, a glob in ``work``) must not
     be the final one; then signalled and continued. The whole output."""
@@ -364,8 +401,9 @@ def interrupt_and_resume(work, signum, uri, env=None):
 def start_with(cwd, env_extra, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
     env.update({"RUNNER_DATA_DIR": str(SHARED_DATA), **env_extra})
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])

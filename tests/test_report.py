@@ -1,5 +1,6 @@
 """runner.report on small synthetic data: the pictures are valid PNGs of the documented sizes, the
 tables hold the right numbers (checked against hand-computed cases)."""
+
 from __future__ import annotations
 
 import struct
@@ -111,28 +112,52 @@ def test_misclassified_grid_is_a_png_of_the_documented_size_with_or_without_mist
 
 def test_gradcheck_rows_group_the_logged_metrics_by_layer_alone_before_end_to_end():
     metrics = {
-        "gradcheck/model/0.linear.W/rel_error": 3e-9, "gradcheck/model/0.linear.W/max_abs_diff": 2e-11,
-        "gradcheck/2.linear.W/rel_error": 2e-3, "gradcheck/2.linear.W/max_abs_diff": 0.1,
-        "gradcheck/0.linear.W/rel_error": 1e-10, "gradcheck/0.linear.W/max_abs_diff": 1e-12,
-        "gradcheck/loss.mse.pred/rel_error": 0.0, "gradcheck/loss.mse.pred/max_abs_diff": 0.0,
-        "gradcheck/1.relu.x/rel_error": 1e-11, "gradcheck/1.relu.x/max_abs_diff": 1e-13,
-        "gradcheck/0.linear.x/rel_error": 2e-11, "gradcheck/0.linear.x/max_abs_diff": 1e-13,
-        "gradcheck/max_rel_error": 2e-3, "gradcheck/model/max_rel_error": 3e-9, "gradcheck/kinks_skipped": 0,
-        "train/loss": 1.0, "gradcheck/0.linear.W/rel_error_no_stat": 1.0,
+        "gradcheck/model/0.linear.W/rel_error": 3e-9,
+        "gradcheck/model/0.linear.W/max_abs_diff": 2e-11,
+        "gradcheck/2.linear.W/rel_error": 2e-3,
+        "gradcheck/2.linear.W/max_abs_diff": 0.1,
+        "gradcheck/0.linear.W/rel_error": 1e-10,
+        "gradcheck/0.linear.W/max_abs_diff": 1e-12,
+        "gradcheck/loss.mse.pred/rel_error": 0.0,
+        "gradcheck/loss.mse.pred/max_abs_diff": 0.0,
+        "gradcheck/1.relu.x/rel_error": 1e-11,
+        "gradcheck/1.relu.x/max_abs_diff": 1e-13,
+        "gradcheck/0.linear.x/rel_error": 2e-11,
+        "gradcheck/0.linear.x/max_abs_diff": 1e-13,
+        "gradcheck/max_rel_error": 2e-3,
+        "gradcheck/model/max_rel_error": 3e-9,
+        "gradcheck/kinks_skipped": 0,
+        "train/loss": 1.0,
+        "gradcheck/0.linear.W/rel_error_no_stat": 1.0,
     }
     rows = figures.gradcheck_rows(metrics)
-    assert [r["metric"] for r in rows] == ["0.linear.x", "0.linear.W", "model/0.linear.W", "1.relu.x", "2.linear.W", "loss.mse.pred"]
+    assert [r["metric"] for r in rows] == [
+        "0.linear.x",
+        "0.linear.W",
+        "model/0.linear.W",
+        "1.relu.x",
+        "2.linear.W",
+        "loss.mse.pred",
+    ]
     assert [(r["layer"], r["array"], r["check"]) for r in rows][:3] == [
-        ("0.linear", "x", "alone"), ("0.linear", "W", "alone"), ("0.linear", "W", "end to end")]
+        ("0.linear", "x", "alone"),
+        ("0.linear", "W", "alone"),
+        ("0.linear", "W", "end to end"),
+    ]
     assert rows[-1]["layer"] == "loss.mse" and rows[-1]["rel_error"] == 0.0
 
 
 def test_gradcheck_table_and_bar_chart(tmp_path):
-    rows = figures.gradcheck_rows({
-        "gradcheck/0.linear.x/rel_error": 3e-9, "gradcheck/0.linear.x/max_abs_diff": 2e-11,
-        "gradcheck/0.linear.b/rel_error": 0.0, "gradcheck/0.linear.b/max_abs_diff": 1e-12,
-        "gradcheck/model/2.linear.W/rel_error": 2e-3, "gradcheck/model/2.linear.W/max_abs_diff": 0.1,
-    })
+    rows = figures.gradcheck_rows(
+        {
+            "gradcheck/0.linear.x/rel_error": 3e-9,
+            "gradcheck/0.linear.x/max_abs_diff": 2e-11,
+            "gradcheck/0.linear.b/rel_error": 0.0,
+            "gradcheck/0.linear.b/max_abs_diff": 1e-12,
+            "gradcheck/model/2.linear.W/rel_error": 2e-3,
+            "gradcheck/model/2.linear.W/max_abs_diff": 0.1,
+        }
+    )
     table = figures.gradcheck_table(rows, 1e-6, {"0.linear.x": (4, 8), "0.linear.b": (8,)})
     assert table["metric"].tolist() == ["0.linear.x", "0.linear.b", "model/2.linear.W"]
     assert table["shape"].tolist() == ["4x8", "8", "-"]
@@ -155,8 +180,13 @@ def test_model_summary_lists_layers_shapes_and_parameter_counts():
     from runner.core.model import build_model, mlp_layers
     from runner.plugins.discovery import load_registry
 
-    model = build_model(mlp_layers([5], "relu", None, {}), load_registry(), Meta("t", (4,), 3, "classification"),
-                        np.random.default_rng(0), np.float32)
+    model = build_model(
+        mlp_layers([5], "relu", None, {}),
+        load_registry(),
+        Meta("t", (4,), 3, "classification"),
+        np.random.default_rng(0),
+        np.float32,
+    )
     text = figures.model_summary(model, "float32")
     assert text.splitlines()[0] == "model 4-5-3: 3 layers, 43 trainable parameters (float32)"
     assert "W 4x5, b 5" in text and "W 5x3, b 3" in text and "total: 43 parameters" in text

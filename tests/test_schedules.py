@@ -1,4 +1,5 @@
 """Learning-rate schedules and gradient clipping: formulas, PyTorch where it has the same thing, and a real run."""
+
 import math
 import re
 
@@ -51,14 +52,17 @@ def test_schedules_match_pytorch():
     np.testing.assert_allclose(lrs("cosine", min_lr=0.001), cos, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name, options, key", [
-    ("step", {"step_size": 0}, "schedule.step_size"),
-    ("step", {"gamma": 2}, "schedule.gamma"),
-    ("cosine", {"min_lr": 1.0}, "schedule.min_lr"),
-    ("linear_warmup", {"warmup": -1}, "schedule.warmup"),
-    ("cosine", {"warmupp": 3}, "schedule (cosine)"),
-    ("exponential", {}, "schedule.name: unknown schedule 'exponential'"),
-])
+@pytest.mark.parametrize(
+    "name, options, key",
+    [
+        ("step", {"step_size": 0}, "schedule.step_size"),
+        ("step", {"gamma": 2}, "schedule.gamma"),
+        ("cosine", {"min_lr": 1.0}, "schedule.min_lr"),
+        ("linear_warmup", {"warmup": -1}, "schedule.warmup"),
+        ("cosine", {"warmupp": 3}, "schedule (cosine)"),
+        ("exponential", {}, "schedule.name: unknown schedule 'exponential'"),
+    ],
+)
 def test_bad_schedule_options_name_the_key(name, options, key):
     with pytest.raises(RunnerError, match=re.escape(key)):
         make_schedule(name, 0.1, 100, options)

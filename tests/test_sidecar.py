@@ -1,5 +1,6 @@
 """MLflow in a process of its own (runner.sidecar): the run's process never imports it, nothing is lost,
 Ctrl-C to the whole terminal group is still recorded, a failing store is one clear line."""
+
 import os
 import re
 import signal
@@ -11,14 +12,24 @@ from conftest import PLUGIN_SWITCHES, SHARED_DATA, Run, run_cli
 
 
 def env():
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", "PYTHONPROFILEIMPORTTIME", *PLUGIN_SWITCHES)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", "PYTHONPROFILEIMPORTTIME", *PLUGIN_SWITCHES)
+    }
     env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
     return env
 
 
 def test_the_run_process_never_imports_mlflow_and_everything_is_recorded(tmp_path):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "+experiment=iris"], cwd=tmp_path, env=env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", "+experiment=iris"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
     assert "runner.run.task" in imported and "numpy" in imported  # -X importtime reports this process's imports
@@ -43,9 +54,15 @@ def test_the_in_process_client_still_records_everything(tmp_path):
 
 
 def test_ctrl_c_reaches_the_whole_group_and_the_run_is_still_recorded_killed(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "+experiment=mnist", "trainer.iterations=2200", "threads=1"],
-                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group, as a terminal's foreground job
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "+experiment=mnist", "trainer.iterations=2200", "threads=1"],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, as a terminal's foreground job
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -65,7 +82,9 @@ def test_ctrl_c_reaches_the_whole_group_and_the_run_is_still_recorded_killed(tmp
         raise AssertionError("a process of the run's group is still alive a minute after it ended")
     run = Run(subprocess.CompletedProcess([], 130, "".join(seen), ""), tmp_path).only_run("mnist")
     assert run.info.status == "KILLED" and "SIGINT" in run.data.tags["runner.error"]
-    assert "checkpoints/checkpoint.npz" in {a.path for a in Run(None, tmp_path).client().list_artifacts(run.info.run_id, "checkpoints")}
+    assert "checkpoints/checkpoint.npz" in {
+        a.path for a in Run(None, tmp_path).client().list_artifacts(run.info.run_id, "checkpoints")
+    }
 
 
 def test_a_store_the_sidecar_cannot_use_is_one_clear_line_and_stops_the_run(tmp_path):

@@ -1,6 +1,7 @@
 """Real runs (``python -m runner`` in a subprocess) tell their story in MLflow: pictures, tables,
 the model summary, the dataset inputs, and a pyfunc model that loads back and predicts like the
 trained network."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -66,8 +67,17 @@ def check_story(result, experiment: str, tmp_path: Path, monkeypatch, images: bo
     assert "runner.report.failed" not in run.data.tags
     assert "Downloading artifacts" not in result.proc.stderr
 
-    expected = {"plots/training_curves.png", "plots/confusion_matrix.png", "plots/gradcheck.png", "tables/gradcheck.csv",
-                "tables/gradcheck.md", "tables/per_class.csv", "tables/per_class.md", "summary.txt", "model.npz"}
+    expected = {
+        "plots/training_curves.png",
+        "plots/confusion_matrix.png",
+        "plots/gradcheck.png",
+        "tables/gradcheck.csv",
+        "tables/gradcheck.md",
+        "tables/per_class.csv",
+        "tables/per_class.md",
+        "summary.txt",
+        "model.npz",
+    }
     if images:
         expected.add("plots/misclassified.png")
     logged = artifacts(client, run_id)
@@ -89,7 +99,11 @@ def check_story(result, experiment: str, tmp_path: Path, monkeypatch, images: bo
     alone = gradcheck[gradcheck["check"] == "alone"]
     assert {"x", "W", "b"} <= set(alone["array"])  # each layer's d(input) and parameters, alone
     assert gradcheck["layer"].iloc[-1].startswith("loss.")  # the loss alone, after the layers
-    end_to_end = [m for m in run.data.metrics if m.startswith("gradcheck/model/") and m.endswith("/rel_error") and m != "gradcheck/model/max_rel_error"]
+    end_to_end = [
+        m
+        for m in run.data.metrics
+        if m.startswith("gradcheck/model/") and m.endswith("/rel_error") and m != "gradcheck/model/max_rel_error"
+    ]
     assert len(gradcheck[gradcheck["check"] == "end to end"]) == len(end_to_end) > 0
     per_class = pd.read_csv(tables / "per_class.csv")
     assert per_class["class"].tolist() == [*classes, "macro average"]

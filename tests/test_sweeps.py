@@ -1,4 +1,5 @@
 """Sweeps as users run them: real Hydra multiruns in subprocesses, recorded in a real MLflow store."""
+
 import math
 import os
 import signal
@@ -59,8 +60,14 @@ def test_grid_with_joblib_two_at_a_time(runner_cli):
 
 
 def test_eight_jobs_four_in_parallel_on_a_fresh_store_lose_nothing(runner_cli):
-    result = runner_cli("--multirun", "+experiment=iris_binary", "trainer.iterations=200", "seed=0,1,2,3,4,5,6,7",
-                        "hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
+    result = runner_cli(
+        "--multirun",
+        "+experiment=iris_binary",
+        "trainer.iterations=200",
+        "seed=0,1,2,3,4,5,6,7",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+    )
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     _, children = children_and_parent(result, "iris_binary")
     assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
@@ -90,8 +97,15 @@ def test_a_failing_job_does_not_sink_the_sweep(runner_cli):
 
 
 def test_optuna_search_with_a_diverging_trial_goes_on_and_continues(runner_cli):
-    args = ("--multirun", "+experiment=iris", "hparams_search=mnist_optuna", "trainer.epochs=5",
-            "hydra.sweeper.n_trials=5", "optimizer.lr=choice(0.05,1e30)", "model.hidden=choice([8],[16])")
+    args = (
+        "--multirun",
+        "+experiment=iris",
+        "hparams_search=mnist_optuna",
+        "trainer.epochs=5",
+        "hydra.sweeper.n_trials=5",
+        "optimizer.lr=choice(0.05,1e30)",
+        "model.hidden=choice([8],[16])",
+    )
     result = runner_cli(*args)
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     parents, children = children_and_parent(result, "iris")
@@ -107,21 +121,39 @@ def test_optuna_search_with_a_diverging_trial_goes_on_and_continues(runner_cli):
     assert len(states) == 5 and "FAIL" in states and "COMPLETE" in states
     again = run_cli(result.cwd, *args[:-3], "hydra.sweeper.n_trials=2", *args[-2:])  # the study goes on
     assert again.proc.returncode == 0, again.proc.stderr[-3000:]
-    assert len(optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}").trials) == 7
+    assert (
+        len(optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}").trials) == 7
+    )
 
 
 def test_results_table_matches_the_store(runner_cli, tmp_path):
     result = runner_cli(*GRID)
     parent, children = assert_summarised_grid(result)
-    out = subprocess.run([sys.executable, "-m", "runner.results", "--sweep", parent.info.run_id, "--sort", "val/accuracy",
-                          "--csv", str(tmp_path / "t.csv")], cwd=result.cwd, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runner.results",
+            "--sweep",
+            parent.info.run_id,
+            "--sort",
+            "val/accuracy",
+            "--csv",
+            str(tmp_path / "t.csv"),
+        ],
+        cwd=result.cwd,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(tmp_path / "t.csv")
     assert len(table) == 4 and set(table["run_id"]) == {c.info.run_id for c in children}
     assert {"optimizer.lr", "model.hidden"} <= set(table.columns) and "seed" not in table.columns  # only what varies
     assert list(table["val/accuracy"]) == sorted((c.data.metrics["val/accuracy"] for c in children), reverse=True)
     assert children[0].info.run_id in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "runner.results", "--sort", "nope"], cwd=result.cwd, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "runner.results", "--sort", "nope"], cwd=result.cwd, capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "--sort 'nope': no such column" in bad.stderr
 
 
@@ -137,9 +169,28 @@ def mlflow_server(tmp_path):
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -176,7 +227,9 @@ def test_grid_with_joblib_against_a_tracking_server(runner_cli, mlflow_server):
 
 def test_grid_with_submitit_local_the_slurm_launcher_on_one_machine(runner_cli):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
-    result = runner_cli("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "hydra/launcher=submitit_local")
+    result = runner_cli(
+        "--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "hydra/launcher=submitit_local"
+    )
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     parents, children = children_and_parent(result, "iris")
     assert len(parents) == 1 and sorted(c.data.params["optimizer.lr"] for c in children) == ["0.01", "0.1"]
@@ -209,12 +262,16 @@ def test_an_interrupted_sweep_resumes_skipping_finished_jobs(tmp_path):
     parents, children = children_and_parent(resumed, "mnist")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     finished = sorted(c.data.tags["runner.job.overrides"] for c in children if c.info.status == "FINISHED")
-    assert finished == [f"+experiment=mnist trainer.iterations=1100 dataset.val_size=1000 optimizer.lr={lr}" for lr in ("0.05", "0.1", "0.2")]
+    assert finished == [
+        f"+experiment=mnist trainer.iterations=1100 dataset.val_size=1000 optimizer.lr={lr}" for lr in ("0.05", "0.1", "0.2")
+    ]
     summary = pd.read_csv(resumed.client().download_artifacts(parents[0].info.run_id, "summary.csv"))
     assert sorted(summary.loc[summary["status"] == "FINISHED", "job"]) == [0, 1, 2]
     assert list(summary["job"]) == [0, 1, 2] and parents[0].data.metrics["sweep/failed"] == 0  # each job once
     replaced = [c for c in children if "runner.superseded_by" in c.data.tags]  # job 1's first attempt, if it was not resumed
-    assert all(c.data.tags["runner.superseded_by"] in {f.info.run_id for f in children if f.info.status == "FINISHED"} for c in replaced)
+    assert all(
+        c.data.tags["runner.superseded_by"] in {f.info.run_id for f in children if f.info.status == "FINISHED"} for c in replaced
+    )
 
 
 def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_each_job_once(tmp_path):
@@ -224,19 +281,39 @@ def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_ea
 
     from test_reliability import histories, signal_in_training
 
-    grid = ["+experiment=iris", "trainer.epochs=400", "trainer.log_every=1", "report.enabled=false", "threads=1",
-            "optimizer.lr=0.01,0.1", "model.hidden=[8],[16]"]
+    grid = [
+        "+experiment=iris",
+        "trainer.epochs=400",
+        "trainer.log_every=1",
+        "report.enabled=false",
+        "threads=1",
+        "optimizer.lr=0.01,0.1",
+        "model.hidden=[8],[16]",
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
     env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "--multirun", *grid], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "--multirun", *grid],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines = []
     for line in proc.stdout:  # job 1 starts
         lines.append(line)
         if "#1 :" in line:
             break
-    output = "".join(lines) + signal_in_training(proc, "epoch 220/400", [-proc.pid], signal.SIGTERM, tmp_path,
-                                                 checkpoints="outputs/sweeps/*/*/1/checkpoints/checkpoint.npz")
+    output = "".join(lines) + signal_in_training(
+        proc,
+        "epoch 220/400",
+        [-proc.pid],
+        signal.SIGTERM,
+        tmp_path,
+        checkpoints="outputs/sweeps/*/*/1/checkpoints/checkpoint.npz",
+    )
     assert proc.returncode == 143, output[-3000:]
     interrupted = Run(None, tmp_path)
     [parent] = [r for r in interrupted.runs("iris") if r.data.tags.get("runner.sweep") == "parent"]
@@ -244,7 +321,9 @@ def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_ea
     killed = {int(r.data.tags["runner.job.num"]): r for r in interrupted.runs("iris") if "mlflow.parentRunId" in r.data.tags}
     assert sorted(killed) == [0, 1] and killed[0].info.status == "FINISHED" and killed[1].info.status == "KILLED"
     # the job's message continues the sweep, not the job alone; the command works as printed
-    [command] = [line.split("continue the sweep with: ", 1)[1].strip() for line in output.splitlines() if "continue the sweep with" in line]
+    [command] = [
+        line.split("continue the sweep with: ", 1)[1].strip() for line in output.splitlines() if "continue the sweep with" in line
+    ]
     assert command.startswith("python -m runner --multirun ") and command.endswith(f" +resume_sweep={parent_id}")
     assert "+resume=" not in output and " optimizer.lr=0.01,0.1 'model.hidden=[8],[16]' " in command
     assert f"continue it with: {command}" in output  # the sweep's own last word, and its parent's runner.error
@@ -260,7 +339,9 @@ def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_ea
     by_job = {int(c.data.tags["runner.job.num"]): c for c in children}
     assert sorted(by_job) == [0, 1, 2, 3] and all(c.info.status == "FINISHED" for c in children)
     assert by_job[1].info.run_id == killed[1].info.run_id  # the same child, continued from its checkpoint
-    assert int(by_job[1].data.tags["runner.resumed_after_step"]) >= 1320 and "SIGTERM" in by_job[1].data.tags["runner.interrupted"]
+    assert (
+        int(by_job[1].data.tags["runner.resumed_after_step"]) >= 1320 and "SIGTERM" in by_job[1].data.tags["runner.interrupted"]
+    )
     client = resumed.client()
     summary = pd.read_csv(client.download_artifacts(parent_id, "summary.csv"))
     assert list(summary["job"]) == [0, 1, 2, 3] and set(summary["status"]) == {"FINISHED"}
@@ -268,7 +349,15 @@ def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_ea
 
     # job 1's histories are those of the same run never interrupted
     (tmp_path / "ref").mkdir()
-    reference = run_cli(tmp_path / "ref", "+experiment=iris", "trainer.epochs=400", "trainer.log_every=1", "report.enabled=false",
-                        "threads=1", "optimizer.lr=0.01", "model.hidden=[16]")
+    reference = run_cli(
+        tmp_path / "ref",
+        "+experiment=iris",
+        "trainer.epochs=400",
+        "trainer.log_every=1",
+        "report.enabled=false",
+        "threads=1",
+        "optimizer.lr=0.01",
+        "model.hidden=[16]",
+    )
     assert reference.proc.returncode == 0, reference.proc.stderr[-2000:]
     assert histories(client, by_job[1].info.run_id) == histories(reference.client(), reference.only_run("iris").info.run_id)

@@ -9,6 +9,7 @@ docs/screenshots/ (the README's pictures) with ``RUNNER_UPDATE_SCREENSHOTS=1``.
 Needs ``apt-get install chromium`` and ``pip install playwright`` (.ci/run installs both; never
 ``playwright install``, which downloads a browser of its own); skipped without them.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,13 +30,23 @@ import pytest
 from conftest import ROOT
 
 CHROMIUM = Path(os.environ.get("RUNNER_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 #: the UI's "Model training" view (MLflow 3 opens on GenAI otherwise) and no assistant panel over the page
 VIEW = "?workflowType=machine_learning"
-NO_ASSISTANT = ("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-                "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+NO_ASSISTANT = (
+    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+)
 TIMEOUT_MS = 60_000  # the single-page app renders after its bundles load: wait for text, not for a fixed time
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -56,9 +67,25 @@ def mlflow_server(store: str, cwd: Path, log: Path):
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -151,7 +178,9 @@ def test_the_mlflow_ui_shows_the_run_its_metrics_model_and_artifacts(runner_cli,
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
             page.get_by_text("training_curves.png", exact=True).first.click()
             preview = page.locator("img").filter(visible=True)
-            page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth === 1200)", timeout=TIMEOUT_MS)
+            page.wait_for_function(
+                "() => [...document.images].some(i => i.complete && i.naturalWidth === 1200)", timeout=TIMEOUT_MS
+            )
             assert preview.count() >= 1
             screenshot(page, shots, "artifacts-page.png")
         finally:

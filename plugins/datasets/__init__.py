@@ -1,4 +1,5 @@
 """Built-in datasets: MNIST, Fashion-MNIST, Iris, two synthetic regression sets and the spirals."""
+
 from __future__ import annotations
 
 from runner.api import PluginSpec, hookimpl

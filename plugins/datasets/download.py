@@ -3,6 +3,7 @@
 The file is streamed to ``<dest>.part`` next to ``dest``, checked against its known
 digests, then renamed; a failed mirror's ``.part`` is deleted before the next is tried.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -44,9 +45,7 @@ def check_url(url: str) -> None:
         return
     if parts.scheme == "http" and _is_loopback(parts.hostname):
         return
-    raise RunnerError(
-        f"mirror {url!r}: only https URLs are allowed (plain http only to localhost/127.0.0.1/::1)"
-    )
+    raise RunnerError(f"mirror {url!r}: only https URLs are allowed (plain http only to localhost/127.0.0.1/::1)")
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -103,9 +102,7 @@ def download(
             part.unlink(missing_ok=True)
         log.warning("download of %s failed: %s", url, problem)
         failures.append(f"{url}: {problem}")
-    raise RunnerError(
-        f"cannot download {filename} to {dest.parent}: all {len(urls)} mirrors failed: " + "; ".join(failures)
-    )
+    raise RunnerError(f"cannot download {filename} to {dest.parent}: all {len(urls)} mirrors failed: " + "; ".join(failures))
 
 
 def _describe(e: BaseException) -> str:

@@ -3,6 +3,7 @@
 Layout: two zero bytes, a dtype code, the number of dimensions, then one
 big-endian uint32 per dimension, then the data in C order, big-endian.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -47,9 +48,7 @@ def parse_idx(data: bytes, path: Path, ndim: int | None = None) -> np.ndarray:
         raise RunnerError(f"{path}: not an IDX file: {len(data)} bytes, shorter than the 4-byte magic number")
     zero, code, dims = data[:2], data[2], data[3]
     if zero != b"\x00\x00":
-        raise RunnerError(
-            f"{path}: not an IDX file: magic number {data[:4].hex()} does not start with 0000"
-        )
+        raise RunnerError(f"{path}: not an IDX file: magic number {data[:4].hex()} does not start with 0000")
     if code not in DTYPES:
         known = ", ".join(f"0x{c:02x}" for c in DTYPES)
         raise RunnerError(f"{path}: unknown IDX dtype code 0x{code:02x} (known: {known})")
@@ -67,8 +66,7 @@ def parse_idx(data: bytes, path: Path, ndim: int | None = None) -> np.ndarray:
         records = f"{shape[0]} records" if shape else "a scalar"
         of = f" of {'x'.join(map(str, shape[1:]))}" if len(shape) > 1 else ""
         raise RunnerError(
-            f"{path}: {what}: header says {records}{of} {dtype.name} ({expected} bytes of data), "
-            f"file holds {held} bytes of data"
+            f"{path}: {what}: header says {records}{of} {dtype.name} ({expected} bytes of data), file holds {held} bytes of data"
         )
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
 

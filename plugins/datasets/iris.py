@@ -3,6 +3,7 @@
 The CSV ships with this package. Splits are stratified by species and seeded: by ``split_seed``
 when given (a fixed split whatever the run's seed), else by the run's seed.
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -50,8 +51,7 @@ class IrisDataset(Dataset):
                 raise RunnerError(f"{key}: expected a number in [0, 1), got {value!r}")
         if val_fraction + test_fraction >= 1:
             raise RunnerError(
-                f"val_fraction + test_fraction: expected less than 1 to leave training data, "
-                f"got {val_fraction} + {test_fraction}"
+                f"val_fraction + test_fraction: expected less than 1 to leave training data, got {val_fraction} + {test_fraction}"
             )
         if not isinstance(standardize, bool):
             raise RunnerError(f"standardize: expected true or false, got {standardize!r}")

@@ -5,6 +5,7 @@ directory), then system copies (Debian's ``/usr/share/datasets/fashion-mnist/``)
 else a download into ``<data_dir>/<name>/``. A seeded permutation of the 60000
 training images gives val (``val_size``) and train; test is the t10k files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,12 +51,20 @@ MNIST = Flavour(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
     # (md5 of the public mirrors' .gz, sha256 of the decompressed IDX)
-    digests=_digests({
-        TRAIN_IMAGES: ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        TRAIN_LABELS: ("d53e105ee54ea40749a09fcbcd1e9432", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        TEST_IMAGES: ("9fb629c4189551a2d022fa330f9573f3", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        TEST_LABELS: ("ec29112dd5afa0611ce80d1b7f02629c", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-    }),
+    digests=_digests(
+        {
+            TRAIN_IMAGES: (
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            ),
+            TRAIN_LABELS: (
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            ),
+            TEST_IMAGES: ("9fb629c4189551a2d022fa330f9573f3", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+            TEST_LABELS: ("ec29112dd5afa0611ce80d1b7f02629c", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        }
+    ),
 )
 
 FASHION_MNIST = Flavour(
@@ -64,12 +73,20 @@ FASHION_MNIST = Flavour(
     mirrors=("https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",),
     # The sha256s are those of Debian's dataset-fashion-mnist copy (recompressed .gz; its
     # decompressed md5s equal upstream's f4a8712d..., 9018921c..., 8181f547..., 15d48437...).
-    digests=_digests({
-        TRAIN_IMAGES: ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-        TRAIN_LABELS: ("25c81989df183df01b3e8a0aad5dffbe", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-        TEST_IMAGES: ("bef4ecab320f06d8554ea6380940ec79", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-        TEST_LABELS: ("bb300cfdad3c16e7a12a480ee83cd310", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
-    }),
+    digests=_digests(
+        {
+            TRAIN_IMAGES: (
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            ),
+            TRAIN_LABELS: (
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            ),
+            TEST_IMAGES: ("bef4ecab320f06d8554ea6380940ec79", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+            TEST_LABELS: ("bb300cfdad3c16e7a12a480ee83cd310", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        }
+    ),
     system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
 )
 
@@ -113,9 +130,7 @@ class MnistDataset(Dataset):
         train_x, train_y = self._read_pair(home, TRAIN_IMAGES, TRAIN_LABELS)
         test_x, test_y = self._read_pair(home, TEST_IMAGES, TEST_LABELS)
         if self.val_size >= len(train_x):
-            raise RunnerError(
-                f"val_size: {self.val_size} leaves no training images (the training files hold {len(train_x)})"
-            )
+            raise RunnerError(f"val_size: {self.val_size} leaves no training images (the training files hold {len(train_x)})")
         order = np.random.default_rng(context.seed).permutation(len(train_x))
         val, train = order[: self.val_size], order[self.val_size :]
         dtype = context.dtype

@@ -4,6 +4,7 @@ Each split (and the regression teacher) draws from its own stream spawned from
 ``context.seed``, so changing one split's size leaves the others unchanged.
 Noise is added to train and val only: the test targets are the exact function.
 """
+
 from __future__ import annotations
 
 import numpy as np

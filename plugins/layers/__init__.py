@@ -1,4 +1,5 @@
 """Built-in layers. Each keeps what its backward needs; inputs are (batch, *shape), float32 stays float32."""
+
 from runner.api import PluginSpec, hookimpl
 
 from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Swish, Tanh
@@ -8,8 +9,23 @@ from .normalization import BatchNorm, LayerNorm
 from .shape import Flatten
 
 __all__ = [
-    "BatchNorm", "Dropout", "ELU", "Flatten", "GELU", "INITS", "Identity", "LayerNorm", "LeakyReLU", "Linear",
-    "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Swish", "Tanh",
+    "BatchNorm",
+    "Dropout",
+    "ELU",
+    "Flatten",
+    "GELU",
+    "INITS",
+    "Identity",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "ReLU",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Swish",
+    "Tanh",
 ]
 
 

@@ -2,6 +2,7 @@
 
 Scalars in the math are Python floats on purpose: a NumPy float64 scalar would upcast float32 arrays.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Inverted dropout: randomness from the layer's own generator, replayable by the gradient check."""
+
 from __future__ import annotations
 
 import numpy as np

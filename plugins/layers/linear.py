@@ -1,4 +1,5 @@
 """The fully connected layer and its initializers."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,9 @@ INITS = {
     "normal": lambda rng, n_in, n_out, std: std * rng.standard_normal((n_in, n_out)),
     "uniform_centered": lambda rng, n_in, n_out, std: rng.uniform(-0.5, 0.5, (n_in, n_out)),
     "scaled_uniform": lambda rng, n_in, n_out, std: 0.001 * rng.uniform(0.0, 1.0, (n_in, n_out)),
-    "xavier_uniform": lambda rng, n_in, n_out, std: rng.uniform(-math.sqrt(6.0 / (n_in + n_out)), math.sqrt(6.0 / (n_in + n_out)), (n_in, n_out)),
+    "xavier_uniform": lambda rng, n_in, n_out, std: rng.uniform(
+        -math.sqrt(6.0 / (n_in + n_out)), math.sqrt(6.0 / (n_in + n_out)), (n_in, n_out)
+    ),
     "xavier_normal": lambda rng, n_in, n_out, std: math.sqrt(2.0 / (n_in + n_out)) * rng.standard_normal((n_in, n_out)),
     "he_uniform": lambda rng, n_in, n_out, std: rng.uniform(-math.sqrt(6.0 / n_in), math.sqrt(6.0 / n_in), (n_in, n_out)),
     "he_normal": lambda rng, n_in, n_out, std: math.sqrt(2.0 / n_in) * rng.standard_normal((n_in, n_out)),

@@ -1,4 +1,5 @@
 """Batch and layer normalisation."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Validation of layer options and input shapes, with errors that name the option."""
+
 from __future__ import annotations
 
 import math

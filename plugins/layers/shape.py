@@ -1,4 +1,5 @@
 """Layers that only move data around."""
+
 from __future__ import annotations
 
 import math

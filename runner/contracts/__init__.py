@@ -15,6 +15,7 @@ says what its check proves; each failure names the array, the mode and the figur
 themselves are not collected (``__test__ = False``); every subclass is (``__init_subclass__``).
 Modelled on chainer's ``FunctionTestCase``.
 """
+
 from runner.contracts.dataset import DatasetContract
 from runner.contracts.layer import LayerContract
 from runner.contracts.loss import LossContract

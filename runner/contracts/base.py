@@ -1,4 +1,5 @@
 """What the four contracts share."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,6 @@ import types
 from typing import Any, Callable
 
 import numpy as np
-
 
 
 #: Two computations of the same float64 value (another memory layout, a batch of one) may differ by this much.
@@ -32,7 +32,9 @@ class _Contract:
     def make(self):
         """A new plugin object: ``factory(**options)``."""
         if self.factory is None:
-            raise TypeError(f"{type(self).__name__}: set the class attribute factory (your plugin class, or a function returning one)")
+            raise TypeError(
+                f"{type(self).__name__}: set the class attribute factory (your plugin class, or a function returning one)"
+            )
         return self.factory(**self.options)
 
 

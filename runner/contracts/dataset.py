@@ -1,4 +1,5 @@
 """DatasetContract: what every dataset plugin must do."""
+
 from __future__ import annotations
 
 import numbers
@@ -74,7 +75,9 @@ class DatasetContract(_Contract):
                 x = getattr(splits, name).x
                 where = f"{dtype}: {name}.x"
                 assert isinstance(x, np.ndarray), f"{where} is {type(x).__name__}"
-                assert x.shape[1:] == tuple(splits.meta.input_shape), f"{where} has shape {x.shape}; meta.input_shape is {splits.meta.input_shape}"
+                assert x.shape[1:] == tuple(splits.meta.input_shape), (
+                    f"{where} has shape {x.shape}; meta.input_shape is {splits.meta.input_shape}"
+                )
                 assert x.dtype == dtype, f"{where} is {x.dtype}; expected the context's dtype"
                 assert np.all(np.isfinite(x)), f"{where} has {np.sum(~np.isfinite(x))} non-finite values"
 
@@ -87,16 +90,22 @@ class DatasetContract(_Contract):
         for name in ("train", "val", "test"):
             x, y = getattr(splits, name).x, getattr(splits, name).y
             where = f"{name}.y ({meta.task})"
-            assert isinstance(y, np.ndarray) and len(y) == len(x), f"{where}: {type(y).__name__} of {len(y)} entries for {len(x)} samples"
+            assert isinstance(y, np.ndarray) and len(y) == len(x), (
+                f"{where}: {type(y).__name__} of {len(y)} entries for {len(x)} samples"
+            )
             if meta.task == "regression":
                 assert np.issubdtype(y.dtype, np.floating) and y.shape == (len(x), meta.output_size), (
-                    f"{where}: {y.dtype} {y.shape}; expected floats of shape {(len(x), meta.output_size)}")
+                    f"{where}: {y.dtype} {y.shape}; expected floats of shape {(len(x), meta.output_size)}"
+                )
             elif meta.task in ("classification", "binary"):
                 classes = 2 if meta.task == "binary" else meta.output_size
                 assert (np.issubdtype(y.dtype, np.integer) or y.dtype == bool) and y.shape == (len(x),), (
-                    f"{where}: {y.dtype} {y.shape}; expected integer labels of shape {(len(x),)}")
+                    f"{where}: {y.dtype} {y.shape}; expected integer labels of shape {(len(x),)}"
+                )
                 if len(y):
-                    assert 0 <= y.min() and y.max() < classes, f"{where}: labels from {y.min()} to {y.max()}; expected 0 to {classes - 1}"
+                    assert 0 <= y.min() and y.max() < classes, (
+                        f"{where}: labels from {y.min()} to {y.max()}; expected 0 to {classes - 1}"
+                    )
 
     def test_train_split_is_not_empty(self, tmp_path):
         """The training split has samples."""
@@ -115,10 +124,15 @@ class DatasetContract(_Contract):
         if not self.seed_changes_splits:
             return
         first, other = self.splits(tmp_path), self.splits(tmp_path, seed=self.other_seed)
-        same = all(np.array_equal(getattr(getattr(first, name), field), getattr(getattr(other, name), field))
-                   for name in ("train", "val", "test") for field in ("x", "y"))
-        assert not same, (f"seeds {self.seed} and {self.other_seed} give identical splits; use context.seed, or declare "
-                          f"seed_changes_splits = False for a dataset that is fixed")
+        same = all(
+            np.array_equal(getattr(getattr(first, name), field), getattr(getattr(other, name), field))
+            for name in ("train", "val", "test")
+            for field in ("x", "y")
+        )
+        assert not same, (
+            f"seeds {self.seed} and {self.other_seed} give identical splits; use context.seed, or declare "
+            f"seed_changes_splits = False for a dataset that is fixed"
+        )
 
     def test_meta_describes_the_task(self, tmp_path):
         """meta has a name, input_shape a tuple of positive ints, output_size a positive int, task one
@@ -128,13 +142,17 @@ class DatasetContract(_Contract):
         assert isinstance(meta.name, str) and meta.name, f"meta.name = {meta.name!r}"
         shape = meta.input_shape
         assert isinstance(shape, tuple) and shape and all(isinstance(n, numbers.Integral) and n > 0 for n in shape), (
-            f"meta.input_shape = {shape!r}; expected a tuple of positive ints")
+            f"meta.input_shape = {shape!r}; expected a tuple of positive ints"
+        )
         assert isinstance(meta.output_size, numbers.Integral) and meta.output_size > 0, f"meta.output_size = {meta.output_size!r}"
         assert meta.task in TASKS, f"meta.task = {meta.task!r}; expected one of {', '.join(TASKS)}"
         if meta.task == "binary":
             assert meta.output_size == 1, f"meta.output_size = {meta.output_size} for a binary task; expected 1 (one output)"
         assert isinstance(meta.classes, tuple) and all(isinstance(c, str) for c in meta.classes), (
-            f"meta.classes = {meta.classes!r}; expected a tuple of strings")
+            f"meta.classes = {meta.classes!r}; expected a tuple of strings"
+        )
         if meta.classes and meta.task != "regression":
             expected = 2 if meta.task == "binary" else meta.output_size
-            assert len(meta.classes) == expected, f"{len(meta.classes)} classes {meta.classes}; expected {expected} for {meta.task}"
+            assert len(meta.classes) == expected, (
+                f"{len(meta.classes)} classes {meta.classes}; expected {expected} for {meta.task}"
+            )

@@ -1,4 +1,5 @@
 """LayerContract: what every layer plugin must do."""
+
 from __future__ import annotations
 
 import copy
@@ -141,10 +142,12 @@ class LayerContract(_Contract):
         for training in self.training_modes:
             layer, out = self.built()
             assert isinstance(out, tuple) and all(isinstance(n, numbers.Integral) for n in out), (
-                f"build returned {out!r}; expected the output shape of one sample, a tuple of ints")
+                f"build returned {out!r}; expected the output shape of one sample, a tuple of ints"
+            )
             y = layer.forward(self.sample(self.batch), training=training)
             assert y.shape == (self.batch, *out), (
-                f"{_mode(training)}: forward gave shape {y.shape}; build returned {out}, so expected {(self.batch, *out)}")
+                f"{_mode(training)}: forward gave shape {y.shape}; build returned {out}, so expected {(self.batch, *out)}"
+            )
 
     def test_forward_leaves_its_input_unchanged(self):
         """Neither forward nor backward writes into x (the previous layer may keep it for its own
@@ -254,7 +257,9 @@ class LayerContract(_Contract):
         assert set(layer.grads) == set(layer.params), f"grads has keys {sorted(layer.grads)}, params {sorted(layer.params)}"
         for key, p in layer.params.items():
             g = layer.grads[key]
-            assert (g.shape, g.dtype) == (p.shape, p.dtype), f"grads[{key!r}] is {g.shape} {g.dtype}, params[{key!r}] {p.shape} {p.dtype}"
+            assert (g.shape, g.dtype) == (p.shape, p.dtype), (
+                f"grads[{key!r}] is {g.shape} {g.dtype}, params[{key!r}] {p.shape} {p.dtype}"
+            )
         held = dict(layer.grads)
         for training in self.training_modes:
             for g in held.values():
@@ -264,10 +269,12 @@ class LayerContract(_Contract):
             for key, g in held.items():
                 assert layer.grads[key] is g, (
                     f"{_mode(training)}: backward replaced grads[{key!r}] by a new array; write into it "
-                    f"(self.grads[{key!r}][...] = ...): the runner holds the array build made")
+                    f"(self.grads[{key!r}][...] = ...): the runner holds the array build made"
+                )
                 assert np.all(np.isfinite(g)), (
                     f"{_mode(training)}: backward left {np.sum(~np.isfinite(g))} entries of grads[{key!r}] as they were "
-                    f"(or added to them); it must overwrite every entry")
+                    f"(or added to them); it must overwrite every entry"
+                )
 
     def test_params_are_read_at_every_call(self):
         """The layer reads ``self.params``, ``self.grads`` and ``self.buffers`` at every call, never a
@@ -300,7 +307,8 @@ class LayerContract(_Contract):
         layer, _ = self.built()
         kinks = layer.kinks
         assert isinstance(kinks, tuple) and all(_is_number(k) for k in kinks), (
-            f"kinks = {kinks!r}; expected a tuple of floats, e.g. (0.0,) for a ReLU, () for a smooth layer")
+            f"kinks = {kinks!r}; expected a tuple of floats, e.g. (0.0,) for a ReLU, () for a smooth layer"
+        )
         x = self.sample(self.batch)
         pieces = layer.branches(x)
         if pieces is None:
@@ -309,4 +317,5 @@ class LayerContract(_Contract):
         integer = isinstance(pieces, np.ndarray) and (np.issubdtype(pieces.dtype, np.integer) or pieces.dtype == bool)
         assert integer and pieces.shape == x.shape, (
             f"branches(x) returned {type(pieces).__name__} {getattr(pieces, 'dtype', '')} {getattr(pieces, 'shape', '')}; "
-            f"expected None or an integer (or boolean) array of x's shape {x.shape}")
+            f"expected None or an integer (or boolean) array of x's shape {x.shape}"
+        )

@@ -1,4 +1,5 @@
 """LossContract: what every loss plugin must do."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ class LossContract(_Contract):
     def sample(self, dtype=np.float64, seed: int = 1, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(pred, target) of ``pred_kind`` and ``target``, pred in ``dtype``; ``batch`` rows instead of pred_shape[0]'s."""
         if self.pred_kind not in PRED_KINDS or self.target not in TARGET_KINDS:
-            raise TypeError(f"{type(self).__name__}: pred_kind must be one of {PRED_KINDS}, target one of {TARGET_KINDS}; "
-                            f"got {self.pred_kind!r}, {self.target!r}")
+            raise TypeError(
+                f"{type(self).__name__}: pred_kind must be one of {PRED_KINDS}, target one of {TARGET_KINDS}; "
+                f"got {self.pred_kind!r}, {self.target!r}"
+            )
         rng = np.random.default_rng(seed)
         shape = (self.pred_shape[0] if batch is None else batch, *self.pred_shape[1:])
         pred = rng.standard_normal(shape)
@@ -51,8 +54,10 @@ class LossContract(_Contract):
         labels = rng.integers(0, shape[-1], shape[0])
         if self.target == "class_indices":
             if not self.make().accepts_class_indices:
-                raise TypeError(f"{type(self).__name__}: target = 'class_indices', but the loss does not declare "
-                                f"accepts_class_indices (the runner passes it one-hot rows)")
+                raise TypeError(
+                    f"{type(self).__name__}: target = 'class_indices', but the loss does not declare "
+                    f"accepts_class_indices (the runner passes it one-hot rows)"
+                )
             target = labels
         elif self.target == "one_hot":
             target = np.eye(shape[-1], dtype=dtype)[labels]
@@ -68,14 +73,16 @@ class LossContract(_Contract):
         check = check_loss(self.make(), pred, target, seed=self.seed)
         assert check.entries > 0 and check.rel_error <= self.tolerance, (
             f"backward against central differences: relative error {check.rel_error:.3g} > tolerance {self.tolerance:.0e} "
-            f"(max abs diff {check.max_abs_diff:.3g} over {check.entries} entries, {check.kinks} at kinks skipped)")
+            f"(max abs diff {check.max_abs_diff:.3g} over {check.entries} entries, {check.kinks} at kinks skipped)"
+        )
 
     def test_forward_returns_a_finite_scalar(self):
         """forward returns one finite float (a Python float or a NumPy float scalar, not an array), in float32 and float64."""
         for dtype in (np.float32, np.float64):
             value = self.make().forward(*self.sample(dtype))
             assert isinstance(value, (float, np.floating)), (
-                f"{np.dtype(dtype)}: forward returned {type(value).__name__} {value!r}; expected a float (return float(...))")
+                f"{np.dtype(dtype)}: forward returned {type(value).__name__} {value!r}; expected a float (return float(...))"
+            )
             assert math.isfinite(value), f"{np.dtype(dtype)}: forward returned {value}"
 
     def test_backward_has_the_shape_and_dtype_of_pred(self):
@@ -112,12 +119,15 @@ class LossContract(_Contract):
         twice = float(self.make().forward(np.concatenate([pred, pred]), np.concatenate([target, target])))
         expected = once if loss.reduction == "mean" else 2 * once
         assert math.isclose(twice, expected, rel_tol=1e-9, abs_tol=1e-12), (
-            f"reduction = {loss.reduction!r}: the batch gives {once!r}, the batch twice over {twice!r}; expected {expected!r}")
+            f"reduction = {loss.reduction!r}: the batch gives {once!r}, the batch twice over {twice!r}; expected {expected!r}"
+        )
 
     def test_binary_threshold_is_a_number(self):
         """``binary_threshold`` (where a binary task's one output splits the classes) is a finite number."""
         threshold = self.make().binary_threshold
-        assert _is_number(threshold), f"binary_threshold = {threshold!r}; expected a number (0.5 for probabilities, 0.0 for logits)"
+        assert _is_number(threshold), (
+            f"binary_threshold = {threshold!r}; expected a number (0.5 for probabilities, 0.0 for logits)"
+        )
 
     def test_class_indices_and_one_hot_agree(self):
         """A loss with ``accepts_class_indices`` gets class indices from the runner on a classification
@@ -128,7 +138,9 @@ class LossContract(_Contract):
         labels = np.random.default_rng(4).integers(0, pred.shape[-1], len(pred))
         by_index, by_row = self.make(), self.make()
         value, expected = by_index.forward(pred, labels), by_row.forward(pred, np.eye(pred.shape[-1])[labels])
-        assert math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12), f"class indices give {value!r}, one-hot rows {expected!r}"
+        assert math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12), (
+            f"class indices give {value!r}, one-hot rows {expected!r}"
+        )
         _assert_close(by_index.backward(), by_row.backward(), "backward, class indices against one-hot rows")
 
     def test_branches_are_declared(self):
@@ -140,7 +152,8 @@ class LossContract(_Contract):
             return
         assert isinstance(pieces, np.ndarray) and pieces.dtype != object and pieces.shape == pred.shape, (
             f"branches(pred, target) returned {type(pieces).__name__} {getattr(pieces, 'dtype', '')} "
-            f"{getattr(pieces, 'shape', '')}; expected None or an array of pred's shape {pred.shape}")
+            f"{getattr(pieces, 'shape', '')}; expected None or an array of pred's shape {pred.shape}"
+        )
 
     def test_backward_follows_the_last_forward(self):
         """backward is d(loss)/d(pred) of the last forward, not of an earlier one."""

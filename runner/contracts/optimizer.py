@@ -1,4 +1,5 @@
 """OptimizerContract: what every optimizer plugin must do."""
+
 from __future__ import annotations
 
 import copy
@@ -119,7 +120,8 @@ class OptimizerContract(_Contract):
             for name in params:
                 assert np.array_equal(resumed[name], params[name]), (
                     f"saved after {k} steps, resumed for {self.steps} more: params[{name!r}] differs from the uninterrupted "
-                    f"run by up to {np.max(np.abs(resumed[name] - params[name])):.3g}: state_dict misses some state")
+                    f"run by up to {np.max(np.abs(resumed[name] - params[name])):.3g}: state_dict misses some state"
+                )
 
     def test_state_dict_is_a_snapshot(self):
         """state_dict returns copies: steps taken after it leave it as it was (a checkpoint written later holds that moment)."""
@@ -151,7 +153,8 @@ class OptimizerContract(_Contract):
         self.run(reloaded, p_reloaded, grads[self.steps :])
         for name in params:
             assert np.array_equal(p_reloaded[name], p_original[name]), (
-                f"loaded from a checkpoint, params[{name!r}] went another way than loaded from the state itself")
+                f"loaded from a checkpoint, params[{name!r}] went another way than loaded from the state itself"
+            )
 
     def test_dtype_is_kept(self):
         """float32 (float64) parameters stay float32 (float64), and so do the state's floating-point arrays."""
@@ -190,4 +193,5 @@ class OptimizerContract(_Contract):
         self.run(first, p_first, grads[1:])
         self.run(second, p_second, grads[1:])
         assert any(not np.array_equal(p_first[name], p_second[name]) for name in p_first), (
-            "setting lr to half before a step changed nothing: step must read self.lr every time")
+            "setting lr to half before a step changed nothing: step must read self.lr every time"
+        )

@@ -27,6 +27,7 @@ Kinks only where there are kinks: an entry is skipped only when its perturbation
 a piecewise layer or loss is on (``Layer.branches``, ``Loss.branches``, from ``Layer.kinks``); the
 skip looks at the forward pass alone, never at backward, so it cannot hide a wrong gradient.
 """
+
 from __future__ import annotations
 
 import copy
@@ -126,8 +127,13 @@ def difference(f: Callable[[], Eval | float], flat: np.ndarray, where, delta, at
 
 
 def check_array(
-    f: Callable[[], Eval | float], array: np.ndarray, analytic: np.ndarray, eps: float, max_entries: int | None,
-    rng: np.random.Generator, magnitude: float = 0.0,
+    f: Callable[[], Eval | float],
+    array: np.ndarray,
+    analytic: np.ndarray,
+    eps: float,
+    max_entries: int | None,
+    rng: np.random.Generator,
+    magnitude: float = 0.0,
 ) -> Check:
     """Perturb ``array`` in place (restoring it) and compare df/d(array) with ``analytic``.
 
@@ -139,7 +145,11 @@ def check_array(
     if flat.size and not np.shares_memory(flat, array):
         raise ValueError("check_array needs an array it can perturb in place (a contiguous one)")
     h = step_for(array, eps)
-    index = np.arange(flat.size) if max_entries is None or flat.size <= max_entries else rng.choice(flat.size, size=max_entries, replace=False)
+    index = (
+        np.arange(flat.size)
+        if max_entries is None or flat.size <= max_entries
+        else rng.choice(flat.size, size=max_entries, replace=False)
+    )
     at = as_eval(f())
     noise = ROUNDOFF * U * (at.magnitude + magnitude) / h
     numerical, smooth = np.zeros(len(index)), np.ones(len(index), dtype=bool)
@@ -159,8 +169,15 @@ def check_array(
         return entrywise  # the direction crosses a kink somewhere: the entries alone tell
     rise, run = found
     whole = compare(np.array([rise / (2 * h)]), np.array([float(np.dot(flat_grad, run)) / (2 * h)]), 0, noise, h)
-    return Check(max(entrywise.max_abs_diff, whole.max_abs_diff), max(entrywise.rel_error, whole.rel_error),
-                 entrywise.entries, kinks, h, entrywise.floor, direction=True)
+    return Check(
+        max(entrywise.max_abs_diff, whole.max_abs_diff),
+        max(entrywise.rel_error, whole.rel_error),
+        entrywise.entries,
+        kinks,
+        h,
+        entrywise.floor,
+        direction=True,
+    )
 
 
 def replaying_randomness(layers) -> Callable[[], None]:
@@ -169,7 +186,11 @@ def replaying_randomness(layers) -> Callable[[], None]:
     Layers keep their randomness in ``self.rng`` (a numpy Generator); rewinding it before each
     evaluation makes every forward pass of the check see the same masks.
     """
-    saved = [(layer.rng, copy.deepcopy(layer.rng.bit_generator.state)) for layer in layers if isinstance(getattr(layer, "rng", None), np.random.Generator)]
+    saved = [
+        (layer.rng, copy.deepcopy(layer.rng.bit_generator.state))
+        for layer in layers
+        if isinstance(getattr(layer, "rng", None), np.random.Generator)
+    ]
 
     def rewind() -> None:
         for rng, state in saved:
@@ -200,7 +221,9 @@ def sensitivity(values: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> 
     return float(sum(np.sum(np.abs(values[k] * grads[k])) for k in values if grads.get(k) is not None))
 
 
-def check_layer_at(layer: Layer, x: np.ndarray, training: bool, eps: float, max_entries: int | None, rng: np.random.Generator) -> dict[str, Check]:
+def check_layer_at(
+    layer: Layer, x: np.ndarray, training: bool, eps: float, max_entries: int | None, rng: np.random.Generator
+) -> dict[str, Check]:
     """One layer at the input ``x`` it receives: {"x": d(input) Check, param key: Check, ...}.
 
     f = <forward(x), g> for a random g: its gradient in x is backward(g), in each parameter that
@@ -224,7 +247,9 @@ def check_layer_at(layer: Layer, x: np.ndarray, training: bool, eps: float, max_
         raise AssertionError(f"{type(layer).__name__}.backward returned None with needs_input_grad = True")
     analytic["x"] = np.asarray(dx, np.float64)
     if analytic["x"].shape != x.shape:
-        raise AssertionError(f"{type(layer).__name__}.backward returned d(input) of shape {analytic['x'].shape}; its input is {x.shape}")
+        raise AssertionError(
+            f"{type(layer).__name__}.backward returned d(input) of shape {analytic['x'].shape}; its input is {x.shape}"
+        )
     around = sensitivity({"x": x, **layer.params}, analytic)
     checks = {"x": check_array(f, x, analytic["x"], eps, max_entries, rng, around)}
     for key, p in layer.params.items():
@@ -241,7 +266,9 @@ def layer_inputs(model, x: np.ndarray, training: bool) -> list[np.ndarray]:
     return inputs
 
 
-def check_layers(model, x: np.ndarray, eps: float = 1e-6, max_entries: int | None = 64, seed: int = 0, training: bool = True) -> list[dict[str, Check]]:
+def check_layers(
+    model, x: np.ndarray, eps: float = 1e-6, max_entries: int | None = 64, seed: int = 0, training: bool = True
+) -> list[dict[str, Check]]:
     """Every layer of ``model`` (a float64 copy) alone, at the inputs it receives for the samples ``x``.
 
     Item i holds layer i's checks: ``x`` (d(input)) and each parameter key.
@@ -260,7 +287,14 @@ def check_layers(model, x: np.ndarray, eps: float = 1e-6, max_entries: int | Non
 
 
 def check_model(
-    model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-6, max_entries: int | None = 64, seed: int = 0, training: bool = True
+    model,
+    loss: Loss,
+    x: np.ndarray,
+    target: np.ndarray,
+    eps: float = 1e-6,
+    max_entries: int | None = 64,
+    seed: int = 0,
+    training: bool = True,
 ) -> dict[str, Check]:
     """Every parameter of ``model`` (a float64 copy) against the loss, on the samples ``x``: {param name: Check}.
 
@@ -302,8 +336,13 @@ def check_model(
 
 
 def check_layer(
-    layer: Layer, input_shape: tuple[int, ...], batch: int = 4, eps: float = 1e-6, seed: int = 0,
-    away_from: float = 1e-2, training: bool = True,
+    layer: Layer,
+    input_shape: tuple[int, ...],
+    batch: int = 4,
+    eps: float = 1e-6,
+    seed: int = 0,
+    away_from: float = 1e-2,
+    training: bool = True,
 ) -> dict[str, Check]:
     """A layer's backward against central differences: {"x": Check, param key: Check, ...}.
 
@@ -346,7 +385,13 @@ class Row:
 
 
 def check_run(
-    model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-5, max_entries: int | None = 64, seed: int = 0,
+    model,
+    loss: Loss,
+    x: np.ndarray,
+    target: np.ndarray,
+    eps: float = 1e-5,
+    max_entries: int | None = 64,
+    seed: int = 0,
     loss_name: str = "loss",
 ) -> list[Row]:
     """What a run checks before it trains: each layer alone, the loss alone (its row's ``layer`` is
@@ -365,14 +410,18 @@ def check_run(
     return rows
 
 
-def check_loss_at(model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-5, max_entries: int | None = 64, seed: int = 0) -> Check:
+def check_loss_at(
+    model, loss: Loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-5, max_entries: int | None = 64, seed: int = 0
+) -> Check:
     """The loss alone, at the predictions ``model`` (a float64 copy, in training mode) makes for ``x``."""
     twin = float64_twin(model)  # its masks are its own: ``model`` keeps its state
     pred = np.array(twin.forward(x.astype(np.float64), training=True), dtype=np.float64)
     return check_loss(loss, pred, target, eps, seed, max_entries)
 
 
-def check_loss(loss: Loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6, seed: int = 0, max_entries: int | None = None) -> Check:
+def check_loss(
+    loss: Loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6, seed: int = 0, max_entries: int | None = None
+) -> Check:
     """``loss.backward()`` against central differences of ``loss.forward`` in ``pred``, in float64
     (every entry, unless ``max_entries``); entries whose perturbation changes ``loss.branches`` are skipped."""
     pred = np.array(pred, dtype=np.float64)
@@ -429,8 +478,10 @@ def failure_message(rows: list[Row], threshold: float, origins: dict[int | None,
         return None
     alone = [r for r in failed if r.level == "layer"]
     first = (alone or failed)[0]
-    line = (f"gradient check failed: {describe(first, origins)}: relative error {first.check.rel_error:.2e} "
-            f"> gradcheck.threshold {threshold:.0e} (metric {first.metric}/rel_error)")
+    line = (
+        f"gradient check failed: {describe(first, origins)}: relative error {first.check.rel_error:.2e} "
+        f"> gradcheck.threshold {threshold:.0e} (metric {first.metric}/rel_error)"
+    )
     others = [r for r in failed if r is not first]
     if others:
         shown = ", ".join(f"{r.metric.removeprefix('gradcheck/')} {r.check.rel_error:.1e}" for r in others[:4])

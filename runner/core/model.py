@@ -1,4 +1,5 @@
 """A Sequential model assembled from layer plugins, with shapes inferred and checked before training."""
+
 from __future__ import annotations
 
 import copy
@@ -28,7 +29,11 @@ class Sequential:
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
-        return {f"{i}.{t}.{k}": v for i, (layer, t) in enumerate(zip(self.layers, self.types)) for k, v in getattr(layer, "buffers", {}).items()}
+        return {
+            f"{i}.{t}.{k}": v
+            for i, (layer, t) in enumerate(zip(self.layers, self.types))
+            for k, v in getattr(layer, "buffers", {}).items()
+        }
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         layers = self.layers
@@ -104,8 +109,12 @@ class Sequential:
 
 
 def mlp_layers(
-    hidden: Iterable[int], activation: str, output_activation: str | None, linear: dict | None,
-    dropout: float = 0.0, norm: str | None = None,
+    hidden: Iterable[int],
+    activation: str,
+    output_activation: str | None,
+    linear: dict | None,
+    dropout: float = 0.0,
+    norm: str | None = None,
 ) -> list[dict]:
     """Layer configs of an MLP: per hidden width linear (-> norm) -> activation (-> dropout p),
     then a linear layer as wide as the data's outputs (-> output_activation)."""
@@ -129,19 +138,21 @@ def hidden_widths(hidden: Any) -> list[int]:
     """``model.hidden`` as a list of positive widths; anything else names what was written and what is
     expected (``model.hidden=abc`` is the string 'abc' to Hydra, not a list of three widths)."""
     if isinstance(hidden, (str, bytes, int, float, Mapping)) or not isinstance(hidden, Iterable):
-        raise RunnerError(f"model.hidden: expected a list of positive widths, e.g. model.hidden=[50] or model.hidden='[100,100]', "
-                          f"got {hidden!r}")
+        raise RunnerError(
+            f"model.hidden: expected a list of positive widths, e.g. model.hidden=[50] or model.hidden='[100,100]', "
+            f"got {hidden!r}"
+        )
     hidden = list(hidden)
     for i, width in enumerate(hidden):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise RunnerError(f"model.hidden[{i}]: expected a positive integer width, got {width!r} "
-                              f"(model.hidden={hidden}; e.g. model.hidden=[50] or model.hidden='[100,100]')")
+            raise RunnerError(
+                f"model.hidden[{i}]: expected a positive integer width, got {width!r} "
+                f"(model.hidden={hidden}; e.g. model.hidden=[50] or model.hidden='[100,100]')"
+            )
     return hidden
 
 
-def build_model(
-    layer_configs: list[dict], registry: Registry, meta: Meta, rng: np.random.Generator, dtype: Any
-) -> Sequential:
+def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: np.random.Generator, dtype: Any) -> Sequential:
     """Instantiate and build every layer, inferring shapes from the data; mismatches name the layer."""
     if not layer_configs:
         raise RunnerError("model.layers: expected at least one layer, got an empty list")
@@ -183,14 +194,22 @@ def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",)}.get(kind, ())
     missing = [key for key in required if key not in model]
     if missing:
-        raise RunnerError(f"model.{missing[0]}: missing for a {kind} model (model.type: {kind}); "
-                          f"choose the model with model={kind}, whose config has it")
+        raise RunnerError(
+            f"model.{missing[0]}: missing for a {kind} model (model.type: {kind}); "
+            f"choose the model with model={kind}, whose config has it"
+        )
     if kind == "mlp":
         for key in ("activation", "output_activation", "norm"):
             if model.get(key):
                 registry.get("layer", model[key], f"model.{key}")
-        return mlp_layers(model["hidden"], model["activation"], model.get("output_activation"), dict(model["linear"]),
-                          model.get("dropout", 0.0), model.get("norm"))
+        return mlp_layers(
+            model["hidden"],
+            model["activation"],
+            model.get("output_activation"),
+            dict(model["linear"]),
+            model.get("dropout", 0.0),
+            model.get("norm"),
+        )
     if kind == "sequential":
         return [dict(layer) for layer in model["layers"]]
     raise RunnerError(f"model.type: expected 'mlp' or 'sequential', got {kind!r}")

@@ -8,6 +8,7 @@
 
 Warm-up (``warmup`` = w steps, also available in cosine) ramps linearly: lr0 / w at step 1, lr0 at step w.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,10 @@ def linear_warmup(lr0: float, total: int, warmup: int = 500) -> Schedule:
 
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
-    "constant": constant, "step": step, "cosine": cosine, "linear_warmup": linear_warmup,
+    "constant": constant,
+    "step": step,
+    "cosine": cosine,
+    "linear_warmup": linear_warmup,
 }
 
 

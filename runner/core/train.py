@@ -1,4 +1,5 @@
 """The training loop: minibatches -> forward -> loss -> backward -> optimizer.step, evaluated each epoch."""
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,15 @@ class TrainerConfig:
 
         positive("batch_size", self.batch_size)
         positive("log_every", self.log_every)
-        positive("iterations" if self.iterations is not None else "epochs", self.iterations if self.iterations is not None else self.epochs)
+        positive(
+            "iterations" if self.iterations is not None else "epochs",
+            self.iterations if self.iterations is not None else self.epochs,
+        )
         if self.batch_size > n_train:
             raise RunnerError(f"trainer.batch_size: {self.batch_size} is larger than the {n_train} training samples")
-        if self.clip_grad_norm is not None and (isinstance(self.clip_grad_norm, bool) or not isinstance(self.clip_grad_norm, (int, float)) or self.clip_grad_norm <= 0):
+        if self.clip_grad_norm is not None and (
+            isinstance(self.clip_grad_norm, bool) or not isinstance(self.clip_grad_norm, (int, float)) or self.clip_grad_norm <= 0
+        ):
             raise RunnerError(f"trainer.clip_grad_norm: expected a positive number or null, got {self.clip_grad_norm!r}")
         if self.sampling not in ("shuffle", "replacement"):
             raise RunnerError(f"trainer.sampling: expected 'shuffle' or 'replacement', got {self.sampling!r}")
@@ -170,9 +176,17 @@ class Training:
     """
 
     def __init__(
-        self, model, loss: Loss, optimizer: Optimizer, splits: Splits, trainer: TrainerConfig, rng: np.random.Generator,
-        sink: MetricSink, learning_rate: Callable[[int], float] | None = None,
-        after_step: StepHook | None = None, after_epoch: StepHook | None = None,
+        self,
+        model,
+        loss: Loss,
+        optimizer: Optimizer,
+        splits: Splits,
+        trainer: TrainerConfig,
+        rng: np.random.Generator,
+        sink: MetricSink,
+        learning_rate: Callable[[int], float] | None = None,
+        after_step: StepHook | None = None,
+        after_epoch: StepHook | None = None,
     ):
         self.model, self.loss, self.optimizer, self.splits, self.trainer = model, loss, optimizer, splits, trainer
         self.sink, self.learning_rate, self.after_step, self.after_epoch = sink, learning_rate, after_step, after_epoch
@@ -197,8 +211,15 @@ class Training:
         return math.ceil(self.total / self.per_epoch)
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "window": list(self.window), "last_loss": self.last_loss, "final": dict(self.final),
-                "epoch_seconds": self.epoch_seconds, "score": list(self.score), "sampler": self.sampler.state_dict()}
+        return {
+            "step": self.step,
+            "window": list(self.window),
+            "last_loss": self.last_loss,
+            "final": dict(self.final),
+            "epoch_seconds": self.epoch_seconds,
+            "score": list(self.score),
+            "sampler": self.sampler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.window, self.last_loss = int(state["step"]), list(state["window"]), float(state["last_loss"])
@@ -214,8 +235,14 @@ class Training:
         labels_are_targets = targets is y
         score = batch_scorer(meta, loss) if trainer.train_metrics == "running" else None
         params, grads = model.params, model.grads
-        log.info("training %d steps (%d per epoch), batch %d, %s sampling%s", self.total, self.per_epoch, trainer.batch_size,
-                 trainer.sampling, f", resuming after step {self.step}" if self.step else "")
+        log.info(
+            "training %d steps (%d per epoch), batch %d, %s sampling%s",
+            self.total,
+            self.per_epoch,
+            trainer.batch_size,
+            trainer.sampling,
+            f", resuming after step {self.step}" if self.step else "",
+        )
         bar = progress_bar(self)
         began = time.perf_counter()
         while self.step < self.total:
@@ -225,8 +252,10 @@ class Training:
             pred = model.forward(x[index], training=True)
             value = loss.forward(pred, batch_targets)
             if not math.isfinite(value):
-                raise RunnerError(f"training diverged at step {step}: train/loss is {value}{first_non_finite(params, grads)}; "
-                                  "try a smaller optimizer.lr (or trainer.clip_grad_norm)")
+                raise RunnerError(
+                    f"training diverged at step {step}: train/loss is {value}{first_non_finite(params, grads)}; "
+                    "try a smaller optimizer.lr (or trainer.clip_grad_norm)"
+                )
             if score is not None:
                 self.score[0] += score(pred, batch_targets if labels_are_targets else y[index])
                 self.score[1] += len(index)
@@ -270,9 +299,17 @@ class Training:
         if last or epoch % self.eval_interval == 0:
             point.update(self.evaluation(last))
             self.final = {**point, "train/loss": self.last_loss}
-            if last or epoch % (self.eval_interval * max(1, math.ceil(self.epochs / self.eval_interval / 20))) == 0:  # about 20 lines
-                log.info("epoch %d/%d step %d/%d  %s", epoch, self.epochs, self.step, self.total,
-                         "  ".join(f"{k} {v:.4f}" for k, v in self.final.items() if k not in ("epoch", "time/epoch_s")))
+            if (
+                last or epoch % (self.eval_interval * max(1, math.ceil(self.epochs / self.eval_interval / 20))) == 0
+            ):  # about 20 lines
+                log.info(
+                    "epoch %d/%d step %d/%d  %s",
+                    epoch,
+                    self.epochs,
+                    self.step,
+                    self.total,
+                    "  ".join(f"{k} {v:.4f}" for k, v in self.final.items() if k not in ("epoch", "time/epoch_s")),
+                )
         self.sink(point, self.step)
         if self.after_epoch is not None:
             self.after_epoch(self)
@@ -289,7 +326,9 @@ class Training:
         due = [("val", splits.val)] + ([("test", splits.test)] if last or trainer.eval_test == "every" else [])
         for name, split in due:
             if len(split):
-                metrics.update({f"{name}/{k}": v for k, v in evaluate(self.model, self.loss, split, meta, trainer.batch_size).items()})
+                metrics.update(
+                    {f"{name}/{k}": v for k, v in evaluate(self.model, self.loss, split, meta, trainer.batch_size).items()}
+                )
         return metrics
 
 
@@ -314,8 +353,15 @@ def progress_bar(training: Training):
     epochs = math.ceil(training.total / training.per_epoch)
     done_in_epoch = training.step % training.per_epoch
     steps = min(training.per_epoch, training.total - training.step + done_in_epoch)
-    return tqdm(total=steps, initial=done_in_epoch, desc=f"epoch {training.epoch + (done_in_epoch == 0)}/{epochs}",
-                unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(
+        total=steps,
+        initial=done_in_epoch,
+        desc=f"epoch {training.epoch + (done_in_epoch == 0)}/{epochs}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
 
 def first_non_finite(params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> str:
@@ -327,4 +373,3 @@ def first_non_finite(params: dict[str, np.ndarray], grads: dict[str, np.ndarray]
         if not np.isfinite(value).all():
             return f"; the gradient of {name} holds non-finite values"
     return "; every parameter is finite: the activations overflowed"
-

@@ -1,4 +1,5 @@
 """``python -m runner.plugins``: the listing (runner.plugins.listing)."""
+
 import sys
 
 from runner.plugins.listing import main

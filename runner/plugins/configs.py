@@ -13,6 +13,7 @@ without importing it: finding configs runs no plugin code, so it can happen befo
 ``runner.config_search_path`` then appends each directory to Hydra's search path, after runner's own.
 A config file that two sources provide (a plugin and runner, or two plugins) is an error naming both.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,7 +28,6 @@ from runner.plugins.settings import PluginSettings
 CONFIG_GROUP = "runner.configs"
 
 
-
 def main_config_dir() -> Path:
     """runner's own conf/: the package ``runner.conf`` (the checkout's conf/ in an editable install)."""
     return Path(str(resources.files("runner.conf")))
@@ -35,7 +35,9 @@ def main_config_dir() -> Path:
 
 def yaml_files(directory: Path) -> tuple[str, ...]:
     """The config files under ``directory``, as relative POSIX paths (``dataset/two_moons.yaml``)."""
-    return tuple(sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()))
+    return tuple(
+        sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    )
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,7 @@ def resolve(value: str) -> Path:
             return candidate.resolve()
     where = "/".join([top, *rest])
     raise FileNotFoundError(
-        f"no directory {where}/ in {', '.join(locations)}; are the .yaml files packaged? "
-        f"(package-data, see docs/plugins.md)"
+        f"no directory {where}/ in {', '.join(locations)}; are the .yaml files packaged? (package-data, see docs/plugins.md)"
     )
 
 

@@ -13,6 +13,7 @@ For every installed entry point, in order (runner's built-ins first):
 Strict mode (``RUNNER_STRICT_PLUGINS=1`` or ``plugins.strict=true``) turns any failure into a
 RunnerError. A name provided twice within a kind is always an error naming both distributions.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -94,7 +95,10 @@ class Discovery:
         """In strict mode, any failure or list item naming nothing is a RunnerError."""
         if not self.settings.strict or not (self.failed or self.warnings):
             return
-        problems = [f"{f} (fix or uninstall {f.source.distribution}, or disable it: {ENV_DISABLE}={f.source.distribution})" for f in self.failed]
+        problems = [
+            f"{f} (fix or uninstall {f.source.distribution}, or disable it: {ENV_DISABLE}={f.source.distribution})"
+            for f in self.failed
+        ]
         raise RunnerError(f"{self.settings.strict_source}: " + "; ".join(problems + self.warnings))
 
     def registry(self) -> Registry:
@@ -119,12 +123,17 @@ class Discovery:
         return {
             "plugins": [
                 {
-                    "kind": e.kind, "name": e.name, "description": e.spec.description,
-                    "distribution": e.provider.distribution, "version": e.provider.version, "module": e.provider.module,
+                    "kind": e.kind,
+                    "name": e.name,
+                    "description": e.spec.description,
+                    "distribution": e.provider.distribution,
+                    "version": e.provider.version,
+                    "module": e.provider.module,
                     "entry_point": loaded.source.name if loaded.source else None,
                     "factory": f"{getattr(e.spec.factory, '__module__', '?')}.{getattr(e.spec.factory, '__qualname__', repr(e.spec.factory))}",
                 }
-                for loaded in self.loaded for e in sorted(loaded.entries, key=lambda e: (KINDS.index(e.kind), e.name))
+                for loaded in self.loaded
+                for e in sorted(loaded.entries, key=lambda e: (KINDS.index(e.kind), e.name))
             ],
             "configs": [c.as_dict() for c in self.configs],
             "failed": [f.as_dict() for f in self.failed],
@@ -194,15 +203,30 @@ class ObjectRegistry(Registry):
         objects = list(dict.fromkeys(l.provider.module for l in self.discovery.loaded if l.source is None))
         if objects:
             several = len(objects) > 1
-            passed = (f"your plugin object{'s' if several else ''} passed to plugin_registry ({', '.join(objects)}) "
-                      f"provide{'' if several else 's'} {', '.join(yours) or f'no {kind}'}")
+            passed = (
+                f"your plugin object{'s' if several else ''} passed to plugin_registry ({', '.join(objects)}) "
+                f"provide{'' if several else 's'} {', '.join(yours) or f'no {kind}'}"
+            )
         else:
             passed = "no plugin object was passed to plugin_registry"
-        builtins = f"runner's built-ins provide {', '.join(builtin) or 'none'}" if self.builtins else "runner's built-ins are left out (builtins=False)"
-        left_out = list(dict.fromkeys(f"{s.source.distribution} {s.source.version}" for s in self.discovery.skipped
-                                      if s.source.distribution != "runner"))
-        installed = (f"; installed plugin distributions are left out ({', '.join(left_out)}): pass their plugin objects to "
-                     f"plugin_registry as well to use them") if left_out else ""
+        builtins = (
+            f"runner's built-ins provide {', '.join(builtin) or 'none'}"
+            if self.builtins
+            else "runner's built-ins are left out (builtins=False)"
+        )
+        left_out = list(
+            dict.fromkeys(
+                f"{s.source.distribution} {s.source.version}" for s in self.discovery.skipped if s.source.distribution != "runner"
+            )
+        )
+        installed = (
+            (
+                f"; installed plugin distributions are left out ({', '.join(left_out)}): pass their plugin objects to "
+                f"plugin_registry as well to use them"
+            )
+            if left_out
+            else ""
+        )
         return f"{kind} {name!r} is not registered{self.did_you_mean(kind, name)}: {passed}; {builtins}{installed}"
 
 
@@ -238,11 +262,15 @@ def _collect(pm: pluggy.PluginManager, plugin: object, provider: Provider) -> li
         if not caller.has_spec():
             close = difflib.get_close_matches(caller.name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise PluginProblem(f"implements {caller.name!r}, which is not a runner hook{hint}; runner's hooks: {', '.join(known)}")
+            raise PluginProblem(
+                f"implements {caller.name!r}, which is not a runner hook{hint}; runner's hooks: {', '.join(known)}"
+            )
     marked = {caller.name for caller in callers}
     unmarked = [hook for hook in known if hook not in marked and callable(getattr(plugin, hook, None))]
     if unmarked:
-        raise PluginProblem(f"{unmarked[0]} is not marked with @hookimpl (from runner.api import hookimpl), so runner cannot see it")
+        raise PluginProblem(
+            f"{unmarked[0]} is not marked with @hookimpl (from runner.api import hookimpl), so runner cannot see it"
+        )
     if not callers:
         raise PluginProblem(f"implements none of runner's hooks ({', '.join(known)}); mark them with @hookimpl from runner.api")
     entries = []
@@ -264,9 +292,13 @@ def _entries(kind: str, hook: str, result: Any, provider: Provider) -> list[Entr
     entries = []
     for i, spec in enumerate(result):
         if not isinstance(spec, PluginSpec):
-            raise PluginProblem(f"{hook}() item {i} is {spec!r}; expected a PluginSpec(name, factory, description) from runner.api")
+            raise PluginProblem(
+                f"{hook}() item {i} is {spec!r}; expected a PluginSpec(name, factory, description) from runner.api"
+            )
         if not isinstance(spec.name, str) or not NAME_RULE.match(spec.name):
-            raise PluginProblem(f"{hook}(): {kind} name {spec.name!r} is not allowed; names are {NAME_RULE_TEXT} (e.g. 'prelu', 'two_moons')")
+            raise PluginProblem(
+                f"{hook}(): {kind} name {spec.name!r} is not allowed; names are {NAME_RULE_TEXT} (e.g. 'prelu', 'two_moons')"
+            )
         if not callable(spec.factory):
             raise PluginProblem(f"{hook}(): {kind} {spec.name!r} has a factory that is not callable: {spec.factory!r}")
         entries.append(Entry(kind, spec, provider))

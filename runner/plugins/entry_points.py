@@ -2,6 +2,7 @@
 
 Reading entry points imports nothing: it reads the installed distributions' metadata.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -27,8 +28,13 @@ class Installed:
         return f"entry point {self.name!r} ({self.value}) of {self.distribution} {self.version}"
 
     def as_dict(self) -> dict[str, str]:
-        return {"distribution": self.distribution, "version": self.version, "group": self.group,
-                "entry_point": self.name, "value": self.value}
+        return {
+            "distribution": self.distribution,
+            "version": self.version,
+            "group": self.group,
+            "entry_point": self.name,
+            "value": self.value,
+        }
 
 
 def installed(group: str) -> list[Installed]:
@@ -50,7 +56,7 @@ class Failure:
     """An entry point that was found but could not be used, and why."""
 
     source: Installed
-    error: str      # one line: "ModuleNotFoundError: No module named 'scipy' (at .../plugin.py:3)"
+    error: str  # one line: "ModuleNotFoundError: No module named 'scipy' (at .../plugin.py:3)"
     traceback: str  # the full traceback, for --traceback and the run record
 
     @classmethod

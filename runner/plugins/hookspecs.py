@@ -1,4 +1,5 @@
 """The four hooks a plugin may implement, one per kind. Each returns a list of records."""
+
 from __future__ import annotations
 
 import pluggy

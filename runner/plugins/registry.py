@@ -4,6 +4,7 @@ Discovery (``runner.discovery``) fills it from the ``runner.plugins`` entry poin
 come in through the project's own entry points, exactly like third-party ones. This module never
 imports a concrete plugin.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -67,7 +68,9 @@ class Entry:
             try:
                 signature.bind(**options)
             except TypeError as e:
-                raise RunnerError(f"{where}: {e} for {self.kind} {self.name!r}; accepted options: {', '.join(accepted) or 'none'}") from None
+                raise RunnerError(
+                    f"{where}: {e} for {self.kind} {self.name!r}; accepted options: {', '.join(accepted) or 'none'}"
+                ) from None
         try:
             return factory(**options)
         except RunnerError as e:
@@ -104,7 +107,9 @@ class Registry:
     def unknown(self, kind: str, name: str) -> str:
         """Why there is no ``kind`` named ``name``: what there is, and what is installed but not loaded."""
         missing = f"; installed but not loaded: {'; '.join(self.not_loaded)}" if self.not_loaded else ""
-        return f"unknown {kind} {name!r}{self.did_you_mean(kind, name)}; available: {', '.join(self.names(kind)) or 'none'}{missing}"
+        return (
+            f"unknown {kind} {name!r}{self.did_you_mean(kind, name)}; available: {', '.join(self.names(kind)) or 'none'}{missing}"
+        )
 
     def did_you_mean(self, kind: str, name: str) -> str:
         close = difflib.get_close_matches(str(name), self._by_kind[kind], n=1)
@@ -123,8 +128,11 @@ def duplicates(entries: Iterable[Entry]) -> list[str]:
         if first is not entry and (first.provider.passed_to or entry.provider.passed_to):
             problems.append(_passed_twice(first, entry))
         elif first is not entry:
-            installed = [e.provider.distribution for e in (entry, first)  # third-party ones: hint at switching one off
-                         if not e.provider.distribution.startswith("(") and e.provider.distribution != "runner"]
+            installed = [
+                e.provider.distribution
+                for e in (entry, first)  # third-party ones: hint at switching one off
+                if not e.provider.distribution.startswith("(") and e.provider.distribution != "runner"
+            ]
             hint = f", e.g. RUNNER_DISABLE_PLUGINS={installed[0]}" if installed else ""
             problems.append(
                 f"{entry.kind} {entry.name!r} is provided twice: by {first.provider} and by {entry.provider}; "
@@ -136,11 +144,16 @@ def duplicates(entries: Iterable[Entry]) -> list[str]:
 def _passed_twice(first: Entry, entry: Entry) -> str:
     """A name provided twice where a plugin object passed to ``runner.testing.plugin_registry`` is one of
     the two: said to the plugin's author, who renames it (nothing is installed to disable)."""
+
     def who(provider: Provider) -> str:
-        return f"runner's built-ins, {provider}," if provider.distribution == "runner" and not provider.passed_to else str(provider)
+        return (
+            f"runner's built-ins, {provider}," if provider.distribution == "runner" and not provider.passed_to else str(provider)
+        )
 
     both = first.provider.passed_to and entry.provider.passed_to
-    advice = ("pass each plugin object once, or rename one of the two" if both else
-              f"rename yours: a {entry.kind}'s name is unique across runner's built-ins and every plugin")
+    advice = (
+        "pass each plugin object once, or rename one of the two"
+        if both
+        else f"rename yours: a {entry.kind}'s name is unique across runner's built-ins and every plugin"
+    )
     return f"{entry.kind} {entry.name!r} is provided twice: by {who(first.provider)} and by {who(entry.provider)}; {advice}"
-

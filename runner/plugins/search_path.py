@@ -4,6 +4,7 @@ Hydra finds SearchPathPlugins by scanning the ``hydra_plugins`` namespace packag
 registers its one explicitly (``Plugins.instance().register``) before ``hydra.main`` starts, so it
 works the same for an editable install and a wheel. ``python -m runner --info searchpath`` shows the result.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,10 @@ def install(main_dir: Path, settings: PluginSettings | None = None) -> list[Conf
     settings = settings if settings is not None else PluginSettings.from_sources(environ=os.environ)
     dirs, failed, _ = find_config_dirs(settings)
     if failed and settings.strict:
-        raise RunnerError(f"{settings.strict_source}: " + "; ".join(f"{f} (disable it with {ENV_DISABLE}={f.source.distribution})" for f in failed))
+        raise RunnerError(
+            f"{settings.strict_source}: "
+            + "; ".join(f"{f} (disable it with {ENV_DISABLE}={f.source.distribution})" for f in failed)
+        )
     problems = config_conflicts(main_dir, dirs)
     if problems:
         raise RunnerError("; ".join(problems) + f" (e.g. {ENV_DISABLE}=<distribution>)")

@@ -9,6 +9,7 @@ An item is a distribution name as pip knows it (``runner-plugin-example``; case,
 happens before anything is imported: a disabled plugin's code never runs. The environment
 can only make loading stricter than the config, never looser.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,8 @@ def canonical(distribution: str) -> str:
 class Selector:
     """One item of a disable or allow list: a distribution, or one entry point of it."""
 
-    text: str          # as the user wrote it
-    source: str        # where: RUNNER_DISABLE_PLUGINS, plugins.allow, --disable...
+    text: str  # as the user wrote it
+    source: str  # where: RUNNER_DISABLE_PLUGINS, plugins.allow, --disable...
     distribution: str  # canonical
     entry_point: str | None = None
 

@@ -16,6 +16,7 @@ Config section ``report``: ``enabled`` (everything above), ``model`` (the pyfunc
 ``misclassified`` (how many images the grid shows). A part that fails is logged as a warning
 and named in the tag ``runner.report.failed``: the trained run itself stays FINISHED.
 """
+
 from __future__ import annotations
 
 import gc
@@ -168,10 +169,16 @@ def _inputs(tracker, splits, cfg) -> None:
     from omegaconf import OmegaConf
 
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    source_tags = {"runner.dataset": str(cfg.dataset.name), "runner.dataset.options": json.dumps(dataset_cfg),
-                   "runner.data_dir": str(cfg.get("data_dir") or "")}
-    described = [(context, _head(split.x), _head(split.y)) for context, split in
-                 (("train", splits.train), ("val", splits.val), ("test", splits.test)) if len(split)]
+    source_tags = {
+        "runner.dataset": str(cfg.dataset.name),
+        "runner.dataset.options": json.dumps(dataset_cfg),
+        "runner.data_dir": str(cfg.get("data_dir") or ""),
+    }
+    described = [
+        (context, _head(split.x), _head(split.y))
+        for context, split in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+        if len(split)
+    ]
     tracker.submit("runner.report.artifacts:log_inputs", splits.meta.name, source_tags, described)
 
 
@@ -237,16 +244,42 @@ def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarr
     weights, config = Path(run_dir) / "model.npz", Path(run_dir) / "config.resolved.yaml"
     work = out / "model"
     work.mkdir(parents=True, exist_ok=True)
-    tracker.submit("runner.report.artifacts:log_pyfunc_model", weights=str(weights), config=str(config), described=described,
-                   example=example, predicted=predicted, workdir=str(work.resolve()))
+    tracker.submit(
+        "runner.report.artifacts:log_pyfunc_model",
+        weights=str(weights),
+        config=str(config),
+        described=described,
+        example=example,
+        predicted=predicted,
+        workdir=str(work.resolve()),
+    )
 
 
-def log_pyfunc_model(client, run_id: str, experiment_id: str, *, weights: str, config: str, described: dict,
-                     example: np.ndarray, predicted: np.ndarray, workdir: str) -> str:
+def log_pyfunc_model(
+    client,
+    run_id: str,
+    experiment_id: str,
+    *,
+    weights: str,
+    config: str,
+    described: dict,
+    example: np.ndarray,
+    predicted: np.ndarray,
+    workdir: str,
+) -> str:
     """(In the sidecar) ``runner.pyfunc.log_model``, and the run's tag ``runner.model_id``; returns the model's id."""
     from runner.report.pyfunc import log_model
 
-    model_id = log_model(client, run_id, experiment_id, weights=Path(weights).resolve(), config=Path(config).resolve(),
-                         described=described, example=example, predicted=predicted, workdir=Path(workdir))
+    model_id = log_model(
+        client,
+        run_id,
+        experiment_id,
+        weights=Path(weights).resolve(),
+        config=Path(config).resolve(),
+        described=described,
+        example=example,
+        predicted=predicted,
+        workdir=Path(workdir),
+    )
     client.set_tag(run_id, "runner.model_id", model_id)
     return model_id

@@ -13,6 +13,7 @@ Figures have fixed sizes in pixels (``SIZES``): the tests check them.
     per_class_table(y_true, y_pred, classes)                          tables/per_class.*
     model_summary(model)                                              summary.txt
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def _margins(fig, left: float, right: float, bottom: float, top: float, gap: flo
     lays every text out once more before the save (about a third of a figure's drawing time)."""
     width, height = fig.get_size_inches() * fig.dpi
     axes_width = (width - left - right - gap * (columns - 1)) / columns
-    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
-                        wspace=gap / axes_width)
+    fig.subplots_adjust(
+        left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height, wspace=gap / axes_width
+    )
 
 
 def _text_width(labels: Sequence[str], fontsize: float) -> float:
@@ -167,8 +169,15 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path
     fontsize = 10 if n <= 10 else 7 if n <= 20 else 5
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=fontsize,
-                    color="white" if matrix[i, j] > high else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if matrix[i, j] > high else "black",
+            )
     label = _text_width(names, 10)  # the tick labels: 10 points
     _margins(fig, left=label + 45, right=65, bottom=(label * 0.71 if slanted else 14) + 45, top=32)
     return _save(fig, path)
@@ -189,13 +198,31 @@ def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[st
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
         recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
-        f1 = np.where((precision + recall) > 0, 2 * precision * recall / (precision + recall), np.where(np.isnan(precision) | np.isnan(recall), np.nan, 0.0))
-    table = pd.DataFrame({"class": class_names(classes, n), "precision": precision, "recall": recall, "f1": f1,
-                          "support": support, "predicted": predicted})
-    macro = pd.DataFrame({"class": ["macro average"], "precision": [np.nanmean(precision) if np.any(~np.isnan(precision)) else np.nan],
-                          "recall": [np.nanmean(recall) if np.any(~np.isnan(recall)) else np.nan],
-                          "f1": [np.nanmean(f1) if np.any(~np.isnan(f1)) else np.nan],
-                          "support": [int(support.sum())], "predicted": [int(predicted.sum())]})
+        f1 = np.where(
+            (precision + recall) > 0,
+            2 * precision * recall / (precision + recall),
+            np.where(np.isnan(precision) | np.isnan(recall), np.nan, 0.0),
+        )
+    table = pd.DataFrame(
+        {
+            "class": class_names(classes, n),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+            "predicted": predicted,
+        }
+    )
+    macro = pd.DataFrame(
+        {
+            "class": ["macro average"],
+            "precision": [np.nanmean(precision) if np.any(~np.isnan(precision)) else np.nan],
+            "recall": [np.nanmean(recall) if np.any(~np.isnan(recall)) else np.nan],
+            "f1": [np.nanmean(f1) if np.any(~np.isnan(f1)) else np.nan],
+            "support": [int(support.sum())],
+            "predicted": [int(predicted.sum())],
+        }
+    )
     return pd.concat([table, macro], ignore_index=True)
 
 
@@ -218,8 +245,14 @@ def image_shape(input_shape: Sequence[int], x: np.ndarray | None = None) -> tupl
 
 
 def misclassified_grid(
-    images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], path: Path,
-    shape: tuple[int, int], limit: int = 36, title: str = "",
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[str],
+    path: Path,
+    shape: tuple[int, int],
+    limit: int = 36,
+    title: str = "",
 ) -> Path:
     """The first ``limit`` misclassified images (in test order) in a square grid, each labelled
     ``true → predicted``; a figure saying so when there is none.
@@ -247,12 +280,22 @@ def misclassified_grid(
     ax.set_axis_off()
     for k, i in enumerate(shown):
         r, c = divmod(k, cols)
-        ax.text(c * cell_w + pad + w / 2, r * cell_h + pad + label - 1, f"{names[int(y_true[i])]} → {names[int(y_pred[i])]}",
-                ha="center", va="bottom", fontsize=9, color="tab:red")
+        ax.text(
+            c * cell_w + pad + w / 2,
+            r * cell_h + pad + label - 1,
+            f"{names[int(y_true[i])]} → {names[int(y_pred[i])]}",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color="tab:red",
+        )
     if len(shown) == 0:
         ax.text(mosaic.shape[1] / 2, mosaic.shape[0] / 2, "no misclassified test images", ha="center", va="center", fontsize=14)
-    fig.suptitle(title or f"misclassified test images, true → predicted: {len(wrong)} of {len(y_true)} wrong, "
-                 f"the first {len(shown)} shown", fontsize=11)
+    fig.suptitle(
+        title
+        or f"misclassified test images, true → predicted: {len(wrong)} of {len(y_true)} wrong, the first {len(shown)} shown",
+        fontsize=11,
+    )
     return _save(fig, path)
 
 
@@ -287,8 +330,10 @@ def gradcheck_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
         if stat not in ("rel_error", "max_abs_diff") or array_name in SUMMARY_METRICS or array_name.count(".") < 2:
             continue
         index, layer_type, array = array_name.split(".", 2)
-        row = found.setdefault(name, {"metric": name, "layer": f"{index}.{layer_type}", "array": array,
-                                      "check": "end to end" if end_to_end else "alone"})
+        row = found.setdefault(
+            name,
+            {"metric": name, "layer": f"{index}.{layer_type}", "array": array, "check": "end to end" if end_to_end else "alone"},
+        )
         row[stat] = float(value)
 
     def order(row: dict[str, Any]) -> tuple:
@@ -313,7 +358,16 @@ def gradcheck_table(rows: Sequence[Mapping[str, Any]], threshold: float, shapes:
         out["max_abs_diff"] = float(row["max_abs_diff"])
         out["passed"] = bool(out["rel_error"] <= threshold)
         table.append(out)
-    columns = ["metric", "layer", "array", "check", *(["shape"] if shapes is not None else []), "rel_error", "max_abs_diff", "passed"]
+    columns = [
+        "metric",
+        "layer",
+        "array",
+        "check",
+        *(["shape"] if shapes is not None else []),
+        "rel_error",
+        "max_abs_diff",
+        "passed",
+    ]
     return pd.DataFrame(table, columns=columns)
 
 
@@ -327,7 +381,11 @@ def plot_gradcheck(table, threshold: float, path: Path, title: str = "") -> Path
     exact = np.asarray(table["rel_error"], dtype=float) if n else np.array([])
     errors = np.maximum(exact, REL_ERROR_FLOOR)
     alone = [c == "alone" for c in table["check"]] if n else []
-    names = [f"{layer} {array}" + ("" if a else " (end to end)") for layer, array, a in zip(table["layer"], table["array"], alone)] if n else []
+    names = (
+        [f"{layer} {array}" + ("" if a else " (end to end)") for layer, array, a in zip(table["layer"], table["array"], alone)]
+        if n
+        else []
+    )
     colors = [("tab:green" if e <= threshold else "tab:red") for e in exact]
     positions = np.arange(n)[::-1]  # the first layer on top
     ax.barh(positions, errors, color=colors, alpha=None, left=REL_ERROR_FLOOR)
@@ -384,16 +442,18 @@ def model_summary(model, dtype: str = "", title: str = "") -> str:
     for i, (layer, kind) in enumerate(zip(model.layers, model.types)):
         params = getattr(layer, "params", {}) or {}
         buffers = getattr(layer, "buffers", {}) or {}
-        rows.append({
-            "#": i,
-            "layer": kind,
-            "input": "x".join(map(str, model.shapes[i])),
-            "output": "x".join(map(str, model.shapes[i + 1])),
-            "parameters": ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in params.items()) or "-",
-            "count": sum(int(v.size) for v in params.values()),
-            "buffers": ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in buffers.items()) or "-",
-            "from": model.origins[i] if i < len(getattr(model, "origins", [])) else "",
-        })
+        rows.append(
+            {
+                "#": i,
+                "layer": kind,
+                "input": "x".join(map(str, model.shapes[i])),
+                "output": "x".join(map(str, model.shapes[i + 1])),
+                "parameters": ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in params.items()) or "-",
+                "count": sum(int(v.size) for v in params.values()),
+                "buffers": ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in buffers.items()) or "-",
+                "from": model.origins[i] if i < len(getattr(model, "origins", [])) else "",
+            }
+        )
     table = pd.DataFrame(rows)
     if (table["buffers"] == "-").all():
         table = table.drop(columns="buffers")

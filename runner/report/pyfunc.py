@@ -23,6 +23,7 @@ MNIST, (n, 4) for iris. It returns
   ``params={"output": "scores"}``: the network's raw outputs (logits or probabilities, as trained);
 - regression: the predicted values, (n, outputs).
 """
+
 from __future__ import annotations
 
 import functools
@@ -81,13 +82,17 @@ def rebuild(weights: Path, config: Path, described: dict):
     meta = Meta(**{**meta_fields, "input_shape": tuple(meta_fields["input_shape"]), "classes": tuple(meta_fields["classes"])})
     registry = load_registry(cfg.get("plugins"))
     dtype = np.dtype(described["dtype"])
-    model = build_model(layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry), registry, meta, np.random.default_rng(0), dtype)
+    model = build_model(
+        layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry), registry, meta, np.random.default_rng(0), dtype
+    )
     with np.load(weights, allow_pickle=False) as saved:
         stored = {name: saved[name] for name in saved.files}
     arrays = {**model.params, **model.buffers}
     if set(stored) != set(arrays):
-        raise RunnerError(f"{weights}: the weights ({', '.join(sorted(stored))}) do not match the model the config builds "
-                          f"({', '.join(sorted(arrays))})")
+        raise RunnerError(
+            f"{weights}: the weights ({', '.join(sorted(stored))}) do not match the model the config builds "
+            f"({', '.join(sorted(arrays))})"
+        )
     for name, array in arrays.items():
         if stored[name].shape != array.shape:
             raise RunnerError(f"{weights}: {name} has shape {stored[name].shape}, the model expects {array.shape}")
@@ -97,8 +102,11 @@ def rebuild(weights: Path, config: Path, described: dict):
 
 def outputs_of(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The network's raw outputs in evaluation mode, in batches."""
-    return np.concatenate([model.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]) \
-        if len(x) else model.forward(x, training=False)
+    return (
+        np.concatenate([model.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)])
+        if len(x)
+        else model.forward(x, training=False)
+    )
 
 
 def read_outputs(raw: np.ndarray, described: dict, output: str = "classes") -> np.ndarray:
@@ -120,8 +128,10 @@ def read_outputs(raw: np.ndarray, described: dict, output: str = "classes") -> n
     if how == "softmax":
         shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
-    raise ValueError(f"params output='probabilities': unknown for a model trained with loss {described.get('loss')!r}; "
-                     "use output='scores' for the raw outputs")
+    raise ValueError(
+        f"params output='probabilities': unknown for a model trained with loss {described.get('loss')!r}; "
+        "use output='scores' for the raw outputs"
+    )
 
 
 def as_array(model_input: Any, dtype: np.dtype, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -136,8 +146,11 @@ def as_array(model_input: Any, dtype: np.dtype, input_shape: tuple[int, ...]) ->
         x = x.reshape(1, *input_shape)  # one sample
     if x.shape[1:] != input_shape:
         if x.ndim != 2 or x.shape[1] != width:
-            raise ValueError(f"expected inputs of shape (n, {width})" + (f" or (n, {', '.join(map(str, input_shape))})" if len(input_shape) > 1 else "")
-                             + f", got {x.shape}")
+            raise ValueError(
+                f"expected inputs of shape (n, {width})"
+                + (f" or (n, {', '.join(map(str, input_shape))})" if len(input_shape) > 1 else "")
+                + f", got {x.shape}"
+            )
         x = x.reshape(-1, *input_shape)
     return np.ascontiguousarray(x)
 
@@ -172,8 +185,18 @@ def _runner_model() -> type:
     return RunnerModel
 
 
-def log_model(client, run_id: str, experiment_id: str, *, weights: Path, config: Path, described: dict,
-              example: np.ndarray, predicted: np.ndarray, workdir: Path) -> str:
+def log_model(
+    client,
+    run_id: str,
+    experiment_id: str,
+    *,
+    weights: Path,
+    config: Path,
+    described: dict,
+    example: np.ndarray,
+    predicted: np.ndarray,
+    workdir: Path,
+) -> str:
     """Log the pyfunc model to the run ``run_id`` as MLflow 3 logged model ``model`` (``runs:/<run>/model``
     and ``models:/<model id>`` both load it); returns the model id.
 
@@ -187,18 +210,30 @@ def log_model(client, run_id: str, experiment_id: str, *, weights: Path, config:
     began = time.perf_counter()
     meta_path = workdir / "model.json"
     meta_path.write_text(json.dumps(described, indent=2) + "\n")
-    signature = infer_signature(example, predicted, params={"output": "classes"} if described["meta"]["task"] != "regression" else None)
-    logged = client.create_logged_model(experiment_id, name=NAME, source_run_id=run_id,
-                                        tags={"runner.dataset": described["meta"]["name"], "runner.loss": described["loss"]},
-                                        model_type=f"runner {described['meta']['task']}")
+    signature = infer_signature(
+        example, predicted, params={"output": "classes"} if described["meta"]["task"] != "regression" else None
+    )
+    logged = client.create_logged_model(
+        experiment_id,
+        name=NAME,
+        source_run_id=run_id,
+        tags={"runner.dataset": described["meta"]["name"], "runner.loss": described["loss"]},
+        model_type=f"runner {described['meta']['task']}",
+    )
     try:
         path = workdir / "pyfunc"
-        mlflow_model = Model(artifact_path=logged.artifact_location, run_id=run_id, model_uuid=logged.model_id, model_id=logged.model_id)
+        mlflow_model = Model(
+            artifact_path=logged.artifact_location, run_id=run_id, model_uuid=logged.model_id, model_id=logged.model_id
+        )
         with quiet_copies(), no_requirements_check():
             mlflow.pyfunc.save_model(
-                path, python_model=str(model_code(workdir)), mlflow_model=mlflow_model,
+                path,
+                python_model=str(model_code(workdir)),
+                mlflow_model=mlflow_model,
                 artifacts={"weights": str(weights), "config": str(config), "meta": str(meta_path)},
-                signature=signature, input_example=example, pip_requirements=requirements(),
+                signature=signature,
+                input_example=example,
+                pip_requirements=requirements(),
             )
         client.log_model_artifacts(logged.model_id, str(path))
         client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])

@@ -7,6 +7,7 @@ the checkpoint with ``os.replace``; the previous checkpoint is kept as ``checkpo
 hard link to it, made before the replacement): ``checkpoint.npz`` never disappears, even for a moment.
 A copy of it opened before a replacement reads the old file to its end; one opened after, the new one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -93,7 +94,9 @@ def load(path: Path) -> dict:
             skeleton = json.loads(str(data["__meta__"]))
             state = _join(skeleton, {k: data[k] for k in data.files if k != "__meta__"})
     except (OSError, ValueError, KeyError, EOFError) as e:
-        raise RunnerError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e}); expected a runner checkpoint.npz") from None
+        raise RunnerError(
+            f"checkpoint {path}: cannot be read ({type(e).__name__}: {e}); expected a runner checkpoint.npz"
+        ) from None
     if state.get("format") != FORMAT:
         raise RunnerError(f"checkpoint {path}: format {state.get('format')!r}, this runner reads format {FORMAT}")
     return state

@@ -10,6 +10,7 @@ joblib worker comes back to the launching process and ends it the same way). ``H
 shows the traceback instead.
 ``install()`` puts them in Hydra's registry of sources before ``hydra.main`` builds its search path.
 """
+
 from __future__ import annotations
 
 import os

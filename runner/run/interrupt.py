@@ -4,6 +4,7 @@ While training, the first signal is deferred to the end of the current step, whe
 consistent and a checkpoint can be written; a second one stops at once. Outside training a signal
 stops at once. Either way ``Interrupted`` (a BaseException, like KeyboardInterrupt) carries the signal.
 """
+
 from __future__ import annotations
 
 import contextlib

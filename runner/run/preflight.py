@@ -7,6 +7,7 @@ are checked before any folder is. A sweep's own values (``seed=0,-1``) reach onl
 checks them again there (``seed_of``, ``runner.model.hidden_widths``). ``on_job_start`` notes when a job
 began (runner.clock: a sweep job's MLflow start time).
 """
+
 from __future__ import annotations
 
 import re
@@ -55,20 +56,24 @@ def check_tracking_uri(uri: str, key: str) -> None:
     if scheme in MLFLOW_SCHEMES or (database in DATABASES and scheme.count("+") == 1):
         pass
     elif not _plugin_scheme(scheme):
-        raise RunnerError(f"{written}: not a tracking URI MLflow can open (scheme '{scheme}:'; expected http://host:port, "
-                          f"sqlite:///path/to/mlflow.db, postgresql://..., mysql://..., mssql://..., file:, databricks or uc); "
-                          f"{'unset it' if key == 'MLFLOW_TRACKING_URI' else 'leave tracking.uri out'} to record in the local store")
+        raise RunnerError(
+            f"{written}: not a tracking URI MLflow can open (scheme '{scheme}:'; expected http://host:port, "
+            f"sqlite:///path/to/mlflow.db, postgresql://..., mysql://..., mssql://..., file:, databricks or uc); "
+            f"{'unset it' if key == 'MLFLOW_TRACKING_URI' else 'leave tracking.uri out'} to record in the local store"
+        )
     if scheme in ("http", "https") and not urllib.parse.urlparse(uri).netloc:
         raise RunnerError(f"{written}: no server in the URI (expected {scheme}://host:port)")
     if database == "sqlite":
         if not uri.startswith("sqlite:///") and uri != "sqlite://":
             raise RunnerError(f"{written}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        path = re.sub(r"\?.*$", "", uri[len("sqlite:///"):])
+        path = re.sub(r"\?.*$", "", uri[len("sqlite:///") :])
         if path and path != ":memory:" and not path.startswith("file:"):
             folder = Path(path).expanduser().absolute().parent
             if not folder.is_dir():
-                raise RunnerError(f"{written}: the folder {folder} does not exist; create it (mkdir -p {folder}) or "
-                                  f"choose a store in an existing folder")
+                raise RunnerError(
+                    f"{written}: the folder {folder} does not exist; create it (mkdir -p {folder}) or "
+                    f"choose a store in an existing folder"
+                )
 
 
 def _plugin_scheme(scheme: str) -> bool:

@@ -22,6 +22,7 @@ resumed run computes those steps again. MLflow has no call that deletes metric p
   that differs (resumed on another machine, whose BLAS rounds differently) keeps the stored value,
   is warned about and tagged ``runner.resume.mismatch``: never two points at one step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,13 +54,21 @@ def config_for_hash(config: dict) -> dict:
 
 
 def state_of(model, optimizer, training, config: dict, run_id: str, uri: str) -> dict:
-    layer_rngs = {str(i): layer.rng.bit_generator.state for i, layer in enumerate(model.layers)
-                  if isinstance(getattr(layer, "rng", None), np.random.Generator)}
+    layer_rngs = {
+        str(i): layer.rng.bit_generator.state
+        for i, layer in enumerate(model.layers)
+        if isinstance(getattr(layer, "rng", None), np.random.Generator)
+    }
     return {
-        "run_id": run_id, "tracking_uri": uri,
-        "config": config_for_hash(config), "config_hash": checkpoint.config_hash(config_for_hash(config)),
-        "params": model.params, "buffers": model.buffers, "layer_rngs": layer_rngs,
-        "optimizer": optimizer.state_dict(), "training": training.state_dict(),
+        "run_id": run_id,
+        "tracking_uri": uri,
+        "config": config_for_hash(config),
+        "config_hash": checkpoint.config_hash(config_for_hash(config)),
+        "params": model.params,
+        "buffers": model.buffers,
+        "layer_rngs": layer_rngs,
+        "optimizer": optimizer.state_dict(),
+        "training": training.state_dict(),
     }
 
 
@@ -109,9 +118,13 @@ def find(resume: str, where: Target) -> tuple[dict, str]:
     except Exception:
         raise RunnerError(f"resume={resume}: neither a checkpoint file nor a run id in {where.uri}") from None
     try:
-        local = client.download_artifacts(str(resume), f"{ARTIFACT_DIR}/{checkpoint.FILE}", tempfile.mkdtemp(prefix="runner-resume-"))
+        local = client.download_artifacts(
+            str(resume), f"{ARTIFACT_DIR}/{checkpoint.FILE}", tempfile.mkdtemp(prefix="runner-resume-")
+        )
     except Exception as e:
-        raise RunnerError(f"resume={resume}: the run has no {ARTIFACT_DIR}/{checkpoint.FILE} artifact ({type(e).__name__})") from None
+        raise RunnerError(
+            f"resume={resume}: the run has no {ARTIFACT_DIR}/{checkpoint.FILE} artifact ({type(e).__name__})"
+        ) from None
     return checkpoint.load(Path(local)), f"run {resume}"
 
 
@@ -126,8 +139,10 @@ def reopen(tracker: Tracker, source: str) -> None:
     host, pid = run.data.tags.get("runner.host"), int(run.data.tags.get("runner.pid") or 0)
     hard = run.info.status == "RUNNING" and "runner.error" not in run.data.tags
     if run.info.status == "RUNNING" and host == socket.gethostname() and pid and pid != os.getpid() and alive(pid):
-        raise RunnerError(f"resume={source}: run {tracker.run_id} is still running in process {pid} on {host}; "
-                          "stop it first (Ctrl-C writes a checkpoint)")
+        raise RunnerError(
+            f"resume={source}: run {tracker.run_id} is still running in process {pid} on {host}; "
+            "stop it first (Ctrl-C writes a checkpoint)"
+        )
     tracker.reopen()
     if hard:
         tracker.set_tags({"runner.interrupted": f"process {pid} on {host} exited without ending the run (killed hard?)"})
@@ -146,11 +161,19 @@ def continue_history(tracker: Tracker, step: int) -> Sink:
         return tracker.log_metrics
     count = sum(len(points) for points in later.values())
     if truncate(tracker.client, tracker.run_id, step):
-        log.info("deleted the %d metric points the interrupted process logged after step %d (%s): the resumed run logs them again",
-                 count, step, ", ".join(sorted(later)))
+        log.info(
+            "deleted the %d metric points the interrupted process logged after step %d (%s): the resumed run logs them again",
+            count,
+            step,
+            ", ".join(sorted(later)),
+        )
         return tracker.log_metrics
-    log.info("the store keeps the %d metric points the interrupted process logged after step %d; the resumed run leaves them out "
-             "and checks that it computes the same values", count, step)
+    log.info(
+        "the store keeps the %d metric points the interrupted process logged after step %d; the resumed run leaves them out "
+        "and checks that it computes the same values",
+        count,
+        step,
+    )
     return Continuation(tracker, later)
 
 
@@ -189,17 +212,30 @@ def truncate(client, run_id: str, step: int) -> bool:
 
     def delete() -> None:
         with session() as s:
-            ours = (SqlMetric.run_uuid == run_id)
+            ours = SqlMetric.run_uuid == run_id
             keys = [k for (k,) in s.query(SqlMetric.key).filter(ours, SqlMetric.step > step).distinct()]
             s.query(SqlMetric).filter(ours, SqlMetric.step > step).delete(synchronize_session=False)
             for key in keys:
                 s.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key == key).delete(
-                    synchronize_session=False)
-                last = (s.query(SqlMetric).filter(ours, SqlMetric.key == key)
-                        .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc()).first())
+                    synchronize_session=False
+                )
+                last = (
+                    s.query(SqlMetric)
+                    .filter(ours, SqlMetric.key == key)
+                    .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc())
+                    .first()
+                )
                 if last is not None:  # MLflow's rule for the latest value: the highest (step, timestamp, value)
-                    s.add(SqlLatestMetric(key=key, value=last.value, timestamp=last.timestamp, step=last.step,
-                                          is_nan=last.is_nan, run_uuid=run_id))
+                    s.add(
+                        SqlLatestMetric(
+                            key=key,
+                            value=last.value,
+                            timestamp=last.timestamp,
+                            step=last.step,
+                            is_nan=last.is_nan,
+                            run_uuid=run_id,
+                        )
+                    )
 
     _retrying(delete, "delete metric points after the checkpoint")
     return True
@@ -221,8 +257,11 @@ class Continuation:
                 new[key] = value
             elif not key.startswith("time/") and not same(known[step], float(value)) and self.mismatch is None:
                 self.mismatch = f"{key} at step {step}: stored {known[step]!r}, recomputed {float(value)!r}"
-                log.warning("resume: %s; this process computes differently from the interrupted one (another machine, "
-                            "BLAS or NumPy?): the stored points are kept", self.mismatch)
+                log.warning(
+                    "resume: %s; this process computes differently from the interrupted one (another machine, "
+                    "BLAS or NumPy?): the stored points are kept",
+                    self.mismatch,
+                )
                 self.tracker.set_tags({"runner.resume.mismatch": self.mismatch})
         if new:
             self.tracker.log_metrics(new, step)

@@ -1,4 +1,5 @@
 """The Hydra task: compose plugins, data, model and tracking into one recorded run."""
+
 from __future__ import annotations
 
 import atexit
@@ -41,8 +42,10 @@ def options(section: DictConfig, *drop: str) -> dict:
 
 
 #: The options of each model type, as conf/model/<type>.yaml has them.
-MODEL_KEYS = {"mlp": ("type", "hidden", "activation", "output_activation", "norm", "dropout", "linear"),
-              "sequential": ("type", "layers")}
+MODEL_KEYS = {
+    "mlp": ("type", "hidden", "activation", "output_activation", "norm", "dropout", "linear"),
+    "sequential": ("type", "layers"),
+}
 
 
 def model_as_chosen(cfg: DictConfig, hydra_cfg) -> None:
@@ -66,17 +69,24 @@ def model_as_chosen(cfg: DictConfig, hydra_cfg) -> None:
         raise RunnerError(
             f"model={choice}: {source} sets model.type: {kind} itself, which overrides model={choice}; add model.type={choice} to "
             f"the command line (an experiment should select its model with '- override /model: {kind}' in its defaults "
-            f"list instead of setting model.type)")
+            f"list instead of setting model.type)"
+        )
     other = [k for k in model if k not in MODEL_KEYS[kind] and any(k in ks for ks in MODEL_KEYS.values())]
     for key, override in zip(keys, overrides):
         option = key.split(".")[1] if key.startswith("model.") else None
         if option in other:
             owner = next(t for t, ks in MODEL_KEYS.items() if option in ks)
-            raise RunnerError(f"{override}: model.{option} is an option of model={owner}, but the model is {kind} "
-                              f"(model={choice}); its options: {', '.join(f'model.{k}' for k in MODEL_KEYS[kind][1:])}")
+            raise RunnerError(
+                f"{override}: model.{option} is an option of model={owner}, but the model is {kind} "
+                f"(model={choice}); its options: {', '.join(f'model.{k}' for k in MODEL_KEYS[kind][1:])}"
+            )
     if other:
-        log.info("model=%s: leaving out %s, options of another model type%s", choice, ", ".join(f"model.{k}" for k in other),
-                 f" set by +experiment={experiment}" if experiment else "")
+        log.info(
+            "model=%s: leaving out %s, options of another model type%s",
+            choice,
+            ", ".join(f"model.{k}" for k in other),
+            f" set by +experiment={experiment}" if experiment else "",
+        )
         with open_dict(model):
             for key in other:
                 model.pop(key)
@@ -108,9 +118,13 @@ def objective(cfg: DictConfig, meta) -> tuple[str, str]:
     or val/mae (minimize) for regression."""
     score = "mae" if meta.task == "regression" else "accuracy"
     metric = cfg.objective.metric or f"val/{score}"
-    measured = [f"{split}/{key}" for split in ("val", "test", "train") for key in ("loss", score) if (split, key) != ("train", "loss")] + ["train/loss"]
+    measured = [
+        f"{split}/{key}" for split in ("val", "test", "train") for key in ("loss", score) if (split, key) != ("train", "loss")
+    ] + ["train/loss"]
     if metric not in measured:
-        raise RunnerError(f"objective.metric: {metric!r} is not measured for a {meta.task} task; expected one of {', '.join(measured)}")
+        raise RunnerError(
+            f"objective.metric: {metric!r} is not measured for a {meta.task} task; expected one of {', '.join(measured)}"
+        )
     direction = cfg.objective.direction or ("maximize" if metric.endswith("accuracy") else "minimize")
     if direction not in ("maximize", "minimize"):
         raise RunnerError(f"objective.direction: expected 'maximize' or 'minimize', got {direction!r}")
@@ -175,8 +189,9 @@ def execute(cfg: DictConfig) -> float:
             sidecar.close()  # ended already, unless the run failed before it started: then nothing was sent
 
 
-def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, seed: int,
-             started_ms: int | None = None) -> float:
+def run_with(
+    cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, seed: int, started_ms: int | None = None
+) -> float:
     """The run itself, recorded in ``where`` (through ``sidecar`` when given)."""
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
@@ -210,10 +225,20 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
     run_tags: dict = {}
     if note:
         run_name = note.job_name(hydra_cfg.job.num, list(hydra_cfg.overrides.task))
-        run_tags = {"mlflow.parentRunId": note.parent_run_id, "runner.job.num": hydra_cfg.job.num,
-                    "runner.job.overrides": " ".join(without_resume(hydra_cfg.overrides.task))}
-    log.info("data %s: %d train / %d val / %d test; model %s (%d parameters)", splits.meta.name,
-             len(splits.train), len(splits.val), len(splits.test), model.summary(), model.parameter_count())
+        run_tags = {
+            "mlflow.parentRunId": note.parent_run_id,
+            "runner.job.num": hydra_cfg.job.num,
+            "runner.job.overrides": " ".join(without_resume(hydra_cfg.overrides.task)),
+        }
+    log.info(
+        "data %s: %d train / %d val / %d test; model %s (%d parameters)",
+        splits.meta.name,
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        model.summary(),
+        model.parameter_count(),
+    )
     config = OmegaConf.to_container(cfg, resolve=True)
     resumed = None
     if cfg.get("resume"):
@@ -226,8 +251,10 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
         try:
             tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
         except RunnerError as e:  # e.g. the server the checkpoint's run is recorded on is down
-            raise RunnerError(f"resume={cfg.resume}: run {resumed['run_id']} is recorded in {resumed['tracking_uri']}: "
-                              f"{str(e).removeprefix('tracking: ')}") from None
+            raise RunnerError(
+                f"resume={cfg.resume}: run {resumed['run_id']} is recorded in {resumed['tracking_uri']}: "
+                f"{str(e).removeprefix('tracking: ')}"
+            ) from None
         refuse_finished(tracker.client, tracker.run_id, str(cfg.resume))  # a checkpoint of a run that finished after it
         resume.reopen(tracker, str(cfg.resume))  # RUNNING again; the interruption's reason moves to runner.interrupted
         log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
@@ -235,7 +262,9 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
         tracker = sidecar.start_run(run_name, run_tags, start_time=started_ms)
     else:
         tracker = Tracker.start(where, run_name, run_tags, prepared=store, start_time=started_ms)
-    sink = resume.continue_history(tracker, resumed["training"]["step"]) if resumed else tracker.log_metrics  # no point logged twice
+    sink = (
+        resume.continue_history(tracker, resumed["training"]["step"]) if resumed else tracker.log_metrics
+    )  # no point logged twice
     if note and note.resuming:  # the earlier attempts at this job that did not finish: left out of the summary
         supersede(note, list(hydra_cfg.overrides.task), tracker.run_id)
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -246,7 +275,9 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
                 resume.restore(resumed, model, optimizer, training)
                 tracker.set_tags({"runner.resumed_after_step": training.step})
             else:
-                record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits)
+                record_start(
+                    cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits
+                )
             save = checkpointer(cfg, run_dir, tracker, model, optimizer, training, config)
 
             def after_epoch(t: Training) -> None:
@@ -276,11 +307,23 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
                 raise artifacts_refused(tracker, run_dir, hydra_cfg)
         except Interrupted as e:
             if note:  # a sweep's job: the sweep continues it (from this checkpoint, into this run)
-                log.warning("job %s (run %s) %s at step %d; continue the sweep with: %s", hydra_cfg.job.num, tracker.run_id, e,
-                            training.step, note.resume_command())
+                log.warning(
+                    "job %s (run %s) %s at step %d; continue the sweep with: %s",
+                    hydra_cfg.job.num,
+                    tracker.run_id,
+                    e,
+                    training.step,
+                    note.resume_command(),
+                )
             else:
-                log.warning("run %s %s at step %d; continue it with: python -m runner %s +resume=%s", tracker.run_id, e,
-                            training.step, " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume=")), tracker.run_id)
+                log.warning(
+                    "run %s %s at step %d; continue it with: python -m runner %s +resume=%s",
+                    tracker.run_id,
+                    e,
+                    training.step,
+                    " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume=")),
+                    tracker.run_id,
+                )
             end_run(tracker, run_dir, "KILLED", f"{e} at step {training.step}")
             e.runner_run = (tracker.run_id, "KILLED", tracker.ui_command())
             raise
@@ -295,7 +338,13 @@ def run_with(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
             raise
     tracker.end("FINISHED")
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
-    log.info("recorded as run %s in experiment %r of %s; browse it with: %s", tracker.run_id, where.experiment, where.uri, tracker.ui_command())
+    log.info(
+        "recorded as run %s in experiment %r of %s; browse it with: %s",
+        tracker.run_id,
+        where.experiment,
+        where.uri,
+        tracker.ui_command(),
+    )
     return final[metric]
 
 
@@ -303,19 +352,28 @@ def artifacts_refused(tracker, run_dir: Path, hydra_cfg, step: int | None = -1) 
     """The artifact store refused a write (permissions, a full disk): what is kept, and how to continue. ``step``: where
     training stopped with a local checkpoint (None: checkpoints are off; -1: training had finished)."""
     reason, folder = tracker.artifact_failure
-    fix = (f"free space on the disk of {folder}" if "No space left" in reason or "quota" in reason.lower()
-           else f"make {folder} writable (e.g. chmod -R u+w {folder})")
+    fix = (
+        f"free space on the disk of {folder}"
+        if "No space left" in reason or "quota" in reason.lower()
+        else f"make {folder} writable (e.g. chmod -R u+w {folder})"
+    )
     if step == -1:
-        return RunnerError(f"tracking: the artifact store refused a write ({reason}); the run's artifacts are incomplete, its "
-                           f"trained weights are kept in {run_dir / 'model.npz'}; {fix}")
+        return RunnerError(
+            f"tracking: the artifact store refused a write ({reason}); the run's artifacts are incomplete, its "
+            f"trained weights are kept in {run_dir / 'model.npz'}; {fix}"
+        )
     if step is None:
-        return RunnerError(f"tracking: the artifact store refused a write ({reason}); training stopped (checkpoints are off: "
-                           f"nothing to continue from); {fix}")
+        return RunnerError(
+            f"tracking: the artifact store refused a write ({reason}); training stopped (checkpoints are off: "
+            f"nothing to continue from); {fix}"
+        )
     kept = run_dir / "checkpoints" / checkpoint.FILE
     overrides = " ".join(o for o in hydra_cfg.overrides.task if not o.startswith("+resume="))
-    return RunnerError(f"tracking: the artifact store refused a write ({reason}); training stopped at step {step}, its metrics "
-                       f"recorded and its checkpoint kept in {kept}; {fix}, then continue the run with: python -m runner "
-                       f"{overrides} +resume={kept}")
+    return RunnerError(
+        f"tracking: the artifact store refused a write ({reason}); training stopped at step {step}, its metrics "
+        f"recorded and its checkpoint kept in {kept}; {fix}, then continue the run with: python -m runner "
+        f"{overrides} +resume={kept}"
+    )
 
 
 def refuse_finished(client, run_id: str, source: str) -> None:
@@ -326,12 +384,16 @@ def refuse_finished(client, run_id: str, source: str) -> None:
     except Exception:
         return
     if run.info.status == "FINISHED":
-        raise RunnerError(f"resume={source}: run {run_id} ({run.info.run_name}) is FINISHED: there is nothing to continue; to train "
-                          f"again or longer, start a new run without +resume (e.g. the same overrides with a larger trainer.epochs); "
-                          f"its weights stay in its model.npz artifact") from None
+        raise RunnerError(
+            f"resume={source}: run {run_id} ({run.info.run_name}) is FINISHED: there is nothing to continue; to train "
+            f"again or longer, start a new run without +resume (e.g. the same overrides with a larger trainer.epochs); "
+            f"its weights stay in its model.npz artifact"
+        ) from None
 
 
-def record_start(cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits) -> None:
+def record_start(
+    cfg, config, tracker, registry, used, hydra_cfg, seed, metric, direction, check_seed, model, loss, splits
+) -> None:
     """Params, tags and the gradient check: what a new run records before it trains."""
     tracker.log_params(flatten(config))
     tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in used}
@@ -363,10 +425,14 @@ def checkpointer(cfg, run_dir: Path, tracker: Tracker, model, optimizer, trainin
     def save() -> None:
         if not cfg.checkpoint.enabled:
             return
-        tracker.release(run_dir / "checkpoints" / checkpoint.FILE)  # the sidecar may still be copying the last one: it is replaced now
+        tracker.release(
+            run_dir / "checkpoints" / checkpoint.FILE
+        )  # the sidecar may still be copying the last one: it is replaced now
         tracker.flush()  # every metric up to this step is in the store before the checkpoint exists: a resume never misses one
         resume.in_store(tracker)
-        path = checkpoint.save(run_dir / "checkpoints", resume.state_of(model, optimizer, training, config, tracker.run_id, tracker.uri))
+        path = checkpoint.save(
+            run_dir / "checkpoints", resume.state_of(model, optimizer, training, config, tracker.run_id, tracker.uri)
+        )
         tracker.log_artifact(path, resume.ARTIFACT_DIR)
         last[0] = time.monotonic()
         log.debug("checkpoint after step %d: %s", training.step, path)
@@ -401,6 +467,7 @@ def finish_artifacts(cfg, run_dir: Path, tracker: Tracker, model, loss, splits) 
     tracker.log_artifact(run_dir / "config.resolved.yaml")
     tracker.log_artifact(run_dir / ".hydra", "hydra")
     from runner.report.artifacts import log_run_story  # pictures, tables, summary, dataset inputs, the pyfunc model
+
     log_run_story(tracker, model, loss, splits, cfg, run_dir)
     if (run_dir / "runner.log").is_file():
         tracker.log_artifact(run_dir / "runner.log")
@@ -428,9 +495,16 @@ def gradient_check(cfg: DictConfig, model, loss, splits, seed: int, tracker: Tra
     origins[None] = str(loss_entry.provider) if loss_entry else ""
     message = failure_message(rows, float(gc.threshold), origins)
     tracker.set_tags({"runner.gradcheck": "failed" if message else "passed"})
-    log.info("gradient check: max relative error %.2e over %d arrays (%d layers alone, the loss, %d parameters end to end), "
-             "%d entries at kinks skipped (threshold %.0e)", metrics["gradcheck/max_rel_error"], len(rows), len(model.layers),
-             sum(r.level == "model" for r in rows), metrics["gradcheck/kinks_skipped"], gc.threshold)
+    log.info(
+        "gradient check: max relative error %.2e over %d arrays (%d layers alone, the loss, %d parameters end to end), "
+        "%d entries at kinks skipped (threshold %.0e)",
+        metrics["gradcheck/max_rel_error"],
+        len(rows),
+        len(model.layers),
+        sum(r.level == "model" for r in rows),
+        metrics["gradcheck/kinks_skipped"],
+        gc.threshold,
+    )
     if message:
         if gc.fail:
             raise RunnerError(message)
@@ -472,7 +546,10 @@ def task(cfg: DictConfig) -> float:
             if note and not getattr(e, "runner_run_id", None):  # failed before its run started: record it
                 record_failed_job(note, hydra_cfg.job.num, list(hydra_cfg.overrides.task), what)
             recorded = f" (run {e.runner_run[0]})" if hasattr(e, "runner_run") else ""
-            print(f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed{recorded}: {what}", file=sys.stderr)
+            print(
+                f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed{recorded}: {what}",
+                file=sys.stderr,
+            )
             return float("nan")
         if not isinstance(e, RunnerError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             if hasattr(e, "runner_run"):  # after the traceback Hydra prints: the run's id stays the last line

@@ -6,6 +6,7 @@ starts (so parallel jobs never race to create a fresh SQLite store), and leaves 
 directory; each job (any launcher, any process) reads that note and records itself as a child run.
 ``on_multirun_end`` builds the summary table from the children, tags the best, and ends the parent.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -94,26 +95,45 @@ class SweepTracking(Callback):
             self.parent = resumed_parent(where, str(resume_id))
         else:
             name = f"{where.experiment}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.parent = Tracker.start(where, name, tags={
-                "runner.sweep": "parent",
-                "runner.overrides": " ".join(overrides),
-                "runner.sweeper": choices.get("hydra/sweeper", ""),
-                "runner.launcher": choices.get("hydra/launcher", ""),
-            })
+            self.parent = Tracker.start(
+                where,
+                name,
+                tags={
+                    "runner.sweep": "parent",
+                    "runner.overrides": " ".join(overrides),
+                    "runner.sweeper": choices.get("hydra/sweeper", ""),
+                    "runner.launcher": choices.get("hydra/launcher", ""),
+                },
+            )
             params = {f"sweep.{i}": o for i, o in enumerate(overrides)}
             params.update({f"sweep.params.{k}": v for k, v in flatten(sweep_params).items()})
             if params:
                 self.parent.log_params(params)
         metric, direction = objective_of(config)
-        swept = [o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
-        note = SweepNote(where.uri, where.experiment, self.parent.run_id, metric, direction, swept + list(sweep_params), bool(resume_id),
-                         sweep_command(config))
+        swept = [
+            o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()
+        ]
+        note = SweepNote(
+            where.uri,
+            where.experiment,
+            self.parent.run_id,
+            metric,
+            direction,
+            swept + list(sweep_params),
+            bool(resume_id),
+            sweep_command(config),
+        )
         self.note = note
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / NOTE).write_text(json.dumps(asdict(note)))
-        log.info("sweep recorded as parent run %s in experiment %r of %s%s", self.parent.run_id, where.experiment, where.uri,
-                 " (resumed: jobs already FINISHED are skipped)" if resume_id else "")
+        log.info(
+            "sweep recorded as parent run %s in experiment %r of %s%s",
+            self.parent.run_id,
+            where.experiment,
+            where.uri,
+            " (resumed: jobs already FINISHED are skipped)" if resume_id else "",
+        )
 
     def _abandoned(self) -> None:
         """At exit, a sweep that never reached its end (a job's process died, the launcher raised) says so."""
@@ -170,8 +190,12 @@ def job_runs(note: SweepNote, overrides: list[str]) -> list:
     key = " ".join(without_resume(overrides))
     client = open_client(note.uri)
     experiment = client.get_experiment_by_name(note.experiment)
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{note.parent_run_id}'",
-                              max_results=10000, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{note.parent_run_id}'",
+        max_results=10000,
+        order_by=["attributes.start_time DESC"],
+    )
     return [r for r in runs if r.data.tags.get("runner.job.overrides") == key and SUPERSEDED not in r.data.tags]
 
 
@@ -209,15 +233,23 @@ def supersede(note: SweepNote, overrides: list[str], run_id: str) -> None:
     for run in job_runs(note, overrides):
         if run.info.run_id != run_id and run.info.status != "FINISHED":
             _retrying(lambda: client.set_tag(run.info.run_id, SUPERSEDED, run_id), "mark a superseded run")
-            log.info("run %s (%s, an earlier attempt at this job) is superseded by run %s", run.info.run_id, run.info.status, run_id)
+            log.info(
+                "run %s (%s, an earlier attempt at this job) is superseded by run %s", run.info.run_id, run.info.status, run_id
+            )
 
 
 def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str) -> None:
     """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep)."""
-    tracker = Tracker.start(Target(note.uri, None, note.experiment), note.job_name(job_num, overrides), {
-        "mlflow.parentRunId": note.parent_run_id, "runner.job.num": job_num, "runner.job.overrides": " ".join(without_resume(overrides)),
-        "runner.error": error,
-    })
+    tracker = Tracker.start(
+        Target(note.uri, None, note.experiment),
+        note.job_name(job_num, overrides),
+        {
+            "mlflow.parentRunId": note.parent_run_id,
+            "runner.job.num": job_num,
+            "runner.job.overrides": " ".join(without_resume(overrides)),
+            "runner.error": error,
+        },
+    )
     tracker.end("FAILED")
     if note.resuming:
         supersede(note, overrides, tracker.run_id)
@@ -256,7 +288,9 @@ def sweep_table(uri: str, parent_run_id: str):
 
     client = open_client(uri)
     parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000
+    )
     rows = []
     for run in runs:
         tags, info = run.data.tags, run.info
@@ -271,6 +305,12 @@ def sweep_table(uri: str, parent_run_id: str):
             "error": tags.get("runner.error", ""),
             "run_id": info.run_id,
         }
-        row.update({f"metrics.{k}": v for k, v in sorted(run.data.metrics.items()) if not k.startswith("gradcheck/") or k == "gradcheck/max_rel_error"})
+        row.update(
+            {
+                f"metrics.{k}": v
+                for k, v in sorted(run.data.metrics.items())
+                if not k.startswith("gradcheck/") or k == "gradcheck/max_rel_error"
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows).sort_values("job").reset_index(drop=True) if rows else pd.DataFrame()

@@ -11,6 +11,7 @@ A trial whose job failed, or whose objective is NaN or infinite (a diverged run)
 study as FAILED and the search goes on. With a storage (e.g. ``sqlite:///outputs/optuna.db``) and a
 study name the study persists: running the same command again continues it with n_trials more.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ def distribution(override: Override):
     if isinstance(sweep, ChoiceSweep):
         # values Optuna can store: the override text of each choice ("[100,100]" for a list)
         return d.CategoricalDistribution([Override._get_value_element_as_str(v) for v in sweep.list])
-    raise RunnerError(f"hydra.sweeper.params.{override.get_key_element()}: cannot search over {override.input_line!r}; "
-                      "use interval(a, b), tag(log, interval(a, b)), range(a, b, step) or choice(...)")
+    raise RunnerError(
+        f"hydra.sweeper.params.{override.get_key_element()}: cannot search over {override.input_line!r}; "
+        "use interval(a, b), tag(log, interval(a, b)), range(a, b, step) or choice(...)"
+    )
 
 
 def search_space(params: dict[str, str] | None, arguments: list[str]) -> Space:

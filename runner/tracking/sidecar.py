@@ -17,6 +17,7 @@ Ctrl-C reaches every process of the terminal's group: the sidecar ignores SIGINT
 lets the run's process decide (it records KILLED, then closes the pipe). At end of input it has
 carried out everything it was sent, and exits.
 """
+
 from __future__ import annotations
 
 import errno
@@ -55,8 +56,9 @@ class Session:
     def create_run(self, run_name: str, tags: dict[str, str], start_time: int | None = None) -> str:
         from runner.tracking.tracker import _retrying
 
-        run = _retrying(lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=tags, start_time=start_time),
-                        "create run")
+        run = _retrying(
+            lambda: self.client.create_run(self.experiment_id, run_name=run_name, tags=tags, start_time=start_time), "create run"
+        )
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -66,8 +68,11 @@ class Session:
 
         from runner.tracking.tracker import _retrying
 
-        entities = {"metrics": [Metric(k, v, t, s) for k, v, t, s in metrics], "params": [Param(k, v) for k, v in params],
-                    "tags": [RunTag(k, v) for k, v in tags]}
+        entities = {
+            "metrics": [Metric(k, v, t, s) for k, v, t, s in metrics],
+            "params": [Param(k, v) for k, v in params],
+            "tags": [RunTag(k, v) for k, v in tags],
+        }
         _retrying(lambda: self.client.log_batch(self.run_id, **entities), "log batch")
 
     def log_artifact(self, path: str, artifact_path: str | None, is_dir: bool) -> None:

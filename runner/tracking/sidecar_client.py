@@ -17,6 +17,7 @@ out every later request itself, as ``tracking.sidecar=false`` does. The run's ta
 says when and why. An artifact the artifact store refuses is kept in ``artifact_failure`` for the
 run to act on (``runner.app``): metrics are still written.
 """
+
 from __future__ import annotations
 
 import collections
@@ -43,8 +44,9 @@ class RemoteTracker:
     def __init__(self, where: Target):
         self.uri, self.where = where.uri, where
         bound_http_retries()  # inherited by the sidecar
-        self._proc = subprocess.Popen([sys.executable, "-m", "runner.tracking.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      close_fds=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.tracking.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
+        )
         self._seq = 0
         # the replies, read by a thread as they come: a failure the sidecar reports is seen at the next
         # check even when it arrived with an earlier reply (a select() on the pipe misses what the
@@ -211,7 +213,9 @@ class RemoteTracker:
         if reply:
             self._wanted.add(self._seq)
         try:
-            pickle.dump((self._seq, op, args, kwargs, True if reply else "ack"), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(
+                (self._seq, op, args, kwargs, True if reply else "ack"), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL
+            )
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             self._take_over()  # the request is in the journal: written here
@@ -258,7 +262,7 @@ class RemoteTracker:
             code = self._proc.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             code = self._proc.poll()
-        how = (f"signal {-code}, {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}")
+        how = f"signal {-code}, {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         cause = f"the MLflow sidecar process (runner.sidecar, pid {self._proc.pid}) died ({how}) after step {self._last_step}"
         pending = [entry for entry in self._journal if entry[0] > self._acked]
         self._journal.clear()

@@ -23,6 +23,7 @@ dies, even by SIGKILL), one process at a time:
 
 The lock is held while MLflow itself first opens the store (which adds the Default experiment).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,7 +47,7 @@ def path_of(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` URI (relative to the cwd, as MLflow has it); None for anything else."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
     return Path(path).absolute()
@@ -148,8 +149,10 @@ def lock(db: Path):
             except BlockingIOError:
                 waited = time.monotonic() - began
                 if waited > LOCK_TIMEOUT_S:
-                    raise RunnerError(f"tracking: the MLflow store {db} has been locked for {LOCK_TIMEOUT_S:.0f} s by another "
-                                      f"process creating or repairing it (lock {path}); is one stuck?") from None
+                    raise RunnerError(
+                        f"tracking: the MLflow store {db} has been locked for {LOCK_TIMEOUT_S:.0f} s by another "
+                        f"process creating or repairing it (lock {path}); is one stuck?"
+                    ) from None
                 if waited > 10 and not said:
                     log.warning("tracking: waiting for another process creating or repairing the MLflow store %s", db)
                     said = True
@@ -175,8 +178,13 @@ def prepare_locked(db: Path, uri: str) -> None:
     if state.empty:
         create(db)
     elif ours and not state.holds_data and (state.leftovers or state.revision != head):
-        log.warning("tracking: the MLflow store %s was left half-created (schema revision %s of %s%s) and holds nothing: "
-                    "created anew", db, state.revision, head, f", leftover {', '.join(state.leftovers)}" if state.leftovers else "")
+        log.warning(
+            "tracking: the MLflow store %s was left half-created (schema revision %s of %s%s) and holds nothing: created anew",
+            db,
+            state.revision,
+            head,
+            f", leftover {', '.join(state.leftovers)}" if state.leftovers else "",
+        )
         create(db)
     elif ours and state.leftovers:
         drop_leftovers(db, state)
@@ -190,11 +198,14 @@ def prepare_locked(db: Path, uri: str) -> None:
 
         leftovers = f", leftover table {', '.join(after.leftovers)}" if after.leftovers else ""
         reason = str(e).splitlines()[0].split(". ")[0][:200] if str(e) else ""
-        state = "" if str(after.revision) in reason else f"; it is at schema revision {after.revision}, this MLflow expects {head}"
+        state = (
+            "" if str(after.revision) in reason else f"; it is at schema revision {after.revision}, this MLflow expects {head}"
+        )
         raise RunnerError(
             f"tracking: MLflow {mlflow.__version__} cannot open the store {db} ({type(e).__name__}: {reason}{state}{leftovers}): "
             f"a store of an older MLflow, or one left half-created or half-upgraded by a process that died; back it up, then run: "
-            f"mlflow db upgrade {uri} — or move it away to start a new store") from None
+            f"mlflow db upgrade {uri} — or move it away to start a new store"
+        ) from None
 
 
 def create(db: Path) -> None:
@@ -222,14 +233,16 @@ def create(db: Path) -> None:
 
 def drop_leftovers(db: Path, state: State) -> None:
     """Drop ``_alembic_tmp_<table>``, an unfinished migration's copy, where ``<table>`` itself is still there."""
-    droppable = [t for t in state.leftovers if t[len("_alembic_tmp_"):] in state.tables]
+    droppable = [t for t in state.leftovers if t[len("_alembic_tmp_") :] in state.tables]
     if not droppable:
         return
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
         for table in droppable:
             con.execute(f'drop table "{table}"')
         con.commit()
-    log.warning("tracking: dropped %s from the MLflow store %s (left by a migration that did not finish)", ", ".join(droppable), db)
+    log.warning(
+        "tracking: dropped %s from the MLflow store %s (left by a migration that did not finish)", ", ".join(droppable), db
+    )
 
 
 def open_once(uri: str) -> None:

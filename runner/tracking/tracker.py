@@ -3,6 +3,7 @@
 The default store is embedded: ``sqlite:///<cwd>/outputs/mlflow.db`` with artifacts in
 ``<cwd>/outputs/mlartifacts``, absolute so that jobs started elsewhere share it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,16 +88,26 @@ class Tracker:
         self._last_flush = time.monotonic()
 
     @classmethod
-    def start(cls, where: Target, run_name: str, tags: Mapping[str, Any] | None = None, prepared: "Future | None" = None,
-              start_time: int | None = None) -> "Tracker":
+    def start(
+        cls,
+        where: Target,
+        run_name: str,
+        tags: Mapping[str, Any] | None = None,
+        prepared: "Future | None" = None,
+        start_time: int | None = None,
+    ) -> "Tracker":
         """A new run in ``where`` (the experiment, and a fresh store, are created when missing);
         ``prepared``: a ``prepare(where)`` begun earlier, whose store and experiment it uses; ``start_time``:
         the run's start in ms since the epoch (runner.clock), None for now."""
         client, experiment_id = (prepared or prepare(where, background=False)).result()
         try:
             tags = {**process_tags(), **(tags or {})}
-            run = _retrying(lambda: client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()},
-                                                      start_time=start_time), "create run")
+            run = _retrying(
+                lambda: client.create_run(
+                    experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}, start_time=start_time
+                ),
+                "create run",
+            )
         except Exception as e:  # an unreachable server or an unusable store: say which
             raise RunnerError(f"tracking: cannot open the MLflow store {where.uri!r}: {type(e).__name__}: {e}") from None
         return cls(client, run.info.run_id, where.uri)
@@ -194,7 +205,9 @@ class Tracker:
     def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
         """metric key -> [(step, value), ...] for the keys the run has."""
         logged = self.latest_metrics()
-        return {key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged}
+        return {
+            key: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)] for key in keys if key in logged
+        }
 
     def submit(self, function: str, *args, **kwargs) -> None:
         """``call`` for a part of the run story, its result dropped (not waited for in a ``RemoteTracker``);
@@ -218,6 +231,7 @@ def prepare(where: Target, background: bool = True) -> "Future":
     ``(client, experiment_id)`` as a future. In the background by default: ``import mlflow`` and a
     fresh SQLite store's schema take 1-2 s, overlapped with loading the data. The thread is not a
     daemon: a store being created is never cut off by the process exiting."""
+
     def open_store():
         client = open_client(where.uri)  # a server must answer; a SQLite store is created or repaired by one process at a time
         try:
@@ -231,6 +245,7 @@ def prepare(where: Target, background: bool = True) -> "Future":
         return client, experiment_id
 
     future: Future = Future()
+
     def fill() -> None:
         try:
             future.set_result(open_store())
@@ -252,8 +267,9 @@ def experiment_of(client, where: Target) -> str:
         if found:
             return found.experiment_id
         try:
-            return _retrying(lambda: client.create_experiment(where.experiment, artifact_location=where.artifact_location),
-                             "create experiment")
+            return _retrying(
+                lambda: client.create_experiment(where.experiment, artifact_location=where.artifact_location), "create experiment"
+            )
         except Exception as e:
             if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS" or attempt == 4:
                 raise
@@ -265,9 +281,13 @@ def experiment_of(client, where: Target) -> str:
 #: MLflow's HTTP client retries a server's 5xx answers 7 times with a doubling back-off, each request waiting up to
 #: 120 s: ~250 s of silence per request (measured: a server answering 503 hung a run past its training, its
 #: sidecar left behind). Bounded here, unless the user set them: 2 retries, a request that keeps failing fails in ~3 s.
-HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false"}
+HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
+}
 
 
 def bound_http_retries() -> None:
@@ -302,16 +322,25 @@ def reap_stale_runs(client) -> None:
     host = socket.gethostname()
     experiment_ids, token = [], None
     while True:  # pages of 1000
-        page = _retrying(lambda: client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token),
-                         "list experiments")
+        page = _retrying(
+            lambda: client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token),
+            "list experiments",
+        )
         experiment_ids += [e.experiment_id for e in page]
         token = page.token
         if not token:
             break
     if not experiment_ids:
         return
-    stale = _retrying(lambda: client.search_runs(experiment_ids, f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'",
-                                                 run_view_type=ViewType.ACTIVE_ONLY, max_results=1000), "find stale runs")
+    stale = _retrying(
+        lambda: client.search_runs(
+            experiment_ids,
+            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+        ),
+        "find stale runs",
+    )
     for run in stale:
         pid = int(run.data.tags.get("runner.pid", "0") or 0)
         if pid and not alive(pid):
@@ -320,7 +349,9 @@ def reap_stale_runs(client) -> None:
                 _retrying(lambda: client.set_tag(run.info.run_id, "runner.error", reason), "mark stale run")
                 _retrying(lambda: client.set_terminated(run.info.run_id, "KILLED"), "mark stale run")
             except Exception as e:  # e.g. deleted meanwhile: the others are still looked at
-                log.warning("run %s was left RUNNING by process %d, which is gone; marking it KILLED failed: %s", run.info.run_id, pid, e)
+                log.warning(
+                    "run %s was left RUNNING by process %d, which is gone; marking it KILLED failed: %s", run.info.run_id, pid, e
+                )
                 continue
             log.warning("run %s was left RUNNING by process %d, which is gone: marked KILLED", run.info.run_id, pid)
 
@@ -349,10 +380,14 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except urllib.error.HTTPError as e:
         if e.code < 500:
             return  # it answered: a server without /health (or behind auth) is reachable
-        raise RunnerError(f"tracking: the MLflow server {uri} answers {e.code} {e.reason} (it, or a proxy before it, is down "
-                          "or overloaded); try again when it answers, or unset MLFLOW_TRACKING_URI to record in the local "
-                          "store") from None
+        raise RunnerError(
+            f"tracking: the MLflow server {uri} answers {e.code} {e.reason} (it, or a proxy before it, is down "
+            "or overloaded); try again when it answers, or unset MLFLOW_TRACKING_URI to record in the local "
+            "store"
+        ) from None
     except (OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise RunnerError(f"tracking: the MLflow server {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI "
-                          "to record in the local store") from None
+        raise RunnerError(
+            f"tracking: the MLflow server {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI "
+            "to record in the local store"
+        ) from None

@@ -1,4 +1,5 @@
 """Two moons: two interleaving half circles, a small binary task that a linear model cannot solve."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,9 @@ def moons(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, n
     around (0, 0), class 1 on the lower one around (1, 0.5); Gaussian noise of std ``noise``."""
     n0 = n // 2
     t = rng.uniform(0, np.pi, n)
-    x = np.where((np.arange(n) < n0)[:, None],
-                 np.stack([np.cos(t), np.sin(t)], axis=1),
-                 np.stack([1 - np.cos(t), 0.5 - np.sin(t)], axis=1))
+    x = np.where(
+        (np.arange(n) < n0)[:, None], np.stack([np.cos(t), np.sin(t)], axis=1), np.stack([1 - np.cos(t), 0.5 - np.sin(t)], axis=1)
+    )
     x += noise * rng.standard_normal(x.shape)
     y = (np.arange(n) >= n0).astype(np.int64)
     order = rng.permutation(n)

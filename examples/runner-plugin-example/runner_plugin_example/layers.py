@@ -1,4 +1,5 @@
 """PReLU: a ReLU with a learned negative slope (He et al. 2015, "Delving deep into rectifiers")."""
+
 from __future__ import annotations
 
 import numpy as np

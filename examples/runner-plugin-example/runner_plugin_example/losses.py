@@ -1,4 +1,5 @@
 """Squared hinge loss for a binary task's scores."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Lion (EvoLved Sign Momentum; Chen et al. 2023, "Symbolic discovery of optimization algorithms")."""
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Each hook returns a list of PluginSpec(name, factory, description); ``factory(**options)`` gets
 the options from the config (``model.layers[i]``, ``loss.*``, ``optimizer.*``, ``dataset.*``).
 """
+
 from runner.api import PluginSpec, hookimpl
 
 from .datasets import TwoMoons

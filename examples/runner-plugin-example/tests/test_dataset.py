@@ -1,4 +1,5 @@
 """Two moons: runner's dataset contract (types, shapes, dtypes, labels, seeding...), and the moons themselves."""
+
 from pathlib import Path
 
 import numpy as np

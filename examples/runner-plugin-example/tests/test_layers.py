@@ -1,4 +1,5 @@
 """PReLU: runner's layer contract (gradients, shapes, dtypes, in-place rules...), and its values by hand."""
+
 import numpy as np
 import pytest
 

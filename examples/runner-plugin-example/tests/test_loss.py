@@ -1,4 +1,5 @@
 """The squared hinge loss: runner's loss contract (gradient, value, shapes, dtypes, reduction...), and its value by hand."""
+
 import numpy as np
 import pytest
 
@@ -10,7 +11,7 @@ from runner_plugin_example.losses import SquaredHinge
 class TestSquaredHinge(LossContract):
     factory = SquaredHinge
     pred_shape = (16, 1)  # a binary task's scores: one output
-    target = "binary"     # 0/1, shaped like pred, as the runner passes them
+    target = "binary"  # 0/1, shaped like pred, as the runner passes them
 
 
 def test_value_by_hand():

@@ -1,4 +1,5 @@
 """Lion: runner's optimizer contract (in-place steps, descent, state round trips, dtypes...), and its update by hand."""
+
 import numpy as np
 import pytest
 
@@ -25,8 +26,8 @@ def test_two_steps_by_hand():
     np.testing.assert_allclose(theta, [0.9, -0.9, 0.5])  # sign(0.1 g1); sign(0) = 0
     g2 = np.array([-1.0, -1.0, 1.0], np.float32)
     opt.step({"w": theta}, {"w": g2})
-    m = 0.01 * g1                     # after step 1: m = (1 - beta2) g1
-    c = 0.9 * m + 0.1 * g2            # interpolation for step 2
+    m = 0.01 * g1  # after step 1: m = (1 - beta2) g1
+    c = 0.9 * m + 0.1 * g2  # interpolation for step 2
     np.testing.assert_allclose(theta, np.array([0.9, -0.9, 0.5]) - 0.1 * np.sign(c), rtol=1e-6)
     assert theta.dtype == np.float32
 
@@ -38,7 +39,9 @@ def test_decoupled_weight_decay():
     np.testing.assert_allclose(theta, [2.0 - 0.1 * 0.5 * 2.0])
 
 
-@pytest.mark.parametrize("options, message", [({"lr": 0}, "lr"), ({"beta1": 1.0}, "beta1"), ({"weight_decay": -1}, "weight_decay")])
+@pytest.mark.parametrize(
+    "options, message", [({"lr": 0}, "lr"), ({"beta1": 1.0}, "beta1"), ({"weight_decay": -1}, "weight_decay")]
+)
 def test_bad_options_name_the_option(options, message):
     with pytest.raises(RunnerError, match=message):
         Lion(**options)

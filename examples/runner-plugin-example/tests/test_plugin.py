@@ -1,4 +1,5 @@
 """The plugin as runner sees it: its hooks, registered for one test, and its Hydra configs."""
+
 from importlib import metadata, resources
 
 import numpy as np

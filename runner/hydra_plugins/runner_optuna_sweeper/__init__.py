@@ -7,6 +7,7 @@ editable install is not (its namespace path is a path hook), so ``python -m runn
 class itself before Hydra starts (runner/__main__.py). Registering here, at import, would recurse:
 Hydra imports this module while building ``Plugins.instance()``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,30 +24,50 @@ log = logging.getLogger("runner.search")
 
 
 class RunnerOptunaSweeper(Sweeper):
-    def __init__(self, n_trials: int = 20, n_jobs: int = 1, direction: str = "maximize", study_name: str | None = None,
-                 storage: str | None = None, seed: int | None = None, params: dict[str, str] | None = None):
+    def __init__(
+        self,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        direction: str = "maximize",
+        study_name: str | None = None,
+        storage: str | None = None,
+        seed: int | None = None,
+        params: dict[str, str] | None = None,
+    ):
         self.n_trials, self.n_jobs, self.direction = int(n_trials), max(1, int(n_jobs)), direction
         self.study_name, self.storage, self.seed = study_name, storage, seed
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         space = search_space(self.params, arguments)
         study = optuna.create_study(
-            study_name=self.study_name, storage=self.storage, direction=self.direction,
-            sampler=optuna.samplers.TPESampler(seed=self.seed), load_if_exists=True,
+            study_name=self.study_name,
+            storage=self.storage,
+            direction=self.direction,
+            sampler=optuna.samplers.TPESampler(seed=self.seed),
+            load_if_exists=True,
         )
         done_before = len(study.trials)
-        log.info("study %r (%s): %d trials before this sweep; searching %s", study.study_name, self.storage or "in memory",
-                 done_before, ", ".join(space.distributions))
+        log.info(
+            "study %r (%s): %d trials before this sweep; searching %s",
+            study.study_name,
+            self.storage or "in memory",
+            done_before,
+            ", ".join(space.distributions),
+        )
         job_index = 0
         while job_index < self.n_trials:
-            trials = [study.ask(fixed_distributions=space.distributions) for _ in range(min(self.n_jobs, self.n_trials - job_index))]
+            trials = [
+                study.ask(fixed_distributions=space.distributions) for _ in range(min(self.n_jobs, self.n_trials - job_index))
+            ]
             returns = self.launcher.launch([trial_overrides(space, t) for t in trials], initial_job_idx=job_index)
             for trial, job_return in zip(trials, returns):
                 value = objective_value(job_return)
@@ -59,9 +80,10 @@ class RunnerOptunaSweeper(Sweeper):
         results = {"study": study.study_name, "trials": len(study.trials), "failed": len(study.trials) - len(complete)}
         if complete:
             results.update(best_value=study.best_value, best_params=study.best_params, best_trial=study.best_trial.number)
-            log.info("best trial %d: %s = %s with %s", study.best_trial.number, self.direction, study.best_value, study.best_params)
+            log.info(
+                "best trial %d: %s = %s with %s", study.best_trial.number, self.direction, study.best_value, study.best_params
+            )
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
         return results
-
