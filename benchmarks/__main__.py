@@ -82,8 +82,8 @@ def code_fingerprint() -> dict:
 
 
 def machine_facts() -> dict:
-    from threadpoolctl import threadpool_info
     import numpy
+    from threadpoolctl import threadpool_info
 
     cpu = ""
     flags = ""

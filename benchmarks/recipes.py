@@ -52,7 +52,7 @@ class Recipe:
     def widths(self, n_in: int, n_out: int) -> list[int]:
         return [n_in, *self.hidden, n_out]
 
-    def quick(self) -> "Recipe":
+    def quick(self) -> Recipe:
         """A few steps on a slice of the data: exercises every code path in seconds."""
         return replace(self, iterations=min(self.iterations or 10**9, 30), limit=2000, inner=min(self.inner, 2))
 

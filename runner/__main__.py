@@ -5,23 +5,25 @@ Before Hydra starts, the config directories that plugin distributions ship (entr
 and a config file on that path that is not valid YAML becomes one line (runner.config_sources).
 """
 
+# isort: off
 from runner.run import clock  # noqa: F401  first: the fallback of the process's start time (a run's MLflow start_time)
+# isort: on
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.plugins import Plugins
+
 from hydra_plugins.runner_optuna_sweeper import RunnerOptunaSweeper
-
 from runner.api import RunnerError
-from runner.run.task import task
-from runner.run.config_sources import install as install_config_sources
-from runner.plugins.search_path import install as install_plugin_configs
-from runner.run.interrupt import Interrupted
 from runner.plugins.configs import main_config_dir
+from runner.plugins.search_path import install as install_plugin_configs
+from runner.run.config_sources import install as install_config_sources
+from runner.run.interrupt import Interrupted
+from runner.run.task import task
 
-# conf/ sits beside runner/ in a checkout (and an editable install); a wheel carries it as runner/conf.
+# conf/ is the package runner.conf (the checkout's conf/ in an editable install).
 CONFIG_PATH = str(main_config_dir())
 
 main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)

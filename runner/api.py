@@ -6,9 +6,10 @@ plugin may import (plus `runner.testing` in its tests).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pluggy

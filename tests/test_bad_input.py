@@ -6,7 +6,6 @@ import shutil
 import time
 
 import pytest
-
 from conftest import SHARED_DATA
 
 
@@ -122,7 +121,6 @@ def test_an_experiment_that_sets_model_type_itself_is_one_clear_line(runner_cli,
 
 def test_every_experiment_selects_its_model_group_and_the_plugin_guide_shows_the_examples():
     import yaml
-
     from conftest import ROOT
 
     example = ROOT / "examples" / "runner-plugin-example" / "runner_plugin_example" / "conf" / "experiment" / "two_moons.yaml"

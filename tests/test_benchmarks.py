@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PLUGIN_SWITCHES, ROOT, SHARED_DATA
 
 if str(ROOT) not in sys.path:  # benchmarks/ is a top-level package of the checkout, not installed

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import PLUGIN_SWITCHES, SHARED_DATA, Run, run_cli
 
 SMALL = ("+experiment=iris_binary", "trainer.iterations=60", "report.enabled=false")  # 10 epochs of 6 steps

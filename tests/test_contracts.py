@@ -11,8 +11,8 @@ import re
 import textwrap
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from runner.builtins.datasets import runner_datasets
 from runner.builtins.layers import INITS, runner_layers
 from runner.builtins.losses import runner_losses

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runner.api import DataContext, RunnerError
 from runner.builtins.datasets import (
     FashionMnistDataset,
     IrisBinaryDataset,
@@ -18,7 +19,6 @@ from runner.builtins.datasets import (
     runner_datasets,
 )
 from runner.builtins.datasets.idx import read_idx
-from runner.api import DataContext, RunnerError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_DIR = SHARED / "mnist"

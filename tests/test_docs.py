@@ -1,10 +1,10 @@
 """The docs keep up with the code: every built-in plugin has its row in docs/numerics.md."""
 
 import pytest
-
 from conftest import ROOT
-from runner.plugins.discovery import load_registry
+
 from runner.core.schedules import SCHEDULES
+from runner.plugins.discovery import load_registry
 
 NUMERICS = (ROOT / "docs" / "numerics.md").read_text()
 

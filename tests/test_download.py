@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runner.api import DataContext, RunnerError
 from runner.builtins.datasets import MnistDataset
 from runner.builtins.datasets.download import Digests, check_url, download
 from runner.builtins.datasets.mnist import MNIST, TEST_LABELS
-from runner.api import DataContext, RunnerError
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

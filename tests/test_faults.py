@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Run, run_cli
 from test_reliability import histories, sidecar_of, start_with
 

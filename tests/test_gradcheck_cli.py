@@ -4,7 +4,6 @@ ends the output of a stopped run; a correct layer with the default init passes."
 
 import pandas as pd
 import pytest
-
 from pip_installs import pip_install, plugin_env, softsign_distribution
 
 SPIRALS = ["dataset=spirals", "model=sequential", "trainer.epochs=1"]

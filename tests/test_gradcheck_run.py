@@ -11,19 +11,19 @@ alone at the activations it really receives, the loss alone, every parameter end
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
-from runner.builtins.layers import INITS
+
 from runner.api import DataContext, Layer, Meta, PluginSpec, Splits, hookimpl
+from runner.builtins.layers import INITS
 from runner.core.gradcheck import check_run, failure_message, metrics_of
 from runner.core.model import build_model
-from runner.testing import plugin_registry
 from runner.core.train import targets_for
+from runner.testing import plugin_registry
 
 THRESHOLD = 1e-6  # gradcheck.threshold's default
 RUN = {"eps": 1e-5, "max_entries": 64}  # the run's defaults (conf/config.yaml)
@@ -78,12 +78,12 @@ class SoftsignPlugin:
         ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def registry():
     return plugin_registry(SoftsignPlugin())
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset(name: str, dtype: str) -> Splits:
     options = {"spirals": {"classes": 2}, "spirals_binary": {"classes": 2}}.get(name, {})
     kind = "spirals" if name == "spirals_binary" else name

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from runner.builtins import layers as L
 from runner.api import RunnerError
+from runner.builtins import layers as L
 from runner.core.gradcheck import check_layer
 
 SMOOTH = 1e-7  # relative error allowed where the function is smooth

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from runner.api import RunnerError
 from runner.builtins.losses import (
     L1,
     MSE,
@@ -15,7 +16,6 @@ from runner.builtins.losses import (
     SumSquared,
     runner_losses,
 )
-from runner.api import RunnerError
 from runner.core.gradcheck import check_array
 
 SMOOTH = 1e-7  # relative error allowed where the loss is smooth

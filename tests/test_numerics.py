@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from runner.api import RunnerError
 from runner.builtins.layers import Linear, ReLU, Sigmoid, Tanh
 from runner.builtins.losses import L1, MSE, SoftmaxCrossEntropy, SumSquared
 from runner.builtins.optimizers import SGD
-from runner.api import RunnerError
 from runner.core.gradcheck import Eval, check_array, check_layer
 
 SMOOTH = 1e-7  # relative error allowed where the function is smooth

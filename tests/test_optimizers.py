@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
+from runner.api import RunnerError
 from runner.builtins import optimizers
 from runner.builtins.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, RMSprop, runner_optimizers
-from runner.api import RunnerError
 
 STEPS = 20
 TORCH_TOL = 1e-10  # absolute, parameters after STEPS steps, float64

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from runner.api import PluginSpec, RunnerError, hookimpl
-from runner.plugins.entry_points import Installed
 from runner.plugins.configs import ConfigDir, config_conflicts, resolve
+from runner.plugins.entry_points import Installed
 from runner.plugins.settings import PluginSettings
 from runner.testing import check_loss, plugin_registry
 

@@ -9,6 +9,7 @@ import sys
 
 from conftest import ROOT
 from pip_installs import clean_environ, list_plugins, pip_install, plugin_env, write_distribution
+
 from runner.plugins import hookspecs
 from runner.plugins import settings as plugin_settings
 

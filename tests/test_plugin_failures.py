@@ -5,7 +5,6 @@ and the disable and allow-list switches (environment and config) work before any
 import json
 
 import pytest
-
 from pip_installs import clashing_config_distribution, list_plugins, pip_install, plugin_env
 
 BROKEN = "runner-broken-plugin 0.0.1"

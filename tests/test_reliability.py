@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, Run, run_cli
 from test_sweeps import mlflow_server  # noqa: F401  (a fixture: a real mlflow server)
 
@@ -148,9 +147,9 @@ def test_bad_values_name_the_key(runner_cli, override, message):
 
 
 def test_a_layer_that_raises_is_named_with_its_plugin():
-    from runner.api import PluginSpec, hookimpl, Meta, RunnerError
-    from runner.core.model import build_model
+    from runner.api import Meta, PluginSpec, RunnerError, hookimpl
     from runner.builtins.layers import ReLU
+    from runner.core.model import build_model
 
     class Broken(ReLU):
         def forward(self, x, training):

@@ -112,8 +112,8 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
     race needs a slow import to show, so this checks the outcome: such requests are carried out."""
     import numpy as np
 
-    from runner.tracking.sidecar_client import RemoteTracker
     from runner.report.artifacts import _head
+    from runner.tracking.sidecar_client import RemoteTracker
     from runner.tracking.tracker import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")

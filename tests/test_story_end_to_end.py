@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import SHARED_DATA
 from test_report import decoded, png_size
 

@@ -11,7 +11,6 @@ import urllib.request
 
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA, Run, run_cli
 
 GRID = ("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "model.hidden=[8],[16]")

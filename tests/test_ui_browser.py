@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 CHROMIUM = Path(os.environ.get("RUNNER_CHROMIUM", "/usr/bin/chromium"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import numbers
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 
 #: Two computations of the same float64 value (another memory layout, a batch of one) may differ by this much.
 SAME = dict(rtol=1e-9, atol=1e-12)

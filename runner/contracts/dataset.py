@@ -11,7 +11,6 @@ import pytest
 from runner.api import DataContext, Meta, Split, Splits
 from runner.contracts.base import _Contract
 
-
 TASKS = ("classification", "binary", "regression")
 
 

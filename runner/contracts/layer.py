@@ -7,9 +7,9 @@ import numbers
 
 import numpy as np
 
-from runner.core import gradcheck
 from runner.api import Layer, RunnerError
 from runner.contracts.base import _assert_close, _Contract, _is_number, _mode
+from runner.core import gradcheck
 
 
 def _transposed(a: np.ndarray) -> np.ndarray:

@@ -6,10 +6,8 @@ import math
 
 import numpy as np
 
-
 from runner.contracts.base import _assert_close, _Contract, _is_number
 from runner.core.gradcheck import check_loss
-
 
 PRED_KINDS = ("real", "softmax", "probability")
 TARGET_KINDS = ("real", "binary", "one_hot", "class_indices")

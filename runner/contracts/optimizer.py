@@ -6,8 +6,8 @@ import copy
 
 import numpy as np
 
-from runner.run import checkpoint
 from runner.contracts.base import _Contract
+from runner.run import checkpoint
 
 
 def _first_impurity(value, path: str) -> str | None:

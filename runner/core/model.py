@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class Sequential:
         origin = f", from {self.origins[i]}" if self.origins else ""
         return RunnerError(f"model.layers[{i}] ({self.types[i]}{origin}): {method} raised {type(e).__name__}: {e}")
 
-    def astype(self, dtype: Any) -> "Sequential":
+    def astype(self, dtype: Any) -> Sequential:
         """A deep copy whose parameters and gradients are of ``dtype`` (float64 for the gradient check)."""
         twin = copy.deepcopy(self)
         for layer in twin.layers:

@@ -12,7 +12,8 @@ Warm-up (``warmup`` = w steps, also available in cosine) ramps linearly: lr0 / w
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from runner.api import RunnerError
 

@@ -17,8 +17,8 @@ A config file that two sources provide (a plugin and runner, or two plugins) is 
 from __future__ import annotations
 
 import importlib.util
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from runner.plugins.entry_points import Failure, Installed, Skipped, installed

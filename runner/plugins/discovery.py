@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
-from runner.plugins import hookspecs
 from runner.api import ENTRY_POINT_GROUP, PluginSpec, RunnerError
-from runner.plugins.entry_points import Failure, Installed, Skipped, installed
+from runner.plugins import hookspecs
 from runner.plugins.configs import CONFIG_GROUP, ConfigDir, config_conflicts, find_config_dirs, main_config_dir
-from runner.plugins.settings import ENV_DISABLE, PluginSettings
+from runner.plugins.entry_points import Failure, Installed, Skipped, installed
 from runner.plugins.registry import HOOKS, KINDS, NAME_RULE, NAME_RULE_TEXT, Entry, Provider, Registry, duplicates
+from runner.plugins.settings import ENV_DISABLE, PluginSettings
 
 log = logging.getLogger("runner.plugins")
 

@@ -60,7 +60,7 @@ class Failure:
     traceback: str  # the full traceback, for --traceback and the run record
 
     @classmethod
-    def of(cls, source: Installed, exc: BaseException | str, context: str = "") -> "Failure":
+    def of(cls, source: Installed, exc: BaseException | str, context: str = "") -> Failure:
         """From an exception (its type, first line and where it was raised) or a message; ``context``
         goes first, e.g. ``runner_layers() raised``."""
         prefix = f"{context} " if context else ""

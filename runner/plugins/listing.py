@@ -18,8 +18,8 @@ from typing import Any
 
 from runner.api import RunnerError
 from runner.plugins.discovery import Discovery, discover
-from runner.plugins.settings import ENV_STRICT, PluginSettings
 from runner.plugins.registry import KINDS
+from runner.plugins.settings import ENV_STRICT, PluginSettings
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from runner.api import RunnerError
 
@@ -43,7 +44,7 @@ class Selector:
     entry_point: str | None = None
 
     @classmethod
-    def parse(cls, text: Any, source: str) -> "Selector":
+    def parse(cls, text: Any, source: str) -> Selector:
         if not isinstance(text, str):
             raise RunnerError(f"{source}: expected distribution names (strings), got {text!r}")
         dist, _, entry_point = text.strip().partition(":")
@@ -87,7 +88,7 @@ class PluginSettings:
     @classmethod
     def from_sources(
         cls, config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, config_name: str = "plugins"
-    ) -> "PluginSettings":
+    ) -> PluginSettings:
         """Settings from the config section ``plugins`` (``config_name`` names it in messages) and the environment."""
         environ = os.environ if environ is None else environ
         config = _plain(config)

@@ -17,8 +17,9 @@ Figures have fixed sizes in pixels (``SIZES``): the tests check them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

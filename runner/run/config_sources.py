@@ -14,8 +14,8 @@ shows the traceback instead.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import yaml
 from hydra._internal.core_plugins.file_config_source import FileConfigSource as _HydraFileConfigSource

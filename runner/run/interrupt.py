@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class Interrupted(BaseException):
@@ -32,7 +32,7 @@ class Signals:
         self.deferring = False
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "Signals":
+    def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -20,9 +20,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.run import clock
 from runner.api import RunnerError
 from runner.core.model import hidden_widths
+from runner.run import clock
 from runner.tracking.tracker import check_reachable
 
 #: The schemes MLflow itself opens a tracking store for (its plugins add theirs: entry points ``mlflow.tracking_store``).

@@ -30,13 +30,13 @@ import math
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
-from runner.run import checkpoint
 from runner.api import RunnerError
+from runner.run import checkpoint
 from runner.tracking.tracker import Target, Tracker, _retrying, alive, open_client
 
 log = logging.getLogger("runner.resume")

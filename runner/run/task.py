@@ -18,20 +18,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, RunnerError
-from runner.run import checkpoint
-from runner.run import clock
-from runner.run import resume
 from runner.core.gradcheck import check_run, failure_message, metrics_of
-from runner.run.interrupt import Interrupted, Signals
 from runner.core.model import build_model, layer_configs
-from runner.run.preflight import seed_of
+from runner.core.schedules import make_schedule
+from runner.core.train import TrainerConfig, Training, targets_for
 from runner.plugins.discovery import load_registry
 from runner.plugins.registry import Entry, Registry
+from runner.run import checkpoint, clock, resume
+from runner.run.interrupt import Interrupted, Signals
+from runner.run.preflight import seed_of
 from runner.sweeps.callback import finished_job, interrupted_job, read_note, record_failed_job, supersede, without_resume
 from runner.tracking.sidecar_client import RemoteTracker
 from runner.tracking.tracker import Target, Tracker, flatten, open_client, prepare, target
-from runner.core.schedules import make_schedule
-from runner.core.train import Training, TrainerConfig, targets_for
 
 log = logging.getLogger("runner")
 

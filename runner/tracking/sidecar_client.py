@@ -29,8 +29,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from runner.api import RunnerError
 from runner.tracking.tracker import _BATCH_METRICS, _BATCH_PARAMS, Target, bound_http_retries, process_tags
@@ -73,7 +74,7 @@ class RemoteTracker:
         self.artifact_failure: tuple[str, str] | None = None
 
     # -- the run
-    def start_run(self, run_name: str, tags: Mapping[str, Any] | None = None, start_time: int | None = None) -> "RemoteTracker":
+    def start_run(self, run_name: str, tags: Mapping[str, Any] | None = None, start_time: int | None = None) -> RemoteTracker:
         """Open the store and experiment (created when missing) and a new run in it, begun at ``start_time``
         (ms since the epoch; None: when the sidecar creates it); returns at once."""
         self._send("open", self.where.uri, self.where.experiment, self.where.artifact_location)

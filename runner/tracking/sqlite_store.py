@@ -97,10 +97,10 @@ def read_state(db: Path, writable: bool = False) -> State:
 @lru_cache(maxsize=1)
 def schema() -> tuple[str, frozenset[str], frozenset[str]]:
     """(the head revision, every revision, the tables) of this MLflow's store schema."""
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db.utils import _get_alembic_config
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (its models, as MLflow checks them)
+    from alembic.script import ScriptDirectory
     from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.db.utils import _get_alembic_config
 
     script = ScriptDirectory.from_config(_get_alembic_config(""))
     [head] = script.get_heads()

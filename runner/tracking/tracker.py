@@ -14,10 +14,11 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from runner.api import RunnerError
 
@@ -93,9 +94,9 @@ class Tracker:
         where: Target,
         run_name: str,
         tags: Mapping[str, Any] | None = None,
-        prepared: "Future | None" = None,
+        prepared: Future | None = None,
         start_time: int | None = None,
-    ) -> "Tracker":
+    ) -> Tracker:
         """A new run in ``where`` (the experiment, and a fresh store, are created when missing);
         ``prepared``: a ``prepare(where)`` begun earlier, whose store and experiment it uses; ``start_time``:
         the run's start in ms since the epoch (runner.clock), None for now."""
@@ -121,7 +122,7 @@ class Tracker:
             self.client.delete_tag(self.run_id, "runner.error")
 
     @classmethod
-    def attach(cls, uri: str, run_id: str) -> "Tracker":
+    def attach(cls, uri: str, run_id: str) -> Tracker:
         """An existing run, e.g. a sweep's parent run, reopened in another process."""
         return cls(open_client(uri), run_id, uri)
 
@@ -226,7 +227,7 @@ class Tracker:
         return f"mlflow ui --backend-store-uri {self.uri}"
 
 
-def prepare(where: Target, background: bool = True) -> "Future":
+def prepare(where: Target, background: bool = True) -> Future:
     """Open ``where``'s store and experiment (creating them when missing, marking stale runs KILLED):
     ``(client, experiment_id)`` as a future. In the background by default: ``import mlflow`` and a
     fresh SQLite store's schema take 1-2 s, overlapped with loading the data. The thread is not a

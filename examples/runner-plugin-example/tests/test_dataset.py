@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runner_plugin_example.datasets import TwoMoons
 
 from runner.api import DataContext, RunnerError
 from runner.testing import DatasetContract
-from runner_plugin_example.datasets import TwoMoons
 
 
 class TestTwoMoons(DatasetContract):

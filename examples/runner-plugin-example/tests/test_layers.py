@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from runner_plugin_example.layers import PReLU
 
 from runner.api import RunnerError
 from runner.testing import LayerContract
-from runner_plugin_example.layers import PReLU
 
 
 class TestPReLU(LayerContract):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from runner_plugin_example.losses import SquaredHinge
 
 from runner.api import RunnerError
 from runner.testing import LossContract
-from runner_plugin_example.losses import SquaredHinge
 
 
 class TestSquaredHinge(LossContract):

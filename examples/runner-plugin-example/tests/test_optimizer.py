@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from runner_plugin_example.optimizers import Lion
 
 from runner.api import RunnerError
 from runner.testing import OptimizerContract
-from runner_plugin_example.optimizers import Lion
 
 
 class TestLion(OptimizerContract):

@@ -4,10 +4,10 @@ from importlib import metadata, resources
 
 import numpy as np
 import pytest
+from runner_plugin_example import plugin
 
 from runner.api import Meta
 from runner.testing import build_model, plugin_registry
-from runner_plugin_example import plugin
 
 
 @pytest.fixture
