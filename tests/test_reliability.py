@@ -220,7 +220,7 @@ def test_a_checkpoint_every_epoch_is_logged_while_training_goes_on(runner_cli, t
 def test_a_failed_run_says_why_even_when_the_store_refused_a_write(tmp_path):
     """After a write fails the sidecar drops later writes but still ends the run: runner.error goes with the end."""
     from runner.api import RunnerError
-    from runner.run.task import end_run
+    from runner.run.record import end_run
     from runner.tracking.sidecar_client import RemoteTracker
     from runner.tracking.tracker import Target, default_store
 

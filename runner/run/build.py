@@ -1,0 +1,90 @@
+"""Build: the run's plugins, data and model, from the composed config.
+
+What the config alone can get wrong (a plugin name, an option, the model's layers) is checked before
+the data loads; the model's shapes are checked against the data before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
+
+from runner.api import DataContext, Loss, Optimizer, Splits
+from runner.core.model import Sequential, build_model, layer_configs
+from runner.core.train import TrainerConfig
+from runner.plugins.discovery import load_registry
+from runner.plugins.registry import Entry, Registry
+from runner.run.compose import data_dir, lr_schedule, objective, options
+
+log = logging.getLogger("runner")
+
+#: Below this many FLOPs of matrix products per training step a second BLAS thread gains nothing and costs
+#: a lot (docs/benchmarks.md, "Threads"): with ``threads: null`` smaller models get 1 thread.
+SMALL_STEP_FLOPS = 100e6
+
+
+@dataclass
+class Built:
+    """Everything a run trains with, and what it was built from."""
+
+    registry: Registry
+    used: list[Entry]  # the plugins the run uses: dataset, layers, loss, optimizer (tagged on the run)
+    splits: Splits
+    model: Sequential
+    loss: Loss
+    optimizer: Optimizer
+    trainer: TrainerConfig
+    learning_rate: Callable[[int], float] | None
+    metric: str  # the objective returned to Hydra, e.g. val/accuracy
+    direction: str  # maximize or minimize
+    store: Any = None  # what ``before_data`` returned: the MLflow store prepared while the data loaded
+
+
+def step_flops(model, batch_size: int) -> float:
+    """FLOPs of a training step's matrix products: forward, d(weights) and d(input), 2 m n k each."""
+    return sum(6.0 * batch_size * w.shape[0] * w.shape[1] for w in model.params.values() if w.ndim == 2)
+
+
+def build(
+    cfg: DictConfig, seed: int, dtype: np.dtype, init_seed: np.random.SeedSequence, before_data: Callable[[], Any] = lambda: None
+) -> Built:
+    """Plugins from the registry, the dataset loaded, the model built; ``before_data`` runs once the
+    config is checked and before the data loads (the store is prepared meanwhile)."""
+    registry: Registry = load_registry(cfg.get("plugins"))  # plugins.disable / allow / strict (docs/plugins.md)
+    used: list[Entry] = []
+
+    def plugin(kind: str, section: DictConfig, key: str) -> Any:
+        entry = registry.get(kind, section.name, f"{key}.name")
+        used.append(entry)
+        return entry.create(options(section, "name"), f"{key} ({section.name})")
+
+    dataset = plugin("dataset", cfg.dataset, "dataset")
+    layers = layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry)
+    loss = plugin("loss", cfg.loss, "loss")
+    optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
+    trainer = TrainerConfig(**options(cfg.trainer))
+    store = before_data()
+    splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
+    model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
+    used[1:1] = [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]  # dataset, layers, loss, optimizer
+    trainer.validate(len(splits.train))
+    if cfg.threads is None and step_flops(model, trainer.batch_size) < SMALL_STEP_FLOPS:
+        threadpool_limits(limits=1, user_api="blas")  # task()'s limits restore the previous ones afterwards
+    learning_rate = lr_schedule(cfg, optimizer, trainer.total_steps(len(splits.train)))
+    metric, direction = objective(cfg, splits.meta)
+    log.info(
+        "data %s: %d train / %d val / %d test; model %s (%d parameters)",
+        splits.meta.name,
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        model.summary(),
+        model.parameter_count(),
+    )
+    return Built(registry, used, splits, model, loss, optimizer, trainer, learning_rate, metric, direction, store)

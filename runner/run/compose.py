@@ -1,0 +1,146 @@
+"""Compose: what the config says, read once and checked, before anything is built or recorded.
+
+Each function turns one part of the composed Hydra config into plain values (a seed, a dtype, the
+data folder, BLAS threads, the objective, the learning-rate schedule), or one clear line naming the
+key when the config cannot be honoured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.api import RunnerError
+from runner.core.schedules import make_schedule
+
+log = logging.getLogger("runner")
+
+
+def options(section: DictConfig, *drop: str) -> dict:
+    """A config section as plain keyword arguments, without the keys that select the plugin."""
+    return {k: v for k, v in OmegaConf.to_container(section, resolve=True).items() if k not in drop}
+
+
+#: The options of each model type, as conf/model/<type>.yaml has them.
+MODEL_KEYS = {
+    "mlp": ("type", "hidden", "activation", "output_activation", "norm", "dropout", "linear"),
+    "sequential": ("type", "layers"),
+}
+
+
+def model_as_chosen(cfg: DictConfig, hydra_cfg) -> None:
+    """``cfg.model`` as the model group the user chose. Hydra merges an experiment's ``model:`` keys onto
+    whichever model the group gives, so ``+experiment=iris model=sequential`` also carries the
+    experiment's mlp options (``hidden``, ``linear``, ...): options of the other model type are left
+    out here, before anything is recorded. What cannot be honoured is one clear line: a ``model.type``
+    that contradicts the ``model=...`` the user wrote, or an option of the other type the user wrote."""
+    model = cfg.get("model")
+    kind = model.get("type") if isinstance(model, DictConfig) else None
+    if kind not in MODEL_KEYS:
+        return  # layer_configs names it
+    choices, overrides = hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    choice, experiment = choices.get("model"), choices.get("experiment")
+    if "model" in keys and choice in MODEL_KEYS and choice != kind:  # the user chose a model group; something else set model.type
+        if "model.type" in keys:
+            written = overrides[keys.index("model.type")]
+            raise RunnerError(f"{written}: contradicts model={choice}; choose the model with model={kind} alone")
+        source = f"+experiment={experiment}" if experiment else "the config"
+        raise RunnerError(
+            f"model={choice}: {source} sets model.type: {kind} itself, which overrides model={choice}; "
+            f"add model.type={choice} to the command line (an experiment should select its model with "
+            f"'- override /model: {kind}' in its defaults list instead of setting model.type)"
+        )
+    other = [k for k in model if k not in MODEL_KEYS[kind] and any(k in ks for ks in MODEL_KEYS.values())]
+    for key, override in zip(keys, overrides):
+        option = key.split(".")[1] if key.startswith("model.") else None
+        if option in other:
+            owner = next(t for t, ks in MODEL_KEYS.items() if option in ks)
+            raise RunnerError(
+                f"{override}: model.{option} is an option of model={owner}, but the model is {kind} "
+                f"(model={choice}); its options: {', '.join(f'model.{k}' for k in MODEL_KEYS[kind][1:])}"
+            )
+    if other:
+        log.info(
+            "model=%s: leaving out %s, options of another model type%s",
+            choice,
+            ", ".join(f"model.{k}" for k in other),
+            f" set by +experiment={experiment}" if experiment else "",
+        )
+        with open_dict(model):
+            for key in other:
+                model.pop(key)
+
+
+def data_dir(cfg: DictConfig) -> Path:
+    """Where datasets live: ``data_dir``, or the user's cache (``$XDG_CACHE_HOME/runner/data``)."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "runner" / "data"
+
+
+def dtype_of(cfg: DictConfig) -> np.dtype:
+    if cfg.dtype not in ("float32", "float64"):
+        raise RunnerError(f"dtype: expected 'float32' or 'float64', got {cfg.dtype!r}")
+    return np.dtype(cfg.dtype)
+
+
+def objective(cfg: DictConfig, meta) -> tuple[str, str]:
+    """(metric, direction) the run returns to Hydra's sweeper: by default val/accuracy (maximize),
+    or val/mae (minimize) for regression."""
+    score = "mae" if meta.task == "regression" else "accuracy"
+    metric = cfg.objective.metric or f"val/{score}"
+    measured = [
+        f"{split}/{key}" for split in ("val", "test", "train") for key in ("loss", score) if (split, key) != ("train", "loss")
+    ] + ["train/loss"]
+    if metric not in measured:
+        raise RunnerError(
+            f"objective.metric: {metric!r} is not measured for a {meta.task} task; expected one of {', '.join(measured)}"
+        )
+    direction = cfg.objective.direction or ("maximize" if metric.endswith("accuracy") else "minimize")
+    if direction not in ("maximize", "minimize"):
+        raise RunnerError(f"objective.direction: expected 'maximize' or 'minimize', got {direction!r}")
+    return metric, direction
+
+
+def blas_threads(cfg: DictConfig, hydra_cfg) -> int:
+    """BLAS threads for this job: ``threads``, or the cores shared among the launcher's parallel jobs."""
+    if cfg.threads is not None:
+        if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
+            raise RunnerError(f"threads: expected a positive number of BLAS threads or null (auto), got {cfg.threads!r}")
+        return cfg.threads
+    parallel = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.get("launcher") else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(parallel, int) and parallel > 0:
+        return max(1, cores // min(parallel, cores))
+    return cores
+
+
+def lr_schedule(cfg: DictConfig, optimizer, total_steps: int):
+    """The configured schedule over optimizer.lr, or None for an optimizer without a learning rate."""
+    name = cfg.schedule.name
+    if not hasattr(optimizer, "lr"):
+        if name != "constant":
+            raise RunnerError(f"schedule.name: {name!r} needs an optimizer with a learning rate; {cfg.optimizer.name!r} has none")
+        return None
+    return make_schedule(name, float(optimizer.lr), total_steps, options(cfg.schedule, "name"))
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def threadpool_info() -> str:
+    from threadpoolctl import threadpool_info as info
+
+    return ", ".join(f"{p['internal_api']} {p['num_threads']}" for p in info() if p["user_api"] == "blas") or "none"

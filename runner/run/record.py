@@ -1,0 +1,170 @@
+"""Record: the run in the tracking store, from its start (params, tags, the gradient check) to its end.
+
+A new run, or one continued from a checkpoint (``+resume``); its end FINISHED, or KILLED / FAILED with
+the reason in the tag ``runner.error``; the line that tells the user where a run that did not finish is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.api import RunnerError
+from runner.core.gradcheck import check_run, failure_message, metrics_of
+from runner.core.train import targets_for
+from runner.plugins.registry import Entry
+from runner.run import resume
+from runner.run.build import Built
+from runner.run.compose import git_commit, threadpool_info
+from runner.sweeps.callback import supersede, without_resume
+from runner.tracking.sidecar_client import RemoteTracker
+from runner.tracking.tracker import Target, Tracker, flatten, open_client
+
+log = logging.getLogger("runner")
+
+
+def open_run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, built: Built, started_ms):
+    """(tracker, resumed): a new run in ``where`` (through ``sidecar`` when given), or the run a checkpoint
+    continues (``resumed``: the checkpoint's state, None for a new run)."""
+    run_name = f"{where.experiment}-{built.model.summary()}-{cfg.optimizer.name}"
+    run_tags: dict = {}
+    if note:
+        run_name = note.job_name(hydra_cfg.job.num, list(hydra_cfg.overrides.task))
+        run_tags = {
+            "mlflow.parentRunId": note.parent_run_id,
+            "runner.job.num": hydra_cfg.job.num,
+            "runner.job.overrides": " ".join(without_resume(hydra_cfg.overrides.task)),
+        }
+    resumed = None
+    if cfg.get("resume"):
+        config = OmegaConf.to_container(cfg, resolve=True)
+        try:
+            resumed, source = resume.find(cfg.resume, where)
+        except RunnerError:  # e.g. no checkpoint artifact: a FINISHED run says that instead
+            refuse_finished(open_client(where.uri), str(cfg.resume), str(cfg.resume))
+            raise
+        resume.check_config(resumed, config, str(cfg.resume))
+        try:
+            tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
+        except RunnerError as e:  # e.g. the server the checkpoint's run is recorded on is down
+            raise RunnerError(
+                f"resume={cfg.resume}: run {resumed['run_id']} is recorded in {resumed['tracking_uri']}: "
+                f"{str(e).removeprefix('tracking: ')}"
+            ) from None
+        refuse_finished(tracker.client, tracker.run_id, str(cfg.resume))  # a checkpoint of a run that finished after it
+        resume.reopen(tracker, str(cfg.resume))  # RUNNING again; the interruption's reason moves to runner.interrupted
+        log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
+    elif sidecar is not None:
+        tracker = sidecar.start_run(run_name, run_tags, start_time=started_ms)
+    else:
+        tracker = Tracker.start(where, run_name, run_tags, prepared=built.store, start_time=started_ms)
+    if note and note.resuming:  # the earlier attempts at this job that did not finish: left out of the summary
+        supersede(note, list(hydra_cfg.overrides.task), tracker.run_id)
+    return tracker, resumed
+
+
+def refuse_finished(client, run_id: str, source: str) -> None:
+    """``+resume`` of a FINISHED run: one clear line instead of reopening it (a run id that is not in the
+    store is left to resume.find to name; other overrides than the checkpoint's to check_config)."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        return
+    if run.info.status == "FINISHED":
+        raise RunnerError(
+            f"resume={source}: run {run_id} ({run.info.run_name}) is FINISHED: there is nothing to continue; to train "
+            f"again or longer, start a new run without +resume (e.g. the same overrides with a larger trainer.epochs); "
+            f"its weights stay in its model.npz artifact"
+        ) from None
+
+
+def record_start(cfg: DictConfig, hydra_cfg, tracker, built: Built, seed: int) -> None:
+    """Params and tags: what a new run records before it is checked and trained."""
+    tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+    tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in built.used}
+    if built.registry.discovery is not None:  # every plugin distribution loaded, failed or skipped (docs/plugins.md)
+        tags.update(built.registry.discovery.tags())
+        tracker.log_dict(built.registry.discovery.report(), "plugins.json")
+    tags["runner.overrides"] = " ".join(hydra_cfg.overrides.task)
+    tags["runner.command"] = " ".join(sys.argv)
+    tags["runner.seed"] = seed
+    tags["runner.objective"] = f"{built.direction} {built.metric}"
+    tags["runner.blas_threads"] = threadpool_info()
+    commit = git_commit(Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tracker.set_tags(tags)
+
+
+def gradient_check(cfg: DictConfig, built: Built, seed: int, tracker) -> None:
+    """Backprop against central differences on a float64 copy before training: each layer alone at
+    the inputs it receives, the loss alone, and every parameter end to end (runner.core.gradcheck)."""
+    gc, model, splits = cfg.gradcheck, built.model, built.splits
+    loss_entry: Entry | None = next((e for e in built.used if e.kind == "loss"), None)
+    sample = (
+        splits.train.x[: gc.samples],
+        targets_for(splits.train.y[: gc.samples], splits.meta, built.loss, splits.train.x.dtype),
+    )
+    rows = check_run(model, built.loss, *sample, eps=gc.eps, max_entries=gc.max_entries, seed=seed, loss_name=cfg.loss.name)
+    metrics = metrics_of(rows)
+    tracker.log_metrics(metrics, 0)
+    origins: dict[int | None, str] = dict(enumerate(model.origins))
+    origins[None] = str(loss_entry.provider) if loss_entry else ""
+    message = failure_message(rows, float(gc.threshold), origins)
+    tracker.set_tags({"runner.gradcheck": "failed" if message else "passed"})
+    log.info(
+        "gradient check: max relative error %.2e over %d arrays (%d layers alone, the loss, %d parameters end to end), "
+        "%d entries at kinks skipped (threshold %.0e)",
+        metrics["gradcheck/max_rel_error"],
+        len(rows),
+        len(model.layers),
+        sum(r.level == "model" for r in rows),
+        metrics["gradcheck/kinks_skipped"],
+        gc.threshold,
+    )
+    if message:
+        if gc.fail:
+            raise RunnerError(message)
+        log.warning(message)
+
+
+def end_run(tracker, run_dir: Path, status: str, reason: str, trace: str | None = None) -> None:
+    """End the run KILLED or FAILED with the reason as the tag ``runner.error`` (it goes with the end, which
+    is tried even after the store refused a write), the traceback in its log artifact."""
+    try:
+        job_log = run_dir / "runner.log"
+        if trace and job_log.is_file():
+            with open(job_log, "a") as f:
+                f.write(f"\n{trace}")
+        if job_log.is_file():
+            tracker.log_artifact(job_log)
+    finally:
+        tracker.end(status, {"runner.error": (reason.strip() or f"{status} without a message")[:5000]})
+
+
+def print_run(e: BaseException) -> None:
+    """The line that ends a run that did not finish: which run holds what was recorded, and how to see it."""
+    if hasattr(e, "runner_run"):
+        run_id, status, ui = e.runner_run
+        print(f"runner: run {run_id} is recorded {status}; browse it with: {ui}", file=sys.stderr)
+
+
+def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built) -> None:
+    """The run's report: the final weights, the resolved config, Hydra's files, the pictures and tables
+    (runner.report.artifacts), and the job log."""
+    import numpy as np
+
+    weights = run_dir / "model.npz"
+    np.savez(weights, **built.model.params, **built.model.buffers)
+    (run_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tracker.log_artifact(weights)
+    tracker.log_artifact(run_dir / "config.resolved.yaml")
+    tracker.log_artifact(run_dir / ".hydra", "hydra")
+    from runner.report.artifacts import log_run_story  # matplotlib and pandas load only now, after training
+
+    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir)
+    if (run_dir / "runner.log").is_file():
+        tracker.log_artifact(run_dir / "runner.log")
