@@ -30,7 +30,7 @@ CATEGORIES = [
     ("client.", "tracking (MLflow)"),
     ("runner.report.pyfunc.", "tracking (MLflow)"),
     ("runner.report.", "run story (figures, tables for MLflow)"),
-    ("runner.run.task.gradient_check", "gradient check"),
+    ("runner.run.record.gradient_check", "gradient check"),
     ("runner.core.gradcheck.", "gradient check"),
     ("runner.core.train.evaluate", "evaluation"),
     ("runner.core.train.Training.evaluation", "evaluation"),
@@ -38,7 +38,7 @@ CATEGORIES = [
     ("runner.core.train.Training.run", "training steps"),
     ("runner.run.checkpoint.", "checkpoints"),
     ("runner.run.resume.", "checkpoints"),
-    ("runner.run.task.checkpointer", "checkpoints"),
+    ("runner.run.training.Checkpointer", "checkpoints"),
     ("dataset ", "dataset load"),
     ("runner.plugins.", "plugin discovery"),
 ]
