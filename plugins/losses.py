@@ -7,20 +7,9 @@ float32 in, float32 value (returned as a Python float) and float32 gradient out.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from runner.api import Loss, PluginSpec, RunnerError, hookimpl
-
-
-def _number(name: str, value, low: float, high: float = math.inf) -> float:
-    """``value`` as a float in the open interval (low, high), or a RunnerError naming the option."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and low < value < high
-    if not ok:
-        expected = "a positive number" if (low, high) == (0, math.inf) else f"a number in ({low:g}, {high:g})"
-        raise RunnerError(f"{name}: expected {expected}, got {value!r}")
-    return float(value)
+from runner.api import Loss, PluginSpec, RunnerError, hookimpl, option
 
 
 def _like(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -144,7 +133,7 @@ class BinaryCrossEntropy(Loss):
     """
 
     def __init__(self, eps: float = 1e-7):
-        self.eps = _number("eps", eps, 0, 0.5)
+        self.eps = option("eps", eps, float, lambda v: 0 < v < 0.5, "a number in (0, 0.5)")
 
     def forward(self, pred, target):
         t = _like(target, pred)
@@ -201,7 +190,7 @@ class Huber(Loss):
     """
 
     def __init__(self, delta: float = 1.0):
-        self.delta = _number("delta", delta, 0)
+        self.delta = option("delta", delta, float, lambda v: v > 0, "a positive number")
 
     def forward(self, pred, target):
         r = pred - _like(target, pred)

@@ -9,104 +9,67 @@ schedules. State buffers (momentum, moment estimates...) are allocated on the fi
 like each parameter, so they keep its dtype; ``state_dict()`` is plain data
 (``{"lr": 0.1, "step": 3, "v": {"0.linear.W": array, ...}}``) and ``load_state_dict`` restores it
 so that training continues bit-identically.
+
+Each ``update`` is its docstring's formula, line for line. The optimizers registered under these names
+are the fast variants at the end of this file (``FAST``, the one place the choice is made): the same
+numbers bit for bit, computed in place over L2-sized pieces (optimizers_fast.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from runner.api import Optimizer, PluginSpec, RunnerError, hookimpl
+from runner.api import Optimizer, PluginSpec, RunnerError, hookimpl, option
+
+from . import optimizers_fast as fast
 
 
-def check_number(name: str, value: Any, low: float, high: float = math.inf, low_inclusive: bool = False) -> float:
-    """``value`` as a float in (low, high) -- [low, high) with ``low_inclusive`` -- or a RunnerError naming it."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and (low <= value if low_inclusive else low < value)
-        and value < high
-    )
-    if not ok:
-        if (low, high) == (0, math.inf):
-            expected = "a non-negative number" if low_inclusive else "a positive number"
-        else:
-            expected = f"a number in {'[' if low_inclusive else '('}{low:g}, {high:g})"
-        raise RunnerError(f"{name}: expected {expected}, got {value!r}")
-    return float(value)
+def positive(name: str, value: Any) -> float:
+    return option(name, value, float, lambda v: v > 0, "a positive number")
 
 
-#: Entries per piece of an update. A large parameter is updated piece by piece, every in-place pass of
-#: the update over one piece of each array it touches (theta, g, state, scratch: about 5 x 256 KB in
-#: float32) while the piece sits in the L2 cache; measured on the 784-512-512-10 MLP, Adam took 1.26 ms a
-#: step this way, 1.8 ms in place over whole arrays, 2.7 ms with a temporary per operation.
-CHUNK = 1 << 16
+def in_unit_interval(name: str, value: Any) -> float:
+    return option(name, value, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 class BaseOptimizer(Optimizer):
     """What every built-in optimizer shares: ``lr`` and ``weight_decay``, the step count, state buffers.
 
-    A subclass names its state buffers in ``buffer_names`` and implements ``update(theta, g, s, state)``:
-    the math of one step, in place on ``theta`` and ``state`` (its buffers, a tuple in ``buffer_names``
-    order), for arrays of one shape -- a whole parameter or a piece of it (see CHUNK). ``g`` already
-    holds the L2 term and must not be written to; ``s`` is scratch of ``theta``'s shape and dtype.
+    A subclass names its state buffers in ``buffer_names`` and implements ``update(theta, g, *state)``:
+    one step of its formula for one parameter, ``theta`` and the state buffers (in ``buffer_names``
+    order) updated in place, ``g`` the gradient with the L2 term already added (not to be written to).
     ``begin_step`` computes what a step's updates share (bias corrections).
     """
 
     buffer_names: tuple[str, ...] = ()
     l2_in_gradient = True  # False: the subclass applies weight_decay itself (AdamW)
+    update: Callable[..., None]  # update(theta, g, *state), in each subclass
 
     def __init__(self, lr: float, weight_decay: float = 0.0):
-        self.lr = check_number("lr", lr, 0)
-        self.weight_decay = check_number("weight_decay", weight_decay, 0, low_inclusive=True)
+        self.lr = positive("lr", lr)
+        self.weight_decay = option("weight_decay", weight_decay, float, lambda v: v >= 0, "a non-negative number")
         self.steps = 0  # steps taken, for bias corrections
         self.buffers: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in self.buffer_names}
-        self._plans: dict[str, tuple] = {}  # name -> (theta, g, pieces, L2 scratch): made once, not state
-        self._scratch: dict[np.dtype, np.ndarray] = {}  # dtype -> (2, CHUNK) array shared by the pieces of large parameters
 
     def step(self, params, grads):
         self.steps += 1
         self.begin_step()
-        wd = self.weight_decay if self.l2_in_gradient else 0.0
-        update = self.update
         for name, theta in params.items():
             g = grads[name]
-            plan = self._plans.get(name)
-            if plan is None or plan[0] is not theta or plan[1] is not g:  # the first step, or new arrays
-                plan = self._plans[name] = self.plan(name, theta, g)
-            if not wd:
-                for theta_p, g_p, s, state in plan[2]:
-                    update(theta_p, g_p, s, state)
-                continue
-            for (theta_p, g_p, s, state), l2 in zip(plan[2], plan[3]):
-                np.multiply(theta_p, wd, out=l2)  # g + weight_decay theta
-                update(theta_p, np.add(g_p, l2, out=l2), s, state)
+            if self.l2_in_gradient and self.weight_decay:
+                g = g + self.weight_decay * theta  # the L2 penalty's gradient
+            self.update(theta, g, *self.state_of(name, theta))
 
     def begin_step(self) -> None:
         """Per-step constants, after ``self.steps`` is incremented."""
 
-    def update(self, theta: np.ndarray, g: np.ndarray, s: np.ndarray, state: tuple[np.ndarray, ...]) -> None:
-        raise NotImplementedError
-
-    def plan(self, name: str, theta: np.ndarray, g: np.ndarray) -> tuple:
-        """``(theta, g, pieces, L2 scratch per piece)``, a piece being the arguments of ``update``:
-        the whole arrays, or flat views of at most CHUNK entries when the parameter is larger."""
-        state = tuple(self.buffer(kind, name, theta) for kind in self.buffer_names)
-        arrays = (theta, g, *state)
-        if theta.size <= CHUNK or not all(a.flags.c_contiguous for a in arrays):  # the whole arrays at once
-            return theta, g, [(theta, g, np.empty_like(theta), state)], [np.empty_like(theta)]
-        scratch = self._scratch.get(theta.dtype)
-        if scratch is None:
-            scratch = self._scratch[theta.dtype] = np.empty((2, CHUNK), theta.dtype)
-        flat = [a.reshape(-1) for a in arrays]
-        pieces, l2 = [], []
-        for start in range(0, theta.size, CHUNK):
-            theta_p, g_p, *state_p = (a[start : start + CHUNK] for a in flat)
-            pieces.append((theta_p, g_p, scratch[1][: theta_p.size], tuple(state_p)))
-            l2.append(scratch[0][: theta_p.size])
-        return theta, g, pieces, l2
+    def state_of(self, name: str, theta: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The state buffers of parameter ``name``, in ``buffer_names`` order."""
+        return tuple(self.buffer(kind, name, theta) for kind in self.buffer_names)
 
     def buffer(self, kind: str, name: str, theta: np.ndarray) -> np.ndarray:
         """State buffer ``kind`` of parameter ``name``: zeros like ``theta`` the first time."""
@@ -125,12 +88,11 @@ class BaseOptimizer(Optimizer):
         missing = [key for key in ("lr", "step", *self.buffer_names) if key not in state]
         if missing:
             raise RunnerError(f"optimizer state: missing {', '.join(map(repr, missing))} for {type(self).__name__}")
-        self.lr = check_number("lr", state["lr"], 0)
+        self.lr = positive("lr", state["lr"])
         self.steps = int(state["step"])
         self.buffers = {
             kind: {name: np.array(array, copy=True) for name, array in state[kind].items()} for kind in self.buffer_names
         }
-        self._plans = {}  # their views are of the old buffers
 
 
 class SGD(BaseOptimizer):
@@ -143,15 +105,7 @@ class SGD(BaseOptimizer):
     def __init__(self, lr: float = 0.1, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
 
-    def step(self, params, grads):
-        if self.weight_decay:
-            return super().step(params, grads)
-        self.steps += 1
-        lr = self.lr
-        for name, theta in params.items():  # theta <- theta - lr g: the whole update, no plan needed (1 µs a parameter less)
-            theta -= lr * grads[name]  # a temporary measured as fast as scratch here (malloc hands back cache-hot memory)
-
-    def update(self, theta, g, s, state):
+    def update(self, theta, g):
         theta -= self.lr * g
 
 
@@ -167,13 +121,11 @@ class Momentum(BaseOptimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = check_number("momentum", momentum, 0, 1, low_inclusive=True)
+        self.momentum = in_unit_interval("momentum", momentum)
 
-    def update(self, theta, g, s, state):
-        (v,) = state
-        v *= self.momentum  # v = mu v + g
-        v += g
-        theta -= np.multiply(v, self.lr, out=s)  # theta = theta - lr v
+    def update(self, theta, g, v):
+        v[...] = self.momentum * v + g
+        theta -= self.lr * v
 
 
 class Nesterov(Momentum):
@@ -184,14 +136,9 @@ class Nesterov(Momentum):
     theta <- theta - lr * (g + mu * v)
     """
 
-    def update(self, theta, g, s, state):
-        (v,) = state
-        v *= self.momentum  # v = mu v + g
-        v += g
-        np.multiply(v, self.momentum, out=s)  # theta = theta - lr (g + mu v)
-        s += g
-        s *= self.lr
-        theta -= s
+    def update(self, theta, g, v):
+        v[...] = self.momentum * v + g
+        theta -= self.lr * (g + self.momentum * v)
 
 
 class Adagrad(BaseOptimizer):
@@ -199,23 +146,18 @@ class Adagrad(BaseOptimizer):
 
     g <- g + weight_decay * theta
     s <- s + g^2
-    theta <- theta - lr * g / (sqrt(s) + eps)
+    theta <- theta - lr * (g / (sqrt(s) + eps))
     """
 
     buffer_names = ("sum",)
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.eps = check_number("eps", eps, 0)
+        self.eps = positive("eps", eps)
 
-    def update(self, theta, g, s, state):
-        (total,) = state
-        total += np.multiply(g, g, out=s)  # sum = sum + g^2
-        np.sqrt(total, out=s)  # theta = theta - lr g / (sqrt(sum) + eps)
-        s += self.eps
-        np.divide(g, s, out=s)
-        s *= self.lr
-        theta -= s
+    def update(self, theta, g, s):
+        s[...] = s + g * g
+        theta -= self.lr * (g / (np.sqrt(s) + self.eps))
 
 
 class RMSprop(BaseOptimizer):
@@ -223,27 +165,19 @@ class RMSprop(BaseOptimizer):
 
     g <- g + weight_decay * theta
     a <- alpha * a + (1 - alpha) * g^2
-    theta <- theta - lr * g / (sqrt(a) + eps)
+    theta <- theta - lr * (g / (sqrt(a) + eps))
     """
 
     buffer_names = ("square_avg",)
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.alpha = check_number("alpha", alpha, 0, 1, low_inclusive=True)
-        self.eps = check_number("eps", eps, 0)
+        self.alpha = in_unit_interval("alpha", alpha)
+        self.eps = positive("eps", eps)
 
-    def update(self, theta, g, s, state):
-        (a,) = state
-        a *= self.alpha  # a = alpha a + (1 - alpha) g^2
-        np.multiply(g, 1 - self.alpha, out=s)
-        s *= g
-        a += s
-        np.sqrt(a, out=s)  # theta = theta - lr g / (sqrt(a) + eps)
-        s += self.eps
-        np.divide(g, s, out=s)
-        s *= self.lr
-        theta -= s
+    def update(self, theta, g, a):
+        a[...] = self.alpha * a + (1 - self.alpha) * g * g
+        theta -= self.lr * (g / (np.sqrt(a) + self.eps))
 
 
 class Adam(BaseOptimizer):
@@ -252,42 +186,35 @@ class Adam(BaseOptimizer):
     g <- g + weight_decay * theta
     m <- beta1 * m + (1 - beta1) * g
     v <- beta2 * v + (1 - beta2) * g^2
-    theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    theta <- theta - step_size * (m / (sqrt(v) * inv_c2 + eps))
+
+    with step_size = lr / (1 - beta1^t) and inv_c2 = 1 / sqrt(1 - beta2^t): the bias corrections
+    of m and v (m / (1 - beta1^t) and sqrt(v / (1 - beta2^t)) in the paper), one number each per step.
     """
 
     buffer_names = ("m", "v")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
-        self.beta1 = check_number("beta1", beta1, 0, 1, low_inclusive=True)
-        self.beta2 = check_number("beta2", beta2, 0, 1, low_inclusive=True)
-        self.eps = check_number("eps", eps, 0)
+        self.beta1 = in_unit_interval("beta1", beta1)
+        self.beta2 = in_unit_interval("beta2", beta2)
+        self.eps = positive("eps", eps)
 
     def begin_step(self):
         t = self.steps
         self.step_size = self.lr / (1 - self.beta1**t)
-        self.inv_c2 = 1 / math.sqrt(1 - self.beta2**t)  # dividing sqrt(v) by sqrt(1 - beta2^t), as a product
+        self.inv_c2 = 1 / math.sqrt(1 - self.beta2**t)
 
-    def update(self, theta, g, s, state):
-        m, v = state
-        m *= self.beta1  # m = beta1 m + (1 - beta1) g
-        m += np.multiply(g, 1 - self.beta1, out=s)
-        v *= self.beta2  # v = beta2 v + (1 - beta2) g^2
-        np.multiply(g, 1 - self.beta2, out=s)
-        s *= g
-        v += s
-        np.sqrt(v, out=s)  # theta = theta - step_size m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-        s *= self.inv_c2
-        s += self.eps
-        np.divide(m, s, out=s)
-        s *= self.step_size
-        theta -= s
+    def update(self, theta, g, m, v):
+        m[...] = self.beta1 * m + (1 - self.beta1) * g
+        v[...] = self.beta2 * v + (1 - self.beta2) * g * g
+        theta -= self.step_size * (m / (np.sqrt(v) * self.inv_c2 + self.eps))
 
 
 class AdamW(Adam):
     """AdamW, as torch.optim.AdamW: Adam with decoupled weight decay (default 0.01):
 
-    theta <- theta - lr * weight_decay * theta
+    theta <- theta * (1 - lr * weight_decay)
     then Adam's update with the plain gradient g (no L2 term)
     """
 
@@ -298,19 +225,68 @@ class AdamW(Adam):
     ):
         super().__init__(lr, beta1, beta2, eps, weight_decay)
 
-    def update(self, theta, g, s, state):
-        theta *= 1 - self.lr * self.weight_decay  # theta = theta - lr wd theta
-        super().update(theta, g, s, state)
+    def update(self, theta, g, m, v):
+        theta *= 1 - self.lr * self.weight_decay
+        super().update(theta, g, m, v)
+
+
+# --------------------------------------------------------------------------- the fast variants
+# Each is its reference class above with optimizers_fast's step: in place over L2-sized pieces, the
+# same numbers bit for bit (tests/test_fast_variants.py). Read the classes above for the math.
+
+
+class FastSGD(fast.InPlaceSGD, SGD):
+    """SGD, updated in place (optimizers_fast.InPlaceSGD)."""
+
+
+class FastMomentum(fast.InPlaceMomentum, Momentum):
+    """Momentum, updated in place (optimizers_fast.InPlaceMomentum)."""
+
+
+class FastNesterov(fast.InPlaceNesterov, Nesterov):
+    """Nesterov, updated in place (optimizers_fast.InPlaceNesterov)."""
+
+
+class FastAdagrad(fast.InPlaceAdagrad, Adagrad):
+    """Adagrad, updated in place (optimizers_fast.InPlaceAdagrad)."""
+
+
+class FastRMSprop(fast.InPlaceRMSprop, RMSprop):
+    """RMSprop, updated in place (optimizers_fast.InPlaceRMSprop)."""
+
+
+class FastAdam(fast.InPlaceAdam, Adam):
+    """Adam, updated in place (optimizers_fast.InPlaceAdam)."""
+
+
+class FastAdamW(fast.InPlaceAdamW, AdamW):
+    """AdamW, updated in place (optimizers_fast.InPlaceAdamW)."""
+
+
+#: name -> the reference class (the math, read these) and a description
+OPTIMIZERS = [
+    ("sgd", SGD, "plain stochastic gradient descent"),
+    ("momentum", Momentum, "SGD with momentum (torch convention, dampening 0)"),
+    ("nesterov", Nesterov, "SGD with Nesterov momentum (torch convention)"),
+    ("adagrad", Adagrad, "Adagrad: per-entry steps shrinking with the sum of squared gradients"),
+    ("rmsprop", RMSprop, "RMSprop: steps scaled by a running mean of squared gradients"),
+    ("adam", Adam, "Adam with bias correction; weight_decay as L2 in the gradient"),
+    ("adamw", AdamW, "Adam with decoupled weight decay (default 0.01)"),
+]
+
+#: The one place the built-in optimizers choose speed: each reference class is registered as its fast
+#: variant. ``FAST.clear()`` before runner loads its plugins trains with the reference code.
+FAST: dict[type, type] = {
+    SGD: FastSGD,
+    Momentum: FastMomentum,
+    Nesterov: FastNesterov,
+    Adagrad: FastAdagrad,
+    RMSprop: FastRMSprop,
+    Adam: FastAdam,
+    AdamW: FastAdamW,
+}
 
 
 @hookimpl
 def runner_optimizers():
-    return [
-        PluginSpec("sgd", SGD, "plain stochastic gradient descent"),
-        PluginSpec("momentum", Momentum, "SGD with momentum (torch convention, dampening 0)"),
-        PluginSpec("nesterov", Nesterov, "SGD with Nesterov momentum (torch convention)"),
-        PluginSpec("adagrad", Adagrad, "Adagrad: per-entry steps shrinking with the sum of squared gradients"),
-        PluginSpec("rmsprop", RMSprop, "RMSprop: steps scaled by a running mean of squared gradients"),
-        PluginSpec("adam", Adam, "Adam with bias correction; weight_decay as L2 in the gradient"),
-        PluginSpec("adamw", AdamW, "Adam with decoupled weight decay (default 0.01)"),
-    ]
+    return [PluginSpec(name, FAST.get(cls, cls), description) for name, cls, description in OPTIMIZERS]

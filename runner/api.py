@@ -1,4 +1,5 @@
-"""The contracts every plugin implements, and the records plugins register.
+"""The contracts every plugin implements, the records plugins register, and ``option``, the
+checker of a plugin's options.
 
 This module imports nothing of runner's own: it is exactly what a third-party
 plugin may import (plus `runner.testing` in its tests).
@@ -6,7 +7,9 @@ plugin may import (plus `runner.testing` in its tests).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,69 @@ class RunnerError(Exception):
     """A mistake a user can fix (config, data, plugin): shown as one clear line, no traceback."""
 
 
+# --------------------------------------------------------------------------- options
+
+
+def option(
+    name: str,
+    value: Any,
+    kind: type | tuple[type, ...] = float,
+    check: Callable[[Any], bool] | None = None,
+    expected: str | None = None,
+    *,
+    choices: Iterable[Any] | None = None,
+    or_none: bool = False,
+) -> Any:
+    """One option of a plugin, checked: ``value`` as ``kind``, or a RunnerError naming the option.
+
+    The error is one line, ``<name>: expected <expected>, got <value>`` (runner prefixes the config
+    key): ``option("lr", lr, float, lambda v: v > 0, "a positive number")``.
+
+    - ``kind``: ``float`` takes a finite real number (an int too) and returns a float; ``int`` a whole
+      number, returned as an int; ``bool`` true or false; any other type (or tuple of types) is
+      checked with ``isinstance``. A bool is never a number here (``True`` is not ``1``).
+    - ``check``: a predicate the value (after conversion) must pass, e.g. ``lambda v: 0 <= v < 1``.
+    - ``expected``: what the message says was expected; by default ``a number``, ``a whole
+      number``, ``true or false``, or ``one of a, b`` for ``choices``.
+    - ``choices``: the values allowed (``kind`` is then not checked).
+    - ``or_none``: None is allowed too, and returned as it is (say so in ``expected``).
+    """
+    if value is None and or_none:
+        return None
+    if choices is not None:
+        allowed = tuple(choices)
+        if isinstance(value, Hashable) and value in allowed and (check is None or check(value)):
+            return value
+        raise RunnerError(f"{name}: expected {expected or 'one of ' + ', '.join(map(str, allowed))}, got {value!r}")
+    converted = _as_kind(value, kind)
+    if converted is _WRONG or (check is not None and not check(converted)):
+        raise RunnerError(f"{name}: expected {expected or _EXPECTED.get(kind, 'a ' + _type_names(kind))}, got {value!r}")
+    return converted
+
+
+_WRONG = object()
+_EXPECTED: dict[Any, str] = {float: "a number", int: "a whole number", bool: "true or false", str: "a string"}
+
+
+def _as_kind(value: Any, kind: type | tuple[type, ...]) -> Any:
+    """``value`` converted to ``kind`` (see ``option``), or _WRONG."""
+    if kind is float:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return _WRONG
+        return float(value)
+    if kind is int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            return _WRONG
+        return int(value)
+    if kind is bool:
+        return bool(value) if isinstance(value, (bool, np.bool_)) else _WRONG
+    return value if isinstance(value, kind) else _WRONG
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
 # --------------------------------------------------------------------------- contracts
 
 
@@ -33,7 +99,8 @@ class Layer:
 
     ``params`` and ``grads`` share keys (``{"W": ..., "b": ...}``; empty for activations).
     ``forward`` keeps what ``backward`` needs; ``backward`` fills ``grads`` in place
-    (``self.grads["W"][...] = ...``: the runner holds these arrays) and returns d(loss)/d(input). Layers never update their own parameters: optimizers do; layers read
+    (``self.grads["W"][...] = ...``: the runner holds these arrays) and returns d(loss)/d(input).
+    Layers never update their own parameters: optimizers do; layers read
     them from ``self.params`` on every call (the runner may swap the arrays, e.g. to float64).
     ``buffers``: state that is not trained (batchnorm's running statistics), saved with the weights.
     A layer that needs randomness (dropout) draws it from ``self.rng``, a Generator it makes in
@@ -49,6 +116,13 @@ class Layer:
     #: empty for a smooth layer. The gradient check skips an entry only when its perturbation moves
     #: an input of this layer across one of them (no finite difference is the derivative there).
     kinks: tuple[float, ...] = ()
+    #: The in-place protocol (docs/plugins.md), annotated only: a layer class that defines
+    #: ``overwrite_input = overwrite_dout = False`` gets them set by the model; one that defines
+    #: ``output_unshared`` / ``input_grad_unshared`` says its returned arrays are its callers' alone.
+    overwrite_input: bool
+    overwrite_dout: bool
+    output_unshared: bool
+    input_grad_unshared: bool
 
     def __init__(self) -> None:
         self.params = {}

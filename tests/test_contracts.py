@@ -14,12 +14,16 @@ import pytest
 from conftest import SHARED_DATA
 
 from runner.builtins.datasets import runner_datasets
+from runner.builtins.layers import FAST as FAST_LAYERS
 from runner.builtins.layers import INITS, runner_layers
 from runner.builtins.losses import runner_losses
+from runner.builtins.optimizers import FAST as FAST_OPTIMIZERS
 from runner.builtins.optimizers import runner_optimizers
 from runner.testing import DatasetContract, LayerContract, LossContract, OptimizerContract
 
 LAYER_FACTORIES = {spec.name: spec.factory for spec in runner_layers()}
+#: each registered fast variant -> the reference class it stands for (layers.FAST, optimizers.FAST)
+REFERENCE_OF = {fast: reference for reference, fast in (*FAST_LAYERS.items(), *FAST_OPTIMIZERS.items())}
 LOSS_FACTORIES = {spec.name: spec.factory for spec in runner_losses()}
 OPTIMIZER_FACTORIES = {spec.name: spec.factory for spec in runner_optimizers()}
 DATASET_FACTORIES = {spec.name: spec.factory for spec in runner_datasets()}
@@ -60,6 +64,8 @@ LAYERS = {
 }
 for case, (name, options, shape, attributes) in LAYERS.items():
     contract_class(LayerContract, case, LAYER_FACTORIES[name], options=options, input_shape=shape, **attributes)
+    if (reference := REFERENCE_OF.get(LAYER_FACTORIES[name])) is not None:  # what the fast variant stands for
+        contract_class(LayerContract, f"{case}-reference", reference, options=options, input_shape=shape, **attributes)
 
 # --------------------------------------------------------------------------- every built-in loss
 
@@ -84,7 +90,7 @@ for case, (name, attributes) in LOSSES.items():
 
 # --------------------------------------------------------------------------- every built-in optimizer
 
-# one parameter above runner.builtins.optimizers.CHUNK entries, so the piece-by-piece update is covered too
+# one parameter above runner.builtins.optimizers_fast.CHUNK entries, so the piece-by-piece update is covered too
 PARAM_SHAPES = {"0.linear.W": (300, 300), "0.linear.b": (300,), "1.linear.W": (300, 3), "2.prelu.alpha": (1,)}
 OPTIMIZERS = {
     "sgd": {"lr": 0.1},
@@ -104,6 +110,8 @@ for name, options in OPTIMIZERS.items():
         options={**options, "weight_decay": 0.05},
         param_shapes=PARAM_SHAPES,
     )
+    reference = REFERENCE_OF[OPTIMIZER_FACTORIES[name]]  # the fast variant is registered; its reference too
+    contract_class(OptimizerContract, f"{name}-reference", reference, options=options, param_shapes=PARAM_SHAPES)
 
 # --------------------------------------------------------------------------- the built-in datasets that need no download
 

@@ -156,7 +156,7 @@ def test_batchnorm_matches_torch_in_training_and_eval(torch, momentum):
     layer.build((4,), rng, np.dtype(np.float64))
     bn = torch.nn.BatchNorm1d(4, momentum=momentum, eps=1e-3, dtype=torch.float64)
     with_random_affine(torch, layer, bn, rng)
-    for step, training in enumerate([True, True, True, False]):
+    for training in [True, True, True, False]:
         bn.train(training)
         x = 2.0 + 3.0 * rng.standard_normal((7, 4))
         dout = rng.standard_normal((7, 4))
@@ -353,8 +353,11 @@ def test_original_initializers_draw_the_same_weights_as_before():
     [
         (
             lambda: L.Linear(3, init="glorot"),
-            "init: unknown initializer 'glorot'; expected one of normal, uniform_centered, scaled_uniform",
+            "init: expected one of normal, uniform_centered, scaled_uniform, xavier_uniform, xavier_normal, he_uniform, "
+            "he_normal, got 'glorot'",
         ),
+        (lambda: L.Linear(True), "out: expected a positive integer number of features, got True"),
+        (lambda: L.Linear(2.0), "out: expected a positive integer number of features, got 2.0"),
         (lambda: L.Linear(3, std=0), "std: expected a positive number, got 0"),
         (lambda: L.Linear(3, bias="zero"), "bias: expected a number, got 'zero'"),
         (lambda: L.LeakyReLU(alpha="0.1"), "alpha: expected a number, got '0.1'"),

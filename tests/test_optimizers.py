@@ -1,26 +1,28 @@
 """Built-in optimizers: against torch.optim step by step, learning-rate changes, state round trips, options."""
 
+import functools
 import warnings
 
 import numpy as np
 import pytest
 
 from runner.api import RunnerError
-from runner.builtins import optimizers
+from runner.builtins import optimizers, optimizers_fast
 from runner.builtins.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, Nesterov, RMSprop, runner_optimizers
 
 STEPS = 20
 TORCH_TOL = 1e-10  # absolute, parameters after STEPS steps, float64
 
-# name -> (our factory, torch.optim class name, torch options), each with the same options
+# name -> (our factory, torch.optim class name, torch options), each with the same options; the factory
+# makes the reference class, or with cls= another (the registered fast variant, optimizers.FAST)
 CASES = {
-    "sgd": (lambda **o: SGD(lr=0.1, **o), "SGD", dict(lr=0.1)),
-    "momentum": (lambda **o: Momentum(lr=0.05, momentum=0.9, **o), "SGD", dict(lr=0.05, momentum=0.9)),
-    "nesterov": (lambda **o: Nesterov(lr=0.05, momentum=0.9, **o), "SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-    "adagrad": (lambda **o: Adagrad(lr=0.1, **o), "Adagrad", dict(lr=0.1)),
-    "rmsprop": (lambda **o: RMSprop(lr=0.01, **o), "RMSprop", dict(lr=0.01)),
-    "adam": (lambda **o: Adam(lr=0.01, beta1=0.8, beta2=0.99, **o), "Adam", dict(lr=0.01, betas=(0.8, 0.99))),
-    "adamw": (lambda **o: AdamW(lr=0.01, **o), "AdamW", dict(lr=0.01)),  # default weight_decay 0.01 on both sides
+    "sgd": (lambda cls=SGD, **o: cls(lr=0.1, **o), "SGD", dict(lr=0.1)),
+    "momentum": (lambda cls=Momentum, **o: cls(lr=0.05, momentum=0.9, **o), "SGD", dict(lr=0.05, momentum=0.9)),
+    "nesterov": (lambda cls=Nesterov, **o: cls(lr=0.05, momentum=0.9, **o), "SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    "adagrad": (lambda cls=Adagrad, **o: cls(lr=0.1, **o), "Adagrad", dict(lr=0.1)),
+    "rmsprop": (lambda cls=RMSprop, **o: cls(lr=0.01, **o), "RMSprop", dict(lr=0.01)),
+    "adam": (lambda cls=Adam, **o: cls(lr=0.01, beta1=0.8, beta2=0.99, **o), "Adam", dict(lr=0.01, betas=(0.8, 0.99))),
+    "adamw": (lambda cls=AdamW, **o: cls(lr=0.01, **o), "AdamW", dict(lr=0.01)),  # default weight_decay 0.01 on both sides
 }
 WEIGHT_DECAYS = [None, 0.1]  # None: each side's default
 
@@ -150,9 +152,11 @@ def test_gradients_are_not_modified():
 @pytest.mark.parametrize("weight_decay", WEIGHT_DECAYS, ids=["default_wd", "wd0.1"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_large_and_non_contiguous_parameters_match_torch_too(name, weight_decay, monkeypatch):
-    """Above CHUNK entries a parameter is updated in pieces (flat views); a non-contiguous one as a whole."""
-    monkeypatch.setattr(optimizers, "CHUNK", 16)
-    make, torch_name, torch_options = CASES[name]
+    """The registered fast variant: above CHUNK entries a parameter is updated in pieces (flat views); a
+    non-contiguous one as a whole."""
+    monkeypatch.setattr(optimizers_fast, "CHUNK", 16)
+    reference, torch_name, torch_options = CASES[name]
+    make = functools.partial(reference, cls=optimizers.FAST[type(reference())])
     wd = {} if weight_decay is None else {"weight_decay": weight_decay}
     rng = np.random.default_rng(5)
     params = {"W": rng.standard_normal((5, 7)), "b": rng.standard_normal(3), "T": np.asfortranarray(rng.standard_normal((6, 4)))}

@@ -1,9 +1,11 @@
 """Plugin discovery through the installed entry points, and model assembly from layer configs."""
 
+import inspect
+
 import numpy as np
 import pytest
 
-from runner.api import Meta, PluginSpec, RunnerError, hookimpl
+from runner.api import Meta, PluginSpec, RunnerError, hookimpl, option
 from runner.core.model import build_model, mlp_layers
 from runner.plugins.discovery import load_registry
 from runner.testing import plugin_registry
@@ -138,9 +140,14 @@ def test_in_place_layers_give_the_same_numbers_and_spare_arrays_others_hold(regi
         if hasattr(layer, "overwrite_input")
     ]
     if name == "mlp":
-        assert granted == [("ReLU", True, True), ("Dropout", True, True)] * 2
+        assert granted == [("InPlaceReLU", True, True), ("InPlaceDropout", True, True)] * 2
     else:
-        assert granted == [("ReLU", False, True), ("Dropout", True, True), ("Dropout", True, True), ("ReLU", True, False)]
+        assert granted == [
+            ("InPlaceReLU", False, True),
+            ("InPlaceDropout", True, True),
+            ("InPlaceDropout", True, True),
+            ("InPlaceReLU", True, False),
+        ]
     assert not any(layer.overwrite_input or layer.overwrite_dout for layer in copies.layers if hasattr(layer, "overwrite_input"))
 
 
@@ -199,3 +206,76 @@ def test_the_run_names_and_logs_the_model_by_its_widths(runner_cli):
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     assert "model 4-32-32-3 (" in result.proc.stdout + result.proc.stderr
     assert result.only_run("iris").info.run_name == "iris-4-32-32-3-sgd"
+
+
+# --------------------------------------------------------------------------- runner.api.option, the options checker
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, result",
+    [
+        (("lr", 0.5), {}, 0.5),
+        (("lr", 2), {}, 2.0),  # an int is a number, returned as a float
+        (("lr", np.float32(0.25)), {}, 0.25),
+        (("n", 3, int), {}, 3),
+        (("n", np.int64(3), int), {}, 3),
+        (("flag", False, bool), {}, False),
+        (("path", "data", str), {}, "data"),
+        (("init", "he_normal"), {"choices": ("normal", "he_normal")}, "he_normal"),
+        (("seed", None, int), {"or_none": True}, None),
+    ],
+)
+def test_option_returns_the_value_as_its_kind(args, kwargs, result):
+    value = option(*args, **kwargs)
+    assert value == result and type(value) is type(result)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (("lr", "abc", float, lambda v: v > 0, "a positive number"), {}, "lr: expected a positive number, got 'abc'"),
+        (("lr", 0, float, lambda v: v > 0, "a positive number"), {}, "lr: expected a positive number, got 0"),
+        (("lr", True), {}, "lr: expected a number, got True"),  # a bool is not a number
+        (("lr", np.True_), {}, "lr: expected a number, got np.True_"),
+        (("lr", float("nan")), {}, "lr: expected a number, got nan"),
+        (("lr", float("inf")), {}, "lr: expected a number, got inf"),
+        (("lr", None), {}, "lr: expected a number, got None"),
+        (("n", 2.0, int), {}, "n: expected a whole number, got 2.0"),
+        (("n", True, int), {}, "n: expected a whole number, got True"),
+        (("n", 1, int, lambda v: v >= 2, "a whole number >= 2"), {}, "n: expected a whole number >= 2, got 1"),
+        (("flag", "yes", bool), {}, "flag: expected true or false, got 'yes'"),
+        (("flag", 1, bool), {}, "flag: expected true or false, got 1"),
+        (("path", 3, str), {}, "path: expected a string, got 3"),
+        (("init", "x"), {"choices": ("normal", "he_normal")}, "init: expected one of normal, he_normal, got 'x'"),
+        (("init", ["normal"]), {"choices": ("normal",)}, "init: expected one of normal, got ['normal']"),
+        (("seed", None, int), {}, "seed: expected a whole number, got None"),
+    ],
+)
+def test_option_errors_are_one_line_naming_the_option_the_value_and_what_was_expected(args, kwargs, message):
+    with pytest.raises(RunnerError) as e:
+        option(*args, **kwargs)
+    assert str(e.value) == message
+
+
+def builtin_specs():
+    from runner.builtins.datasets import runner_datasets
+    from runner.builtins.layers import runner_layers
+    from runner.builtins.losses import runner_losses
+    from runner.builtins.optimizers import runner_optimizers
+
+    for hook in (runner_layers, runner_losses, runner_optimizers, runner_datasets):
+        for spec in hook():
+            yield pytest.param(spec, id=f"{hook.__name__.removeprefix('runner_')}-{spec.name}")
+
+
+@pytest.mark.parametrize("spec", builtin_specs())
+def test_every_builtin_refuses_a_bool_where_it_takes_a_number(spec):
+    """Each numeric option (an int or float default) of a built-in, given true: a RunnerError naming it."""
+    parameters = inspect.signature(spec.factory).parameters
+    required = {name: 3 for name, p in parameters.items() if p.default is inspect.Parameter.empty}  # linear's out
+    for name, parameter in parameters.items():
+        default = parameter.default
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        with pytest.raises(RunnerError, match=f"^{name}: expected .*, got True$"):
+            spec.factory(**{**required, name: True})

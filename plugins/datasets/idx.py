@@ -15,7 +15,7 @@ import numpy as np
 from runner.api import RunnerError
 
 #: IDX dtype codes -> big-endian NumPy dtypes.
-DTYPES = {
+DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

@@ -11,7 +11,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits
+from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits, option
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SETOSA = "Iris-setosa"
@@ -37,7 +37,8 @@ def stratified_split(
         parts[0].append(rows[n_val + n_test :])
         parts[1].append(rows[n_test : n_test + n_val])
         parts[2].append(rows[:n_test])
-    return tuple(rng.permutation(np.concatenate(p)) for p in parts)
+    train, val, test = (rng.permutation(np.concatenate(p)) for p in parts)
+    return train, val, test
 
 
 class IrisDataset(Dataset):
@@ -46,21 +47,16 @@ class IrisDataset(Dataset):
     def __init__(
         self, val_fraction: float = 0.2, test_fraction: float = 0.2, standardize: bool = False, split_seed: int | None = None
     ):
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise RunnerError(f"{key}: expected a number in [0, 1), got {value!r}")
-        if val_fraction + test_fraction >= 1:
+        self.val_fraction = option("val_fraction", val_fraction, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        self.test_fraction = option("test_fraction", test_fraction, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
             raise RunnerError(
                 f"val_fraction + test_fraction: expected less than 1 to leave training data, got {val_fraction} + {test_fraction}"
             )
-        if not isinstance(standardize, bool):
-            raise RunnerError(f"standardize: expected true or false, got {standardize!r}")
-        if split_seed is not None and (isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0):
-            raise RunnerError(f"split_seed: expected a whole number >= 0 or null (the run's seed), got {split_seed!r}")
-        self.split_seed = split_seed
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.standardize = standardize
+        self.standardize = option("standardize", standardize, bool)
+        self.split_seed = option(
+            "split_seed", split_seed, int, lambda v: v >= 0, "a whole number >= 0 or null (the run's seed)", or_none=True
+        )
 
     def load(self, context: DataContext) -> Splits:
         x, species, names = read_iris()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits
+from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits, option
 
 from . import idx
 from .download import Digests, check_url, download
@@ -104,19 +104,12 @@ class MnistDataset(Dataset):
         verify: bool = True,
         timeout: float = 30.0,
     ):
-        if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
-            raise RunnerError(f"data_dir: expected a directory path, got {data_dir!r}")
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-            raise RunnerError(f"val_size: expected a whole number >= 0, got {val_size!r}")
-        if not isinstance(verify, bool):
-            raise RunnerError(f"verify: expected true or false, got {verify!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise RunnerError(f"timeout: expected a positive number of seconds, got {timeout!r}")
-        if mirrors is None:
-            mirrors = self.flavour.mirrors
-        elif isinstance(mirrors, str):
-            mirrors = [mirrors]
-        self.mirrors = [str(m) for m in mirrors]
+        option("data_dir", data_dir, (str, os.PathLike), expected="a directory path", or_none=True)
+        val_size = option("val_size", val_size, int, lambda v: v >= 0, "a whole number >= 0")
+        verify = option("verify", verify, bool)
+        timeout = option("timeout", timeout, float, lambda v: v > 0, "a positive number of seconds")
+        chosen = self.flavour.mirrors if mirrors is None else [mirrors] if isinstance(mirrors, str) else mirrors
+        self.mirrors = [str(m) for m in chosen]
         for m in self.mirrors:
             check_url(m)
         self.data_dir = data_dir

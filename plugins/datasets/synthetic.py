@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits
+from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits, option
 
 
 def _streams(seed: int, n: int) -> list[np.random.Generator]:
@@ -17,16 +17,13 @@ def _streams(seed: int, n: int) -> list[np.random.Generator]:
 
 
 def _count(key: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RunnerError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
-    return value
+    return option(key, value, int, lambda v: v >= minimum, f"a whole number >= {minimum}")
 
 
 def _number(key: str, value, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise RunnerError(f"{key}: expected a number{bound}, got {value!r}")
-    return float(value)
+    if minimum is None:
+        return option(key, value)
+    return option(key, value, float, lambda v: v >= minimum, f"a number >= {minimum}")
 
 
 class LinearDataset(Dataset):
@@ -59,7 +56,7 @@ class LinearDataset(Dataset):
             if i < 2 and self.noise:
                 y += self.noise * rng.standard_normal(y.shape)
             splits.append(Split(x, y.astype(context.dtype)))
-        return Splits(*splits, meta=Meta("linear", (1,), 1, "regression"))
+        return Splits(splits[0], splits[1], splits[2], meta=Meta("linear", (1,), 1, "regression"))
 
 
 class RegressionDataset(Dataset):
@@ -93,7 +90,7 @@ class RegressionDataset(Dataset):
                 y += self.noise * rng.standard_normal(y.shape)
             splits.append(Split(x, y.astype(context.dtype)))
         meta = Meta("regression", (self.inputs,), self.outputs, "regression")
-        return Splits(*splits, meta=meta)
+        return Splits(splits[0], splits[1], splits[2], meta=meta)
 
 
 class SpiralsDataset(Dataset):
@@ -117,4 +114,4 @@ class SpiralsDataset(Dataset):
             x = np.stack([t * np.sin(angle), t * np.cos(angle)], axis=1)
             splits.append(Split(x.astype(context.dtype), y.astype(np.int64)))
         classes = tuple(f"arm {k}" for k in range(self.classes))
-        return Splits(*splits, meta=Meta("spirals", (2,), self.classes, "classification", classes))
+        return Splits(splits[0], splits[1], splits[2], meta=Meta("spirals", (2,), self.classes, "classification", classes))

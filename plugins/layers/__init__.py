@@ -4,6 +4,7 @@ from runner.api import PluginSpec, hookimpl
 
 from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Swish, Tanh
 from .dropout import Dropout
+from .fast import FastLinear, InPlaceDropout, InPlaceReLU
 from .linear import INITS, Linear
 from .normalization import BatchNorm, LayerNorm
 from .shape import Flatten
@@ -12,10 +13,15 @@ __all__ = [
     "BatchNorm",
     "Dropout",
     "ELU",
+    "FAST",
+    "FastLinear",
     "Flatten",
     "GELU",
     "INITS",
+    "LAYERS",
     "Identity",
+    "InPlaceDropout",
+    "InPlaceReLU",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
@@ -29,23 +35,33 @@ __all__ = [
 ]
 
 
+#: name -> the reference class (the math, read these) and a description
+LAYERS = [
+    ("linear", Linear, "fully connected: y = x W + b"),
+    ("relu", ReLU, "rectified linear unit: max(0, x)"),
+    ("leaky_relu", LeakyReLU, "x for x > 0, alpha x otherwise"),
+    ("elu", ELU, "exponential linear unit: x for x > 0, alpha (exp(x) - 1) otherwise"),
+    ("gelu", GELU, "Gaussian error linear unit x Phi(x), exact or tanh approximation"),
+    ("sigmoid", Sigmoid, "logistic function 1 / (1 + exp(-x))"),
+    ("tanh", Tanh, "hyperbolic tangent"),
+    ("softplus", Softplus, "smooth ReLU: log(1 + exp(beta x)) / beta"),
+    ("swish", Swish, "x sigmoid(beta x)"),
+    ("silu", SiLU, "sigmoid linear unit: x sigmoid(x)"),
+    ("identity", Identity, "passes its input through"),
+    ("softmax", Softmax, "softmax over the last axis (pair it with the nll loss)"),
+    ("dropout", Dropout, "inverted dropout: zeroes inputs with probability p while training"),
+    ("flatten", Flatten, "(batch, *shape) -> (batch, prod(shape))"),
+    ("batchnorm", BatchNorm, "batch normalisation of (batch, features) over the batch, with running statistics"),
+    ("layernorm", LayerNorm, "layer normalisation over the last axis"),
+]
+
+#: The one place the built-in layers choose speed: each reference class here is registered as its fast
+#: variant (layers/fast.py), which gives the same numbers bit for bit (tests/test_fast_variants.py).
+#: Every other layer is registered as written. ``FAST.clear()`` before runner loads its plugins (or an
+#: entry mapped to its own class) trains with the reference code.
+FAST: dict[type, type] = {Linear: FastLinear, ReLU: InPlaceReLU, Dropout: InPlaceDropout}
+
+
 @hookimpl
 def runner_layers():
-    return [
-        PluginSpec("linear", Linear, "fully connected: y = x W + b"),
-        PluginSpec("relu", ReLU, "rectified linear unit: max(0, x)"),
-        PluginSpec("leaky_relu", LeakyReLU, "x for x > 0, alpha x otherwise"),
-        PluginSpec("elu", ELU, "exponential linear unit: x for x > 0, alpha (exp(x) - 1) otherwise"),
-        PluginSpec("gelu", GELU, "Gaussian error linear unit x Phi(x), exact or tanh approximation"),
-        PluginSpec("sigmoid", Sigmoid, "logistic function 1 / (1 + exp(-x))"),
-        PluginSpec("tanh", Tanh, "hyperbolic tangent"),
-        PluginSpec("softplus", Softplus, "smooth ReLU: log(1 + exp(beta x)) / beta"),
-        PluginSpec("swish", Swish, "x sigmoid(beta x)"),
-        PluginSpec("silu", SiLU, "sigmoid linear unit: x sigmoid(x)"),
-        PluginSpec("identity", Identity, "passes its input through"),
-        PluginSpec("softmax", Softmax, "softmax over the last axis (pair it with the nll loss)"),
-        PluginSpec("dropout", Dropout, "inverted dropout: zeroes inputs with probability p while training"),
-        PluginSpec("flatten", Flatten, "(batch, *shape) -> (batch, prod(shape))"),
-        PluginSpec("batchnorm", BatchNorm, "batch normalisation of (batch, features) over the batch, with running statistics"),
-        PluginSpec("layernorm", LayerNorm, "layer normalisation over the last axis"),
-    ]
+    return [PluginSpec(name, FAST.get(cls, cls), description) for name, cls, description in LAYERS]

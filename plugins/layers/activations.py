@@ -9,44 +9,31 @@ import math
 
 import numpy as np
 
-from runner.api import Layer, RunnerError
-
-from .options import number_option
+from runner.api import Layer, option
 
 #: erf per element with the C library's math.erf (NumPy has none); gives an object array
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)) = exp(min(x, 0)) / (1 + exp(-|x|)): exp of non-positive numbers only, so no
-    overflow for large |x| and no cancellation; in x's dtype, 7 ufunc passes over 2 new arrays."""
-    d = np.abs(x)
-    np.negative(d, out=d)
-    np.exp(d, out=d)
-    d += 1.0  # d = 1 + exp(-|x|)
-    y = np.minimum(x, 0.0)
-    np.exp(y, out=y)  # y = exp(min(x, 0)) / d
-    return np.divide(y, d, out=y)
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), written as exp(min(x, 0)) / (1 + exp(-|x|)): exp only ever sees numbers <= 0,
+    so it never overflows for large |x| (1 / (1 + exp(1000)) would), and nothing cancels."""
+    return np.exp(np.minimum(x, 0.0)) / (1.0 + np.exp(-np.abs(x)))
 
 
 class ReLU(Layer):
     """y = max(0, x); dx = dout where x > 0, else 0.
 
-    In place on x and dout where the model says nobody else holds them (runner.model.Sequential).
+    The registered relu is layers.fast.InPlaceReLU: these numbers, in place where the model allows.
     """
 
-    overwrite_input = overwrite_dout = False  # set by Sequential
-    output_unshared = input_grad_unshared = True  # it keeps only its mask
     kinks = (0.0,)
 
     def forward(self, x, training):
         self.mask = x > 0
-        return np.maximum(x, 0, out=x if self.overwrite_input else None)
+        return np.maximum(x, 0)
 
     def backward(self, dout):
-        if self.overwrite_dout:
-            dout *= self.mask
-            return dout
         return dout * self.mask
 
 
@@ -57,7 +44,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
-        self.alpha = number_option("alpha", alpha)
+        self.alpha = option("alpha", alpha)
 
     def forward(self, x, training):
         self.slope = np.where(x > 0, 1.0, self.alpha).astype(x.dtype)
@@ -77,7 +64,7 @@ class ELU(Layer):
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
-        self.alpha = number_option("alpha", alpha, "a non-negative number", lambda v: v >= 0)
+        self.alpha = option("alpha", alpha, float, lambda v: v >= 0, "a non-negative number")
 
     def forward(self, x, training):
         self.positive = x > 0
@@ -100,9 +87,9 @@ class GELU(Layer):
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise RunnerError(f"approximate: expected 'none' (exact, with erf) or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        self.approximate = option(
+            "approximate", approximate, choices=("none", "tanh"), expected="'none' (exact, with erf) or 'tanh'"
+        )
 
     def forward(self, x, training):
         self.x = x
@@ -125,14 +112,11 @@ class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)); dx = dout y (1 - y)."""
 
     def forward(self, x, training):
-        self.y = _sigmoid(x)
+        self.y = sigmoid(x)
         return self.y
 
     def backward(self, dout):
-        dx = np.subtract(1.0, self.y)  # dx = dout y (1 - y)
-        dx *= self.y
-        dx *= dout
-        return dx
+        return dout * self.y * (1.0 - self.y)
 
 
 class Tanh(Layer):
@@ -151,14 +135,14 @@ class Softplus(Layer):
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         super().__init__()
-        self.beta = number_option("beta", beta, "a positive number", lambda v: v > 0)
-        self.threshold = number_option("threshold", threshold, "a positive number", lambda v: v > 0)
+        self.beta = option("beta", beta, float, lambda v: v > 0, "a positive number")
+        self.threshold = option("threshold", threshold, float, lambda v: v > 0, "a positive number")
         self.kinks = (self.threshold / self.beta,)  # where it switches to y = x (a tiny jump, as torch)
 
     def forward(self, x, training):
         bx = self.beta * x
         self.linear = bx > self.threshold
-        self.s = _sigmoid(bx)
+        self.s = sigmoid(bx)
         return np.where(self.linear, x, np.logaddexp(0.0, bx) / self.beta)  # logaddexp(0, z) = log(1 + e^z), stably
 
     def backward(self, dout):
@@ -170,10 +154,10 @@ class Swish(Layer):
 
     def __init__(self, beta: float = 1.0):
         super().__init__()
-        self.beta = number_option("beta", beta, "a positive number", lambda v: v > 0)
+        self.beta = option("beta", beta, float, lambda v: v > 0, "a positive number")
 
     def forward(self, x, training):
-        self.x, self.s = x, _sigmoid(self.beta * x)
+        self.x, self.s = x, sigmoid(self.beta * x)
         return x * self.s
 
     def backward(self, dout):

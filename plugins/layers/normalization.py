@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.api import Layer, RunnerError
+from runner.api import Layer, RunnerError, option
 
-from .options import flat_features, number_option
+from .shape import flat_features
 
 
 def _mean_var(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,8 +43,8 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
-        self.momentum = number_option("momentum", momentum, "a number in [0, 1]", lambda v: 0 <= v <= 1)
-        self.eps = number_option("eps", eps, "a positive number", lambda v: v > 0)
+        self.momentum = option("momentum", momentum, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        self.eps = option("eps", eps, float, lambda v: v > 0, "a positive number")
 
     def build(self, input_shape, rng, dtype):
         n = flat_features("batchnorm", input_shape)
@@ -89,7 +89,7 @@ class LayerNorm(Layer):
 
     def __init__(self, eps: float = 1e-5):
         super().__init__()
-        self.eps = number_option("eps", eps, "a positive number", lambda v: v > 0)
+        self.eps = option("eps", eps, float, lambda v: v > 0, "a positive number")
 
     def build(self, input_shape, rng, dtype):
         n = input_shape[-1]

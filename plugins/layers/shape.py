@@ -1,10 +1,10 @@
-"""Layers that only move data around."""
+"""Layers that only move data around, and the check of flat inputs."""
 
 from __future__ import annotations
 
 import math
 
-from runner.api import Layer
+from runner.api import Layer, RunnerError
 
 
 class Flatten(Layer):
@@ -19,3 +19,11 @@ class Flatten(Layer):
 
     def backward(self, dout):
         return dout.reshape(self.shape)
+
+
+def flat_features(layer: str, input_shape: tuple[int, ...]) -> int:
+    """The width of flat inputs ``(features,)``; other shapes are a RunnerError that says to flatten them."""
+    if len(input_shape) != 1:
+        shape = "x".join(map(str, input_shape))
+        raise RunnerError(f"{layer}: expected flat inputs of (features,), got {shape}; put a flatten layer before it")
+    return input_shape[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits
+from runner.api import DataContext, Dataset, Meta, Split, Splits, option
 
 
 def moons(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -25,12 +25,9 @@ class TwoMoons(Dataset):
     """x (N, 2), y 0/1 (int64); each split drawn from its own stream of the run's seed."""
 
     def __init__(self, n_train: int = 400, n_val: int = 100, n_test: int = 100, noise: float = 0.1):
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise RunnerError(f"{key}: expected a whole number >= 2, got {value!r}")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-            raise RunnerError(f"noise: expected a number >= 0, got {noise!r}")
-        self.sizes, self.noise = (n_train, n_val, n_test), float(noise)
+        sizes = (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))
+        self.sizes = tuple(option(key, value, int, lambda v: v >= 2, "a whole number >= 2") for key, value in sizes)
+        self.noise = option("noise", noise, float, lambda v: v >= 0, "a number >= 0")
 
     def load(self, context: DataContext) -> Splits:
         streams = [np.random.default_rng(s) for s in np.random.SeedSequence(context.seed).spawn(3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.api import Layer, RunnerError
+from runner.api import Layer, option
 
 
 class PReLU(Layer):
@@ -22,11 +22,8 @@ class PReLU(Layer):
 
     def __init__(self, init: float = 0.25, shared: bool = True):
         super().__init__()
-        if isinstance(init, bool) or not isinstance(init, (int, float)):
-            raise RunnerError(f"init: expected a number (the starting slope), got {init!r}")
-        if not isinstance(shared, bool):
-            raise RunnerError(f"shared: expected true or false, got {shared!r}")
-        self.init, self.shared = float(init), shared
+        self.init = option("init", init, float, expected="a number (the starting slope)")
+        self.shared = option("shared", shared, bool)
 
     def build(self, input_shape, rng, dtype):
         shape = (1,) if self.shared else (input_shape[-1],)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from runner.api import Optimizer, RunnerError
+from runner.api import Optimizer, option
 
 
-def _number(name: str, value, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
-        raise RunnerError(f"{name}: expected a number in [{low:g}, {high:g}), got {value!r}")
-    return float(value)
+def _positive(name: str, value) -> float:
+    return option(name, value, float, lambda v: v > 0, "a positive number")
+
+
+def _fraction(name: str, value) -> float:
+    return option(name, value, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 class Lion(Optimizer):
@@ -27,12 +27,10 @@ class Lion(Optimizer):
     """
 
     def __init__(self, lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0):
-        self.lr = _number("lr", lr, 0)
-        if self.lr == 0:
-            raise RunnerError("lr: expected a positive number, got 0")
-        self.beta1 = _number("beta1", beta1, 0, 1)
-        self.beta2 = _number("beta2", beta2, 0, 1)
-        self.weight_decay = _number("weight_decay", weight_decay, 0)
+        self.lr = _positive("lr", lr)
+        self.beta1 = _fraction("beta1", beta1)
+        self.beta2 = _fraction("beta2", beta2)
+        self.weight_decay = option("weight_decay", weight_decay, float, lambda v: v >= 0, "a non-negative number")
         self.m: dict[str, np.ndarray] = {}
 
     def step(self, params, grads):
@@ -50,5 +48,5 @@ class Lion(Optimizer):
         return {"lr": self.lr, "m": {name: m.copy() for name, m in self.m.items()}}
 
     def load_state_dict(self, state):
-        self.lr = _number("lr", state["lr"], 0)
+        self.lr = _positive("lr", state["lr"])
         self.m = {name: np.array(m, copy=True) for name, m in state["m"].items()}
