@@ -146,7 +146,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=None,
-        help="interleaved repeats per measurement (default 3; at 1 thread at least 5 for the cheap seed MNIST and tiny recipes; quick: 1)",
+        help="interleaved repeats per measurement "
+        "(default 3; at 1 thread at least 5 for the cheap seed MNIST and tiny recipes; quick: 1)",
     )
     p.add_argument("--recipes", default=",".join(R.RECIPES), help=f"which recipes (default {','.join(R.RECIPES)})")
     p.add_argument(

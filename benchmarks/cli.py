@@ -134,7 +134,7 @@ def profile_cli(data_dir: Path, iterations: int | None, top: int = 25) -> dict:
         stats = pstats.Stats(str(out))
         total = max(ct for (_, _, _), (_, _, _, ct, _) in stats.stats.items())
         rows = []
-        for (file, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():
+        for (file, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():
             if file.startswith("<frozen") or name in ("<module>", "<built-in method builtins.exec>", "_call_with_frames_removed"):
                 continue
             if ct > 0.9 * total or "/hydra/" in file:  # the entry point and Hydra's frames around the whole run

@@ -235,8 +235,9 @@ def targets(results: dict) -> list[dict]:
                 f"CLI, seed MNIST, {t} thread{'s' if t != '1' else ''}",
                 m["__share_tracking_strict__"],
                 fmt_pct(m["__share_tracking_strict__"]),
-                f"MLflow on the run's path {fmt_s(m['__tracking_strict__'])} s of {fmt_s(m['__wall__'])} s (the sidecar does the rest "
-                f"on the other core); the run story's figures and tables {fmt_s(story)} s more ({fmt_pct(story / m['__wall__'])}; "
+                f"MLflow on the run's path {fmt_s(m['__tracking_strict__'])} s of {fmt_s(m['__wall__'])} s "
+                f"(the sidecar does the rest on the other core); "
+                f"the run story's figures and tables {fmt_s(story)} s more ({fmt_pct(story / m['__wall__'])}; "
                 "`report.enabled=false` drops them)",
             )
     te = tracking_engine(results)
@@ -267,7 +268,8 @@ def targets(results: dict) -> list[dict]:
             f"{t1} thread",
             share,
             fmt_pct(share),
-            f"{median(mlp['gradcheck']) * 1000:.0f} ms against {fmt_s(mlp['seconds'])} s of training alone (a whole run takes longer)",
+            f"{median(mlp['gradcheck']) * 1000:.0f} ms against {fmt_s(mlp['seconds'])} s of training alone "
+            "(a whole run takes longer)",
         )
     return rows  # the check against the training loop alone, per recipe: the "Gradient check" section
 
@@ -310,7 +312,8 @@ def machine_section(results: dict) -> str:
     m, s = results["machine"], results["settings"]
     blas = (
         "; ".join(
-            f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, {b['threading_layer']}, {b['num_threads']} threads by default)"
+            f"{b['internal_api']} {b['version']} "
+            f"({b['architecture']} kernel, {b['threading_layer']}, {b['num_threads']} threads by default)"
             for b in m["blas"]
         )
         or "none found"
@@ -325,12 +328,15 @@ def machine_section(results: dict) -> str:
     rows = [
         [
             "measured",
-            f"{m['date']}, {'quick mode (figures meaningless)' if s['quick'] else 'full run'}, {s['repeats']} interleaved repeat(s), threads {', '.join(map(str, s['threads']))}, {results.get('seconds', 0):.0f} s in all",
+            f"{m['date']}, {'quick mode (figures meaningless)' if s['quick'] else 'full run'}, "
+            f"{s['repeats']} interleaved repeat(s), threads {', '.join(map(str, s['threads']))}, "
+            f"{results.get('seconds', 0):.0f} s in all",
         ],
         ["CPU", f"{m['cpu']} ({m['cpu_flags']}), {m['cores']} cores ({m['usable_cores']} usable), {_memory(m['memory'])} RAM"],
         [
             "load average",
-            f"{', '.join(f'{x:.2f}' for x in m['load_start'])} at the start, {', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))} at the end (the machine is shared)",
+            f"{', '.join(f'{x:.2f}' for x in m['load_start'])} at the start, "
+            f"{', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))} at the end (the machine is shared)",
         ],
         ["Python / platform", f"{m['python']} / {m['platform']}"],
         ["code measured (runner/, plugins/, conf/)", _code(m)],
@@ -532,7 +538,8 @@ def breakdown_section(results: dict) -> str:
     if prof and prof["runs"][0].get("profile"):
         run = prof["runs"][0]
         out.append(
-            f"### cProfile of runner's engine, seed MNIST recipe ({run['steps']} steps, 1 thread, {fmt_s(run['seconds'])} s under the profiler)"
+            f"### cProfile of runner's engine, seed MNIST recipe "
+            f"({run['steps']} steps, 1 thread, {fmt_s(run['seconds'])} s under the profiler)"
         )
         out.append("Top entries by own time (NumPy's ufuncs and `@` are inside the Python functions that call them).")
         out.append(
@@ -591,7 +598,8 @@ def gradcheck_section(results: dict) -> str:
     if not rows:
         return ""
     return (
-        "## Gradient check\n\n`runner.gradcheck.check_run` (each layer alone, the loss alone, every parameter end to end) with conf/config.yaml's settings, on the recipe's model, "
+        "## Gradient check\n\n`runner.gradcheck.check_run` (each layer alone, the loss alone, every parameter end to end) "
+        "with conf/config.yaml's settings, on the recipe's model, "
         f"vs the runner engine's training time ({t1} thread): the check's cost against the training loop alone; the target "
         "(a run's wall time) is measured end to end, in the targets table.\n\n"
         + table(["recipe", "check ms (median)", "training s", "share", "checks"], rows)

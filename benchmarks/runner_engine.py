@@ -120,7 +120,7 @@ def _tracker():
     where = Target(uri, artifacts, "benchmarks")
     Tracker.start(where, "create the store").end("FINISHED")
     tracker = RemoteTracker(where).start_run("benchmark")
-    tracker.run_id  # waits until the sidecar has imported MLflow and created the run
+    _ = tracker.run_id  # reading it waits until the sidecar has imported MLflow and created the run
     return tracker, store
 
 
@@ -174,7 +174,7 @@ def profile_rows(profiler: cProfile.Profile, top: int = 18) -> list[dict]:
     """The top entries by own time: [{"function", "calls", "tottime", "cumtime"}]."""
     stats = pstats.Stats(profiler, stream=io.StringIO())
     rows = []
-    for (file, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():
+    for (file, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():
         short = f"{_short(file)}:{line}({name})" if line else name
         rows.append({"function": short, "calls": nc, "tottime": tt, "cumtime": ct})
     rows.sort(key=lambda r: r["tottime"], reverse=True)

@@ -7,6 +7,7 @@ and a config file on that path that is not valid YAML becomes one line (runner.c
 
 # isort: off
 from runner.run import clock  # noqa: F401  first: the fallback of the process's start time (a run's MLflow start_time)
+
 # isort: on
 import os
 import sys

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
+pytestmark = pytest.mark.slow  # whole runs of python -m runner, 9 to 45 s each
+
 GRADCHECK_LIMIT = 1e-6
 
 

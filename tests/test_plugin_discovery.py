@@ -102,7 +102,8 @@ def test_a_plugin_object_registered_for_one_test_sits_beside_the_built_ins():
     [
         (
             Named(runner_layers=spec_list(PluginSpec("PReLU", object))),
-            "plugin my_plugin: runner_layers(): layer name 'PReLU' is not allowed; names are lowercase letters, digits and underscores",
+            "plugin my_plugin: runner_layers(): layer name 'PReLU' is not allowed; "
+            "names are lowercase letters, digits and underscores",
         ),
         (
             Named(runner_layers=spec_list(PluginSpec("ok", "not callable"))),

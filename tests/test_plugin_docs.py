@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 from pip_installs import clean_environ, list_plugins, pip_install, plugin_env, write_distribution
 
@@ -52,6 +53,7 @@ def guide_commands() -> list[str]:
     return [line.strip() for b in re.findall(r"```bash\n(.*?)```", block, flags=re.S) for line in b.splitlines()]
 
 
+@pytest.mark.slow  # pip-installs the guide's plugin, then a whole run
 def test_the_guides_minimal_plugin_works_as_written(tmp_path, runner_cli):
     files = guide_files()
     assert set(files) == {

@@ -24,8 +24,8 @@ def test_a_broken_entry_point_is_listed_with_its_error_and_the_rest_loads(broken
         "RuntimeError: this plugin is broken on purpose (at "
     ) in proc.stdout
     assert (
-        "entry point 'hook_error' = runner_broken_hook [runner.plugins]: runner_losses() raised ValueError: the hook is broken on purpose"
-        in proc.stdout
+        "entry point 'hook_error' = runner_broken_hook [runner.plugins]: "
+        "runner_losses() raised ValueError: the hook is broken on purpose" in proc.stdout
     )
     assert ("layer", "still_works", "runner-broken-plugin", "0.0.1") in {
         tuple(line.split()[:4]) for line in proc.stdout.splitlines()

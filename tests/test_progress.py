@@ -8,7 +8,10 @@ import subprocess
 import sys
 import termios
 
+import pytest
 from conftest import SHARED_DATA
+
+pytestmark = pytest.mark.slow  # two whole runs of python -m runner, about 20 s
 
 ARGS = [sys.executable, "-m", "runner", "+experiment=iris", "trainer.epochs=3"]
 

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -17,6 +18,7 @@ def test_readme_gives_exactly_the_two_setup_commands_and_ci_runs_the_test_one():
     assert setup[1] in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
+@pytest.mark.slow  # the README's main job: 10000 MNIST steps
 def test_readme_main_job_reaches_the_classic_accuracy_and_is_where_the_readme_says(runner_cli):
     main = bash_blocks()[0].strip().split(" && ")[1]
     assert main.startswith("python -m runner ")

@@ -221,7 +221,8 @@ def test_pyfunc_reads_outputs_as_classes_probabilities_or_scores():
 
 
 def test_the_runner_imports_neither_matplotlib_nor_mlflow_at_start():
-    code = "import sys, runner.run.task; print(sorted(m for m in ('matplotlib', 'mlflow', 'runner.report.figures', 'runner.report.pyfunc') if m in sys.modules))"
+    late = ("matplotlib", "mlflow", "runner.report.figures", "runner.report.pyfunc")
+    code = f"import sys, runner.run.task; print(sorted(m for m in {late!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

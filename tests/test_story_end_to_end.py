@@ -13,6 +13,8 @@ import yaml
 from conftest import SHARED_DATA
 from test_report import decoded, png_size
 
+pytestmark = pytest.mark.slow  # whole runs of python -m runner, MNIST among them
+
 SIZES = {"training_curves": (1200, 450), "confusion_matrix": (700, 600), "misclassified": (700, 860), "gradcheck": (900, 500)}
 
 

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from conftest import SHARED_DATA, Run, run_cli
 
+pytestmark = pytest.mark.slow  # whole sweeps of python -m runner --multirun
+
 GRID = ("--multirun", "+experiment=iris", "trainer.epochs=2", "optimizer.lr=0.01,0.1", "model.hidden=[8],[16]")
 
 
@@ -198,9 +200,9 @@ def mlflow_server(tmp_path):
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                     if r.status == 200:
                         break
-            except OSError:
+            except OSError as e:
                 if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("mlflow server did not start")
+                    raise RuntimeError("mlflow server did not start") from e
                 time.sleep(0.5)
         yield url
     finally:

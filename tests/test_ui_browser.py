@@ -49,7 +49,10 @@ NO_ASSISTANT = (
 TIMEOUT_MS = 60_000  # the single-page app renders after its bundles load: wait for text, not for a fixed time
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.slow,  # a run, an mlflow server and headless Chromium
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
 
 
 def free_port() -> int:

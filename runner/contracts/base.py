@@ -6,12 +6,18 @@ import math
 import numbers
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
+
+class Tolerance(TypedDict):
+    rtol: float
+    atol: float
+
+
 #: Two computations of the same float64 value (another memory layout, a batch of one) may differ by this much.
-SAME = dict(rtol=1e-9, atol=1e-12)
+SAME: Tolerance = {"rtol": 1e-9, "atol": 1e-12}
 
 
 class _Contract:
@@ -26,8 +32,9 @@ class _Contract:
         super().__init_subclass__(**kwargs)
         if "__test__" not in cls.__dict__:
             cls.__test__ = True  # a subclass is a test class, unless it says otherwise
-        if isinstance(cls.__dict__.get("factory"), types.FunctionType):
-            cls.factory = staticmethod(cls.factory)  # a function or lambda is called as it is, not bound to the test
+        factory = cls.__dict__.get("factory")
+        if isinstance(factory, types.FunctionType):
+            cls.factory = staticmethod(factory)  # a function or lambda is called as it is, not bound to the test
 
     def make(self):
         """A new plugin object: ``factory(**options)``."""

@@ -313,7 +313,8 @@ def check_model(
     def loss_from(i: int) -> Callable[[], Eval]:
         def f() -> Eval:
             rewind()
-            h, found = inputs[i], []
+            h = inputs[i]
+            found: list[np.ndarray] = []
             for layer in model.layers[i:]:
                 found += branches_of(layer, h)
                 h = layer.forward(h, training)

@@ -108,7 +108,7 @@ class Discovery:
 
     def distributions(self) -> list[tuple[str, str]]:
         """(name, version) of every distribution that provided a plugin, in load order."""
-        return list(dict.fromkeys((l.provider.distribution, l.provider.version) for l in self.loaded))
+        return list(dict.fromkeys((loaded.provider.distribution, loaded.provider.version) for loaded in self.loaded))
 
     def tags(self) -> dict[str, str]:
         """MLflow tags of a run: the plugin distributions loaded, and those that failed or were skipped."""
@@ -131,7 +131,7 @@ class Discovery:
                     "version": e.provider.version,
                     "module": e.provider.module,
                     "entry_point": loaded.source.name if loaded.source else None,
-                    "factory": f"{getattr(e.spec.factory, '__module__', '?')}.{getattr(e.spec.factory, '__qualname__', repr(e.spec.factory))}",
+                    "factory": _qualified_name(e.spec.factory),
                 }
                 for loaded in self.loaded
                 for e in sorted(loaded.entries, key=lambda e: (KINDS.index(e.kind), e.name))
@@ -182,9 +182,14 @@ def discover(settings: PluginSettings, extra: Iterable[object] = ()) -> Discover
         except PluginProblem as e:
             raise RunnerError(f"plugin {provider.module}: {e}") from None
         except HookRaised as e:
-            raise e.error
+            raise e.error from None  # the test's own plugin raised: its error, with its own traceback
         found.loaded.append(Loaded(None, plugin, provider, entries))
     return found
+
+
+def _qualified_name(factory: Any) -> str:
+    """``module.qualname`` of a plugin's factory (its repr where it has none)."""
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
 class ObjectRegistry(Registry):
@@ -201,7 +206,7 @@ class ObjectRegistry(Registry):
         entries = [self.get(kind, n, "") for n in self.names(kind)]
         yours = [e.name for e in entries if e.provider.passed_to]
         builtin = [e.name for e in entries if not e.provider.passed_to]
-        objects = list(dict.fromkeys(l.provider.module for l in self.discovery.loaded if l.source is None))
+        objects = list(dict.fromkeys(loaded.provider.module for loaded in self.discovery.loaded if loaded.source is None))
         if objects:
             several = len(objects) > 1
             passed = (

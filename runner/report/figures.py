@@ -122,8 +122,8 @@ def training_curves(history: History, path: Path, title: str = "") -> Path:
         ax.set_title(label, y=1.0)  # a fixed y: no search for tick labels above the axes
         ax.grid(True, alpha=0.3)
         if key == "loss" and drawn and all(v > 0 for split in styles for _, v in history.get(f"{split}/loss") or []):
-            values = [v for split in styles for _, v in history.get(f"{split}/loss") or []]
-            if max(values) / min(values) > 30:
+            losses = [v for split in styles for _, v in history.get(f"{split}/loss") or []]
+            if max(losses) / min(losses) > 30:
                 _log_scale(ax, "y")
         if drawn:
             ax.legend(loc="best", fontsize=9)

@@ -71,19 +71,22 @@ def describe(meta, dtype: str, loss_name: str, binary_threshold: float, last_lay
 
 def rebuild(weights: Path, config: Path, described: dict):
     """The trained Sequential: layers from the config and the installed plugins, weights from the .npz."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from runner.api import Meta, RunnerError
     from runner.core.model import build_model, layer_configs
     from runner.plugins.discovery import load_registry
 
     cfg = OmegaConf.load(config)
+    model_config = OmegaConf.to_container(cfg.model, resolve=True) if isinstance(cfg, DictConfig) and "model" in cfg else None
+    if not isinstance(cfg, DictConfig) or not isinstance(model_config, dict):
+        raise RunnerError(f"{config}: expected the run's resolved config, a mapping with a model section")
     meta_fields = dict(described["meta"])
     meta = Meta(**{**meta_fields, "input_shape": tuple(meta_fields["input_shape"]), "classes": tuple(meta_fields["classes"])})
     registry = load_registry(cfg.get("plugins"))
     dtype = np.dtype(described["dtype"])
     model = build_model(
-        layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry), registry, meta, np.random.default_rng(0), dtype
+        layer_configs({str(k): v for k, v in model_config.items()}, registry), registry, meta, np.random.default_rng(0), dtype
     )
     with np.load(weights, allow_pickle=False) as saved:
         stored = {name: saved[name] for name in saved.files}

@@ -61,7 +61,7 @@ def save(directory: Path, state: dict) -> Path:
     skeleton = _split({"format": FORMAT, **state}, arrays)
     final, temp = directory / FILE, directory / f".{FILE}.tmp"
     with open(temp, "wb") as f:
-        np.savez(f, __meta__=np.array(json.dumps(skeleton)), **arrays)
+        np.savez(f, allow_pickle=False, __meta__=np.array(json.dumps(skeleton)), **arrays)
         f.flush()
         os.fsync(f.fileno())
     if final.exists():

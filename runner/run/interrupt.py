@@ -10,7 +10,12 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+#: What ``signal.signal`` takes and returns: a function, SIG_DFL/SIG_IGN, or None (set outside Python).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class Interrupted(BaseException):
@@ -30,7 +35,7 @@ class Signals:
     def __init__(self) -> None:
         self.pending: int | None = None
         self.deferring = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Handler] = {}
 
     def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():
@@ -42,7 +47,7 @@ class Signals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
-    def _handle(self, signum: int, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.deferring and self.pending is None:
             self.pending = signum  # stop at the end of this step
             return

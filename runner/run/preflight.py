@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.api import RunnerError
+from runner.api import RunnerError, option
 from runner.core.model import hidden_widths
 from runner.run import clock
 from runner.tracking.tracker import check_reachable
@@ -34,14 +34,13 @@ def seed_of(value: Any) -> int:
     """``seed`` as the non-negative integer NumPy's SeedSequence needs (digits from ``${oc.env:...}`` too)."""
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RunnerError(f"seed: expected a non-negative integer, e.g. seed=0, got {value!r}")
-    return value
+    return option("seed", value, int, lambda v: v >= 0, "a non-negative integer, e.g. seed=0")
 
 
 def tracking_uri_key(config: DictConfig) -> str:
     """What the user set the tracking URI with: the environment (conf/config.yaml's default) or ``tracking.uri``."""
-    written = OmegaConf.to_container(config.tracking, resolve=False).get("uri")
+    tracking = OmegaConf.to_container(config.tracking, resolve=False)
+    written = tracking.get("uri") if isinstance(tracking, dict) else None
     return "MLFLOW_TRACKING_URI" if isinstance(written, str) and "MLFLOW_TRACKING_URI" in written else "tracking.uri"
 
 

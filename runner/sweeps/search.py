@@ -42,11 +42,13 @@ def distribution(override: Override):
     sweep = override.value()
     log_scale = "log" in getattr(sweep, "tags", set())
     if isinstance(sweep, IntervalSweep):
+        if sweep.start is None or sweep.end is None:
+            raise RunnerError(f"hydra.sweeper.params.{override.get_key_element()}: {override.input_line!r} needs both ends")
         if isinstance(sweep.start, int) and isinstance(sweep.end, int) and not isinstance(sweep.start, bool):
             return d.IntDistribution(sweep.start, sweep.end, log=log_scale)
         return d.FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
     if isinstance(sweep, RangeSweep):
-        values = list(override.sweep_iterator())
+        values = [v for v in override.sweep_iterator() if isinstance(v, (int, float))]  # range() yields numbers
         return d.CategoricalDistribution(values)
     if isinstance(sweep, ChoiceSweep):
         # values Optuna can store: the override text of each choice ("[100,100]" for a list)
@@ -61,14 +63,15 @@ def search_space(params: dict[str, str] | None, arguments: list[str]) -> Space:
     """``hydra.sweeper.params`` and the command-line overrides; the command line wins for the same key."""
     parser = OverridesParser.create()
     lines = {key: f"{key}={value}" for key, value in (params or {}).items()}
-    for override in parser.parse_overrides(arguments):
-        lines[override.get_key_element()] = override.input_line
-    fixed, distributions = [], {}
-    for override in parser.parse_overrides(list(lines.values())):
+    for line, override in zip(arguments, parser.parse_overrides(arguments)):
+        lines[override.get_key_element()] = line
+    fixed: list[str] = []
+    distributions: dict[str, Any] = {}
+    for line, override in zip(lines.values(), parser.parse_overrides(list(lines.values()))):
         if override.is_sweep_override():
             distributions[override.get_key_element()] = distribution(override)
         else:
-            fixed.append(override.input_line)
+            fixed.append(line)
     if not distributions:
         raise RunnerError("hydra.sweeper.params: nothing to search; give e.g. optimizer.lr: tag(log, interval(1e-4, 1))")
     return Space(fixed, distributions)

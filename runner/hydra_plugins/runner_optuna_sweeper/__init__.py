@@ -12,15 +12,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from runner.api import RunnerError
 from runner.sweeps.search import objective_value, search_space, trial_overrides
 
 log = logging.getLogger("runner.search")
+
+Direction = Literal["minimize", "maximize"]
+
+
+def direction_of(value: str) -> Direction:
+    """``hydra.sweeper.direction``: minimize or maximize (the objective is the task's return value)."""
+    if value == "minimize":
+        return "minimize"
+    if value == "maximize":
+        return "maximize"
+    raise RunnerError(f"hydra.sweeper.direction: expected 'minimize' or 'maximize', got {value!r}")
 
 
 class RunnerOptunaSweeper(Sweeper):
@@ -34,11 +47,11 @@ class RunnerOptunaSweeper(Sweeper):
         seed: int | None = None,
         params: dict[str, str] | None = None,
     ):
-        self.n_trials, self.n_jobs, self.direction = int(n_trials), max(1, int(n_jobs)), direction
+        self.n_trials, self.n_jobs, self.direction = int(n_trials), max(1, int(n_jobs)), direction_of(direction)
         self.study_name, self.storage, self.seed = study_name, storage, seed
         self.params = dict(params or {})
 
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
@@ -47,6 +60,9 @@ class RunnerOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
+        launcher, config = self.launcher, self.config
+        if launcher is None or config is None:
+            raise RuntimeError("RunnerOptunaSweeper.sweep() before setup(): Hydra sets a sweeper up first")
         space = search_space(self.params, arguments)
         study = optuna.create_study(
             study_name=self.study_name,
@@ -68,7 +84,7 @@ class RunnerOptunaSweeper(Sweeper):
             trials = [
                 study.ask(fixed_distributions=space.distributions) for _ in range(min(self.n_jobs, self.n_trials - job_index))
             ]
-            returns = self.launcher.launch([trial_overrides(space, t) for t in trials], initial_job_idx=job_index)
+            returns = launcher.launch([trial_overrides(space, t) for t in trials], initial_job_idx=job_index)
             for trial, job_return in zip(trials, returns):
                 value = objective_value(job_return)
                 if value is None:
@@ -83,7 +99,7 @@ class RunnerOptunaSweeper(Sweeper):
             log.info(
                 "best trial %d: %s = %s with %s", study.best_trial.number, self.direction, study.best_value, study.best_params
             )
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
         return results
