@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.api import Layer, Meta, RunnerError
+from runner.api import Layer, Meta, RunnerError, option
 from runner.plugins.registry import Registry
 
 
@@ -42,7 +42,7 @@ class Sequential:
             self._grant_in_place()
         i = 0
         try:
-            for i, layer in enumerate(layers):
+            for i, layer in enumerate(layers):  # noqa: B007 - i names the failing layer below
                 x = layer.forward(x, training)
         except Exception as e:
             raise self._failed(i, "forward", e) from e
@@ -145,11 +145,10 @@ def hidden_widths(hidden: Any) -> list[int]:
         )
     hidden = list(hidden)
     for i, width in enumerate(hidden):
-        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise RunnerError(
-                f"model.hidden[{i}]: expected a positive integer width, got {width!r} "
-                f"(model.hidden={hidden}; e.g. model.hidden=[50] or model.hidden='[100,100]')"
-            )
+        try:
+            option(f"model.hidden[{i}]", width, int, lambda v: v > 0, "a positive integer width")
+        except RunnerError as e:
+            raise RunnerError(f"{e} (model.hidden={hidden}; e.g. model.hidden=[50] or model.hidden='[100,100]')") from None
     return hidden
 
 
@@ -192,7 +191,7 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
 def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     """The layer configs of the config section ``model`` (plain data): an mlp's expanded, a sequential's as written."""
     kind = model.get("type")
-    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",)}.get(kind, ())
+    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",)}.get(str(kind), ())
     missing = [key for key in required if key not in model]
     if missing:
         raise RunnerError(

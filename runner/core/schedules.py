@@ -15,15 +15,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from runner.api import RunnerError
+from runner.api import RunnerError, option
 
 Schedule = Callable[[int], float]
 
 
 def _steps(key: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RunnerError(f"schedule.{key}: expected a whole number of steps >= {minimum}, got {value!r}")
-    return value
+    return option(f"schedule.{key}", value, int, lambda v: v >= minimum, f"a whole number of steps >= {minimum}")
 
 
 def constant(lr0: float, total: int) -> Schedule:
@@ -32,15 +30,13 @@ def constant(lr0: float, total: int) -> Schedule:
 
 def step(lr0: float, total: int, step_size: int = 1000, gamma: float = 0.5) -> Schedule:
     step_size = _steps("step_size", step_size, 1)
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
-        raise RunnerError(f"schedule.gamma: expected a factor in (0, 1], got {gamma!r}")
+    gamma = option("schedule.gamma", gamma, float, lambda v: 0 < v <= 1, "a factor in (0, 1]")
     return lambda t: lr0 * gamma ** ((t - 1) // step_size)
 
 
 def cosine(lr0: float, total: int, min_lr: float = 0.0, warmup: int = 0) -> Schedule:
     warmup = _steps("warmup", warmup)
-    if isinstance(min_lr, bool) or not isinstance(min_lr, (int, float)) or not 0 <= min_lr <= lr0:
-        raise RunnerError(f"schedule.min_lr: expected a number in [0, optimizer.lr={lr0}], got {min_lr!r}")
+    min_lr = option("schedule.min_lr", min_lr, float, lambda v: 0 <= v <= lr0, f"a number in [0, optimizer.lr={lr0}]")
     span = max(total - warmup - 1, 1)
 
     def lr(t: int) -> float:

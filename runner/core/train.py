@@ -8,15 +8,23 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from runner.api import Loss, Meta, Optimizer, RunnerError, Split, Splits
+from runner.api import Loss, Meta, Optimizer, RunnerError, Split, Splits, option
 
 log = logging.getLogger("runner.train")
 
 #: ``log(metrics, step)``: where the loop reports what it measures.
 MetricSink = Callable[[dict[str, float], int], None]
+
+
+@runtime_checkable
+class HasLearningRate(Protocol):
+    """An optimizer with a learning rate: a plain attribute ``lr``, read at every step, which a schedule sets."""
+
+    lr: float
 
 
 @dataclass(frozen=True)
@@ -40,8 +48,7 @@ class TrainerConfig:
 
     def validate(self, n_train: int) -> None:
         def positive(key: str, value) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise RunnerError(f"trainer.{key}: expected a positive integer, got {value!r}")
+            option(f"trainer.{key}", value, int, lambda v: v > 0, "a positive integer")
 
         positive("batch_size", self.batch_size)
         positive("log_every", self.log_every)
@@ -51,10 +58,7 @@ class TrainerConfig:
         )
         if self.batch_size > n_train:
             raise RunnerError(f"trainer.batch_size: {self.batch_size} is larger than the {n_train} training samples")
-        if self.clip_grad_norm is not None and (
-            isinstance(self.clip_grad_norm, bool) or not isinstance(self.clip_grad_norm, (int, float)) or self.clip_grad_norm <= 0
-        ):
-            raise RunnerError(f"trainer.clip_grad_norm: expected a positive number or null, got {self.clip_grad_norm!r}")
+        option("trainer.clip_grad_norm", self.clip_grad_norm, float, lambda v: v > 0, "a positive number or null", or_none=True)
         if self.sampling not in ("shuffle", "replacement"):
             raise RunnerError(f"trainer.sampling: expected 'shuffle' or 'replacement', got {self.sampling!r}")
         if self.eval_every is not None:
@@ -190,6 +194,12 @@ class Training:
     ):
         self.model, self.loss, self.optimizer, self.splits, self.trainer = model, loss, optimizer, splits, trainer
         self.sink, self.learning_rate, self.after_step, self.after_epoch = sink, learning_rate, after_step, after_epoch
+        #: the optimizer, when it has a learning rate to schedule and log (train/lr); None otherwise
+        self.scheduled: HasLearningRate | None = optimizer if isinstance(optimizer, HasLearningRate) else None
+        if learning_rate is not None and self.scheduled is None:
+            raise RunnerError(
+                f"schedule: the optimizer ({type(optimizer).__name__}) has no learning rate lr to schedule; use schedule=constant"
+            )
         self.n = len(splits.train)
         trainer.validate(self.n)
         self.per_epoch, self.total = trainer.steps_per_epoch(self.n), trainer.total_steps(self.n)
@@ -230,6 +240,7 @@ class Training:
 
     def run(self) -> dict[str, float]:
         trainer, model, loss, optimizer, sampler = self.trainer, self.model, self.loss, self.optimizer, self.sampler
+        scheduled = self.scheduled
         x, y, meta = self.splits.train.x, self.splits.train.y, self.splits.meta
         targets = targets_for(y, meta, loss, x.dtype)
         labels_are_targets = targets is y
@@ -262,8 +273,8 @@ class Training:
             model.backward(loss.backward())
             if trainer.clip_grad_norm is not None:
                 grad_norm = clip_by_global_norm(grads, trainer.clip_grad_norm)
-            if self.learning_rate is not None:
-                optimizer.lr = self.learning_rate(step)
+            if self.learning_rate is not None and scheduled is not None:
+                scheduled.lr = self.learning_rate(step)
             optimizer.step(params, grads)
             self.step = step
             self.window.append(value)
@@ -273,8 +284,8 @@ class Training:
             if step % trainer.log_every == 0 or step == self.total:
                 self.last_loss = float(np.mean(self.window))
                 point = {"train/loss": self.last_loss}
-                if hasattr(optimizer, "lr"):
-                    point["train/lr"] = float(optimizer.lr)
+                if scheduled is not None:
+                    point["train/lr"] = float(scheduled.lr)
                 if trainer.clip_grad_norm is not None:
                     point["train/grad_norm"] = grad_norm
                 self.sink(point, step)

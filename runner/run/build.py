@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, Loss, Optimizer, Splits
@@ -20,7 +20,7 @@ from runner.core.model import Sequential, build_model, layer_configs
 from runner.core.train import TrainerConfig
 from runner.plugins.discovery import load_registry
 from runner.plugins.registry import Entry, Registry
-from runner.run.compose import data_dir, lr_schedule, objective, options
+from runner.run.compose import data_dir, lr_schedule, objective, options, plain
 
 log = logging.getLogger("runner")
 
@@ -65,7 +65,7 @@ def build(
         return entry.create(options(section, "name"), f"{key} ({section.name})")
 
     dataset = plugin("dataset", cfg.dataset, "dataset")
-    layers = layer_configs(OmegaConf.to_container(cfg.model, resolve=True), registry)
+    layers = layer_configs(plain(cfg.model), registry)
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
     trainer = TrainerConfig(**options(cfg.trainer))

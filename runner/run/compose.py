@@ -11,19 +11,28 @@ import logging
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.api import RunnerError
+from runner.api import RunnerError, option
 from runner.core.schedules import make_schedule
 
 log = logging.getLogger("runner")
 
 
-def options(section: DictConfig, *drop: str) -> dict:
+def plain(section: DictConfig) -> dict[str, Any]:
+    """A config section (or the whole config) as plain data, interpolations resolved."""
+    data = OmegaConf.to_container(section, resolve=True)
+    if not isinstance(data, dict):
+        raise RunnerError(f"{section._key() or 'config'}: expected a mapping of options, got {data!r}")
+    return {str(k): v for k, v in data.items()}
+
+
+def options(section: DictConfig, *drop: str) -> dict[str, Any]:
     """A config section as plain keyword arguments, without the keys that select the plugin."""
-    return {k: v for k, v in OmegaConf.to_container(section, resolve=True).items() if k not in drop}
+    return {k: v for k, v in plain(section).items() if k not in drop}
 
 
 #: The options of each model type, as conf/model/<type>.yaml has them.
@@ -112,9 +121,7 @@ def objective(cfg: DictConfig, meta) -> tuple[str, str]:
 def blas_threads(cfg: DictConfig, hydra_cfg) -> int:
     """BLAS threads for this job: ``threads``, or the cores shared among the launcher's parallel jobs."""
     if cfg.threads is not None:
-        if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
-            raise RunnerError(f"threads: expected a positive number of BLAS threads or null (auto), got {cfg.threads!r}")
-        return cfg.threads
+        return option("threads", cfg.threads, int, lambda v: v >= 1, "a positive number of BLAS threads or null (auto)")
     parallel = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.get("launcher") else None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if isinstance(parallel, int) and parallel > 0:

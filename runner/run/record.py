@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,15 +19,14 @@ from runner.core.train import targets_for
 from runner.plugins.registry import Entry
 from runner.run import resume
 from runner.run.build import Built
-from runner.run.compose import git_commit, threadpool_info
+from runner.run.compose import git_commit, plain, threadpool_info
 from runner.sweeps.callback import supersede, without_resume
-from runner.tracking.sidecar_client import RemoteTracker
 from runner.tracking.tracker import Target, Tracker, flatten, open_client
 
 log = logging.getLogger("runner")
 
 
-def open_run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, built: Built, started_ms):
+def open_run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: Any, built: Built, started_ms):
     """(tracker, resumed): a new run in ``where`` (through ``sidecar`` when given), or the run a checkpoint
     continues (``resumed``: the checkpoint's state, None for a new run)."""
     run_name = f"{where.experiment}-{built.model.summary()}-{cfg.optimizer.name}"
@@ -40,7 +40,7 @@ def open_run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTra
         }
     resumed = None
     if cfg.get("resume"):
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = plain(cfg)
         try:
             resumed, source = resume.find(cfg.resume, where)
         except RunnerError:  # e.g. no checkpoint artifact: a FINISHED run says that instead
@@ -83,8 +83,8 @@ def refuse_finished(client, run_id: str, source: str) -> None:
 
 def record_start(cfg: DictConfig, hydra_cfg, tracker, built: Built, seed: int) -> None:
     """Params and tags: what a new run records before it is checked and trained."""
-    tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-    tags = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in built.used}
+    tracker.log_params(flatten(plain(cfg)))
+    tags: dict[str, Any] = {f"runner.plugin.{e.kind}.{e.name}": e.provider for e in built.used}
     if built.registry.discovery is not None:  # every plugin distribution loaded, failed or skipped (docs/plugins.md)
         tags.update(built.registry.discovery.tags())
         tracker.log_dict(built.registry.discovery.report(), "plugins.json")
@@ -145,10 +145,20 @@ def end_run(tracker, run_dir: Path, status: str, reason: str, trace: str | None 
         tracker.end(status, {"runner.error": (reason.strip() or f"{status} without a message")[:5000]})
 
 
+def mark(e: BaseException, tracker, status: str) -> None:
+    """Note on the exception that ends a run which run recorded it, and how (read by ``print_run``)."""
+    e.runner_run = (tracker.run_id, status, tracker.ui_command())  # type: ignore[attr-defined]
+
+
+def recorded(e: BaseException) -> tuple[str, str, str] | None:
+    """(run id, status, UI command) of the run that ``e`` ended, None when it ended before any run started."""
+    return getattr(e, "runner_run", None)
+
+
 def print_run(e: BaseException) -> None:
     """The line that ends a run that did not finish: which run holds what was recorded, and how to see it."""
-    if hasattr(e, "runner_run"):
-        run_id, status, ui = e.runner_run
+    if run := recorded(e):
+        run_id, status, ui = run
         print(f"runner: run {run_id} is recorded {status}; browse it with: {ui}", file=sys.stderr)
 
 
@@ -158,7 +168,7 @@ def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built) -> N
     import numpy as np
 
     weights = run_dir / "model.npz"
-    np.savez(weights, **built.model.params, **built.model.buffers)
+    np.savez(weights, allow_pickle=False, **built.model.params, **built.model.buffers)
     (run_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     tracker.log_artifact(weights)
     tracker.log_artifact(run_dir / "config.resolved.yaml")

@@ -19,6 +19,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hydra.types import RunMode
@@ -65,16 +66,17 @@ def task(cfg: DictConfig) -> float:
             what = str(e) if isinstance(e, RunnerError) else f"{type(e).__name__}: {e}"
             log.error("job %s failed: %s", hydra_cfg.job.num, what, exc_info=not isinstance(e, RunnerError))
             note = read_note(hydra_cfg.sweep.dir)
-            if note and not getattr(e, "runner_run_id", None):  # failed before its run started: record it
+            if note and not record.recorded(e):  # failed before its run started: record it
                 record_failed_job(note, hydra_cfg.job.num, list(hydra_cfg.overrides.task), what)
-            recorded = f" (run {e.runner_run[0]})" if hasattr(e, "runner_run") else ""
+            run = record.recorded(e)
+            which = f" (run {run[0]})" if run else ""
             print(
-                f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed{recorded}: {what}",
+                f"runner: job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)}) failed{which}: {what}",
                 file=sys.stderr,
             )
             return float("nan")
         if not isinstance(e, RunnerError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            if hasattr(e, "runner_run"):  # after the traceback Hydra prints: the run's id stays the last line
+            if record.recorded(e):  # after the traceback Hydra prints: the run's id stays the last line
                 atexit.register(record.print_run, e)
             raise
         print(f"runner: error: {e}", file=sys.stderr)
@@ -111,7 +113,7 @@ def execute(cfg: DictConfig, hydra_cfg) -> float:
             sidecar.close()  # ended already, unless the run failed before it started: then nothing was sent
 
 
-def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker | None, seed: int, started_ms=None) -> float:
+def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: Any, seed: int, started_ms=None) -> float:
     """compose -> build -> record -> check -> train -> report, recorded in ``where`` (through ``sidecar`` when given)."""
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
@@ -154,16 +156,15 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RemoteTracker 
                     tracker.run_id,
                 )
             record.end_run(tracker, run_dir, "KILLED", f"{e} at step {training.step}")
-            e.runner_run = (tracker.run_id, "KILLED", tracker.ui_command())
+            record.mark(e, tracker, "KILLED")
             raise
         except KeyboardInterrupt as e:
             record.end_run(tracker, run_dir, "KILLED", f"interrupted at step {training.step}")
-            e.runner_run = (tracker.run_id, "KILLED", tracker.ui_command())
+            record.mark(e, tracker, "KILLED")
             raise
         except BaseException as e:
             record.end_run(tracker, run_dir, "FAILED", f"{type(e).__name__}: {e}", traceback.format_exc())
-            e.runner_run_id = tracker.run_id  # recorded: the caller need not record it again
-            e.runner_run = (tracker.run_id, "FAILED", tracker.ui_command())
+            record.mark(e, tracker, "FAILED")  # recorded: the caller need not record it again
             raise
     tracker.end("FINISHED")
     log.info("final: %s", "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner.api import RunnerError
 from runner.core.train import Training
 from runner.run import checkpoint, resume
 from runner.run.build import Built
+from runner.run.compose import plain
 from runner.run.interrupt import Signals
 
 log = logging.getLogger("runner")
@@ -42,7 +43,7 @@ def training_of(built: Built, tracker, resumed: dict | None, batch_seed: np.rand
 
 def train(cfg: DictConfig, hydra_cfg, training: Training, built: Built, tracker, run_dir: Path, signals: Signals) -> dict:
     """Run the loop to its end; returns the final metrics."""
-    save = Checkpointer(cfg, run_dir, tracker, built, training, OmegaConf.to_container(cfg, resolve=True))
+    save = Checkpointer(cfg, run_dir, tracker, built, training, plain(cfg))
 
     def after_epoch(t: Training) -> None:
         tracker.check()  # a store that failed stops the run here, not after it
