@@ -85,8 +85,8 @@ def wrap_module(module) -> None:
         for name, value in list(vars(other).items()):
             if id(value) in replaced:
                 setattr(other, name, replaced[id(value)])
-    if module.__name__ == "runner.tracking.tracker" and hasattr(module, "Tracker"):
-        _wrap_tracker_client(module.Tracker)
+    if module.__name__ == "runner.tracking.writer" and hasattr(module, "Writer"):
+        _wrap_writer_client(module.Writer)
     if module.__name__ == "runner.plugins.registry" and hasattr(module, "Entry"):
         _time_dataset_loads(module.Entry)
 
@@ -106,13 +106,17 @@ def _wrap_class(cls, prefix: str) -> None:
             pass
 
 
-def _wrap_tracker_client(tracker_cls) -> None:
-    init = tracker_cls.__init__
+def _wrap_writer_client(writer_cls) -> None:
+    """The Writer's MlflowClient (in this process with tracking.sidecar=false) timed call by call."""
+    opened = writer_cls.open
 
-    def __init__(self, client, *args, **kwargs):
-        init(self, client if isinstance(client, TimedClient) else TimedClient(client), *args, **kwargs)
+    def open_timed(self, *args, **kwargs):
+        result = opened(self, *args, **kwargs)
+        if getattr(self, "client", None) is not None and not isinstance(self.client, TimedClient):
+            self.client = TimedClient(self.client)
+        return result
 
-    tracker_cls.__init__ = __init__
+    writer_cls.open = open_timed
 
 
 def _time_dataset_loads(entry_cls) -> None:

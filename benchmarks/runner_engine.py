@@ -110,16 +110,17 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
 
 
 def _tracker():
-    """The tracker app.py uses (``RemoteTracker``: MLflow in the sidecar process) on a fresh SQLite store in
-    a temp dir, the store created and the sidecar ready beforehand (as on a second run)."""
-    from runner.tracking.sidecar_client import RemoteTracker
-    from runner.tracking.tracker import Target, Tracker, default_store
+    """The recorder a run uses (``RunRecorder.child_process``: MLflow in the sidecar process) on a fresh SQLite
+    store in a temp dir, the store created and the sidecar ready beforehand (as on a second run)."""
+    from runner.tracking import runs
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
 
     store = Path(tempfile.mkdtemp(prefix="runner-bench-store-"))
     uri, artifacts = default_store(store / "outputs")
     where = Target(uri, artifacts, "benchmarks")
-    Tracker.start(where, "create the store").end("FINISHED")
-    tracker = RemoteTracker(where).start_run("benchmark")
+    runs.start_run(where, "create the store").end("FINISHED")
+    tracker = RunRecorder.child_process(where).start_run("benchmark")
     _ = tracker.run_id  # reading it waits until the sidecar has imported MLflow and created the run
     return tracker, store
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner.tracking.tracker import default_store, open_client
+from runner.tracking.store import default_store, open_client
 
 
 #: the metrics shown by default: everything but the per-parameter gradient-check figures

@@ -55,13 +55,6 @@ def test_ruff_format() -> None:
     assert proc.returncode == 0, report(proc)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 14: mypy errors remain in files being restructured by others: runner/api.py, runner/core/model.py, "
-    "runner/run/{task,compose,build,training,record}.py, runner/sweeps/callback.py, runner/report/artifacts.py, "
-    "plugins/{optimizers,optimizers_fast}.py, plugins/datasets/{idx,iris,mnist,synthetic}.py; "
-    "remove this mark when `mypy` passes",
-)
 def test_mypy() -> None:
     proc = run([tool("mypy")], timeout=600)  # files and settings: [tool.mypy] in pyproject.toml
     assert proc.returncode == 0, report(proc)

@@ -221,11 +221,11 @@ def test_a_failed_run_says_why_even_when_the_store_refused_a_write(tmp_path):
     """After a write fails the sidecar drops later writes but still ends the run: runner.error goes with the end."""
     from runner.api import RunnerError
     from runner.run.record import end_run
-    from runner.tracking.sidecar_client import RemoteTracker
-    from runner.tracking.tracker import Target, default_store
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
-    tracker = RemoteTracker(Target(uri, artifacts, "refused")).start_run("a run")
+    tracker = RunRecorder.child_process(Target(uri, artifacts, "refused")).start_run("a run")
     tracker.log_artifact(tmp_path / "gone.npz")  # the sidecar cannot copy it: it fails, before the end is sent
     with pytest.raises(RunnerError, match="FileNotFoundError"):  # said at the end at the latest
         end_run(tracker, tmp_path, "FAILED", "RunnerError: the reason")
@@ -237,11 +237,11 @@ def test_a_failed_run_says_why_even_when_the_store_refused_a_write(tmp_path):
 def test_a_failure_the_sidecar_reports_is_seen_at_the_next_check(tmp_path):
     """It came back with an earlier reply, in the same read: check() used to look at the pipe only."""
     from runner.api import RunnerError
-    from runner.tracking.sidecar_client import RemoteTracker
-    from runner.tracking.tracker import Target, default_store
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
-    tracker = RemoteTracker(Target(uri, artifacts, "seen")).start_run("a run")
+    tracker = RunRecorder.child_process(Target(uri, artifacts, "seen")).start_run("a run")
     tracker.log_artifact(tmp_path / "gone.npz")
     with pytest.raises(RunnerError, match="FileNotFoundError"):
         for _ in range(600):  # 30 s
@@ -255,11 +255,11 @@ def test_a_failure_the_sidecar_reports_is_seen_at_the_next_check(tmp_path):
 
 def test_a_write_refused_at_the_very_end_makes_the_run_failed_with_the_reason(tmp_path):
     from runner.api import RunnerError
-    from runner.tracking.sidecar_client import RemoteTracker
-    from runner.tracking.tracker import Target, default_store
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
-    tracker = RemoteTracker(Target(uri, artifacts, "late")).start_run("a run")
+    tracker = RunRecorder.child_process(Target(uri, artifacts, "late")).start_run("a run")
     tracker.log_artifact(tmp_path / "gone.npz")
     with pytest.raises(RunnerError, match="FileNotFoundError"):
         tracker.end("FINISHED")  # found only now: not FINISHED, and not left RUNNING either
@@ -268,10 +268,11 @@ def test_a_write_refused_at_the_very_end_makes_the_run_failed_with_the_reason(tm
     assert run.info.status == "FAILED" and "FileNotFoundError" in run.data.tags["runner.error"]
 
 
-# --------------------------------------------------------------------------- resume after SIGTERM, SIGINT, SIGKILL: every history exact
+# ------------------------------------------------------------------- resume after SIGTERM, SIGINT, SIGKILL: every history exact
 
 #: 400 epochs of 6 steps, train/loss and train/lr at every step (the buffer of 1000 values is sent to the store about every
-#: 425 steps), a checkpoint at epochs 200 and 400: a process killed hard after step ~1625 has points after its checkpoint in the store
+#: 425 steps), a checkpoint at epochs 200 and 400: a process killed hard after step ~1625 has points after its checkpoint in
+#: the store
 IRIS_RESUME = [
     "+experiment=iris",
     "trainer.epochs=400",
@@ -381,7 +382,8 @@ def store_client(uri):
 
 
 def interrupt_and_resume(work, signum, uri, env=None):
-    """Run IRIS_RESUME in ``work``, stop it with ``signum`` mid-training, resume it; (run id, resumed Run, output of the first)."""
+    """Run IRIS_RESUME in ``work``, stop it with ``signum`` mid-training, resume it; (run id, resumed Run, output of the
+    first)."""
     proc = start_with(work, env or {}, *IRIS_RESUME)
     if signum == signal.SIGKILL:
         step, stored = kill_hard_after_a_checkpoint(proc, work, uri)
@@ -425,7 +427,7 @@ def test_a_resumed_run_has_exactly_the_uninterrupted_histories(tmp_path, uninter
         assert signal.Signals(signum).name in run.data.tags["runner.interrupted"] and f"+resume={run_id}" in output
 
 
-def test_a_run_killed_hard_resumes_exactly_against_a_tracking_server(tmp_path, uninterrupted, mlflow_server):
+def test_a_run_killed_hard_resumes_exactly_against_a_tracking_server(tmp_path, uninterrupted, mlflow_server):  # noqa: F811
     """A tracking server cannot delete metric points: the resumed run leaves out those the store has, having checked them."""
     run_id, resumed, _ = interrupt_and_resume(tmp_path, signal.SIGKILL, mlflow_server, env={"MLFLOW_TRACKING_URI": mlflow_server})
     assert "leaves them out and checks" in resumed.proc.stdout
@@ -462,10 +464,13 @@ def test_a_resume_leaves_out_the_points_a_store_keeps_and_checks_them():
 def test_resuming_a_run_whose_process_still_runs_is_refused(tmp_path):
     from runner.api import RunnerError
     from runner.run.resume import reopen
-    from runner.tracking.tracker import Target, Tracker, default_store
+    from runner.tracking import runs
+    from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
-    tracker = Tracker.start(Target(uri, artifacts, "live"), "a run", {"runner.pid": os.getppid()})  # a live process, not this one
+    tracker = runs.start_run(
+        Target(uri, artifacts, "live"), "a run", {"runner.pid": os.getppid()}
+    )  # a live process, not this one
     with pytest.raises(RunnerError, match=rf"run {tracker.run_id} is still running in process {os.getppid()} on "):
         reopen(tracker, tracker.run_id)
     tracker.set_tags({"runner.pid": 2**22 + 1})  # a process that is gone (above the usual pid_max): killed hard

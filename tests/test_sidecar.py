@@ -112,15 +112,15 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
     race needs a slow import to show, so this checks the outcome: such requests are carried out."""
     import numpy as np
 
-    from runner.report.artifacts import _head
-    from runner.tracking.sidecar_client import RemoteTracker
-    from runner.tracking.tracker import Target, default_store
+    from runner.report.artifacts import _head, log_inputs
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     for attempt in range(3):  # the race needs the arrays to arrive during the import: try a few fresh sidecars
-        tracker = RemoteTracker(Target(uri, artifacts, "early")).start_run(f"early-{attempt}")
+        tracker = RunRecorder.child_process(Target(uri, artifacts, "early")).start_run(f"early-{attempt}")
         x, y = np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4)
-        tracker.submit("runner.report.artifacts:log_inputs", "toy", {"runner.dataset": "toy"}, [("train", _head(x), _head(y))])
+        tracker.submit(log_inputs, "toy", {"runner.dataset": "toy"}, [("train", _head(x), _head(y))])
         tracker.log_metrics({"m": 1.0}, 1)
         tracker.end("FINISHED")
     client = Run(None, tmp_path).client()
@@ -129,17 +129,19 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
     assert all(len(r.inputs.dataset_inputs) == 1 and r.inputs.dataset_inputs[0].dataset.name == "toy" for r in runs)
 
 
-def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends(tmp_path):
-    from runner.tracking.sidecar_client import RemoteTracker
-    from runner.tracking.tracker import Target, default_store
+def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends(tmp_path, caplog):
+    from runner.report.artifacts import log_inputs
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
-    tracker = RemoteTracker(Target(uri, artifacts, "parts")).start_run("a run")
+    tracker = RunRecorder.child_process(Target(uri, artifacts, "parts")).start_run("a run")
     tracker.log_metrics({"m": 2.0}, 1)
-    tracker.submit("runner.report.artifacts:no_such_part")  # raises AttributeError in the sidecar
+    tracker.submit(log_inputs, "toy", {}, "not a list of splits")  # raises ValueError in the sidecar
     tracker.set_tags({"after": "yes"})  # later writes still happen
     tracker.end("FINISHED")
     client = Run(None, tmp_path).client()
     [run] = client.search_runs([client.get_experiment_by_name("parts").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["m"] == 2.0
-    assert run.data.tags["runner.report.failed"] == "no_such_part" and run.data.tags["after"] == "yes"
+    assert run.data.tags["runner.report.failed"] == "log_inputs" and run.data.tags["after"] == "yes"
+    assert "report: log_inputs failed: ValueError" in caplog.text  # said by the run's process

@@ -65,7 +65,7 @@ class FastLinear(Linear):
 
     def backward(self, dout):
         np.matmul(self.x.T, dout, out=self.grads["W"])  # (in, batch) @ (batch, out), no temporary
-        dout.sum(axis=0, out=self.grads["b"])  # the method: np.sum's Python wrapper costs ~1 us a call
+        dout.sum(axis=0, out=self.grads["b"])  # the method: np.sum's Python wrapper costs a call (docs/benchmarks.md)
         if not self.needs_input_grad:
             return None
         return dout @ self.params["W"].T

@@ -345,7 +345,7 @@ class Training:
 
 def batch_scorer(meta: Meta, loss: Loss) -> Callable[[np.ndarray, np.ndarray], float]:
     """``score(pred, y)``: a batch's correct answers (classification, binary) or summed absolute error
-    per output (regression); about 2 µs a batch."""
+    per output (regression)."""
     count = np.count_nonzero
     if meta.task == "classification":
         return lambda pred, y: int(count(pred.argmax(axis=1) == y))

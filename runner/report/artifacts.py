@@ -78,8 +78,8 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
         part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
-    if failed:
-        tracker.set_tags({"runner.report.failed": ", ".join(failed)})
+    for name in failed:  # named in the tag runner.report.failed at the run's end, with the parts that failed in the writer
+        tracker.report_failed(name)
     log.info("report: %s", ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return timings
 
@@ -179,7 +179,7 @@ def _inputs(tracker, splits, cfg) -> None:
         for context, split in (("train", splits.train), ("val", splits.val), ("test", splits.test))
         if len(split)
     ]
-    tracker.submit("runner.report.artifacts:log_inputs", splits.meta.name, source_tags, described)
+    tracker.submit(log_inputs, splits.meta.name, source_tags, described)
 
 
 #: how many leading elements of an array MLflow's NumPy digest reads (mlflow.data.digest_utils.MAX_ROWS)
@@ -197,8 +197,8 @@ def log_inputs(client, run_id: str, experiment_id: str, name: str, source_tags: 
     """(In the sidecar) ``described``'s splits as the run's dataset inputs. Each split stands in as a
     zero-strided array of its shape and dtype (no data: MLflow reads the shape for the profile and the
     dtype for the schema); the digest comes from its first rows."""
-    import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.numpy_dataset import from_numpy
     from mlflow.entities import DatasetInput, InputTag
 
     source = CodeDatasetSource(tags=source_tags)
@@ -206,7 +206,7 @@ def log_inputs(client, run_id: str, experiment_id: str, name: str, source_tags: 
     for context, x, y in described:
         features, targets = _stand_in(*x), _stand_in(*y)
         digest = numpy_digest(features, targets, heads=(x[0], y[0]))
-        dataset = mlflow.data.from_numpy(features, source=source, targets=targets, name=name, digest=digest)
+        dataset = from_numpy(features, source=source, targets=targets, name=name, digest=digest)
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
     client.log_inputs(run_id, datasets=inputs)
 
@@ -245,7 +245,7 @@ def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarr
     work = out / "model"
     work.mkdir(parents=True, exist_ok=True)
     tracker.submit(
-        "runner.report.artifacts:log_pyfunc_model",
+        log_pyfunc_model,
         weights=str(weights),
         config=str(config),
         described=described,

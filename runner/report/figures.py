@@ -65,7 +65,7 @@ def _text_width(labels: Sequence[str], fontsize: float) -> float:
 def _log_scale(ax, which: str, minor: bool = True) -> None:
     """``ax``'s x or y axis on a log scale whose tick labels read 0.5, 1, 1e-06 (plain text): matplotlib's
     default labels (10 to the power -6) are mathtext, whose parser costs ~0.1 s on a process's first.
-    ``minor=False``: no minor ticks (a tick costs ~0.5 ms to make; an axis over 8 decades has 70)."""
+    ``minor=False``: no minor ticks (each costs time to make; an axis over 8 decades has 70)."""
     from matplotlib.ticker import LogFormatter, NullLocator
 
     class Plain(LogFormatter):  # LogFormatter's choice of ticks to label, written 0.5, 1, 1e-06, 1e+05

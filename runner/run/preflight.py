@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.api import RunnerError, option
 from runner.core.model import hidden_widths
 from runner.run import clock
-from runner.tracking.tracker import check_reachable
+from runner.tracking.store import check_reachable
 
 #: The schemes MLflow itself opens a tracking store for (its plugins add theirs: entry points ``mlflow.tracking_store``).
 MLFLOW_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc", "sqlite", "postgresql", "mysql", "mssql")

@@ -20,13 +20,17 @@ from runner.plugins.registry import Entry
 from runner.run import resume
 from runner.run.build import Built
 from runner.run.compose import git_commit, plain, threadpool_info
-from runner.sweeps.callback import supersede, without_resume
-from runner.tracking.tracker import Target, Tracker, flatten, open_client
+from runner.run.sweep_job import supersede, without_resume
+from runner.tracking import runs
+from runner.tracking.recorder import RunRecorder
+from runner.tracking.store import Target, flatten, open_client
 
 log = logging.getLogger("runner")
 
 
-def open_run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: Any, built: Built, started_ms):
+def open_run(
+    cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | None, built: Built, started_ms, run_dir: Path
+):
     """(tracker, resumed): a new run in ``where`` (through ``sidecar`` when given), or the run a checkpoint
     continues (``resumed``: the checkpoint's state, None for a new run)."""
     run_name = f"{where.experiment}-{built.model.summary()}-{cfg.optimizer.name}"
@@ -44,38 +48,44 @@ def open_run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: Any, buil
         try:
             resumed, source = resume.find(cfg.resume, where)
         except RunnerError:  # e.g. no checkpoint artifact: a FINISHED run says that instead
-            refuse_finished(open_client(where.uri), str(cfg.resume), str(cfg.resume))
+            finished_run(where.uri, str(cfg.resume))
             raise
         resume.check_config(resumed, config, str(cfg.resume))
         try:
-            tracker = Tracker.attach(resumed["tracking_uri"], resumed["run_id"])
+            tracker = runs.attach_run(resumed["tracking_uri"], resumed["run_id"], spill_dir=run_dir)
         except RunnerError as e:  # e.g. the server the checkpoint's run is recorded on is down
             raise RunnerError(
                 f"resume={cfg.resume}: run {resumed['run_id']} is recorded in {resumed['tracking_uri']}: "
                 f"{str(e).removeprefix('tracking: ')}"
             ) from None
-        refuse_finished(tracker.client, tracker.run_id, str(cfg.resume))  # a checkpoint of a run that finished after it
-        resume.reopen(tracker, str(cfg.resume))  # RUNNING again; the interruption's reason moves to runner.interrupted
+        refuse_finished(*tracker.status(), tracker.run_id, str(cfg.resume))  # a checkpoint of a run that finished after it
+        tracker.reopen(str(cfg.resume))  # RUNNING again; the interruption's reason moves to runner.interrupted
         log.info("resuming run %s from %s after step %d", tracker.run_id, source, resumed["training"]["step"])
     elif sidecar is not None:
         tracker = sidecar.start_run(run_name, run_tags, start_time=started_ms)
     else:
-        tracker = Tracker.start(where, run_name, run_tags, prepared=built.store, start_time=started_ms)
+        tracker = runs.start_run(where, run_name, run_tags, prepared=built.store, start_time=started_ms, spill_dir=run_dir)
     if note and note.resuming:  # the earlier attempts at this job that did not finish: left out of the summary
         supersede(note, list(hydra_cfg.overrides.task), tracker.run_id)
     return tracker, resumed
 
 
-def refuse_finished(client, run_id: str, source: str) -> None:
-    """``+resume`` of a FINISHED run: one clear line instead of reopening it (a run id that is not in the
-    store is left to resume.find to name; other overrides than the checkpoint's to check_config)."""
+def finished_run(uri: str, run_id: str) -> None:
+    """``+resume=<run id>`` of a FINISHED run of ``uri``: refused (``refuse_finished``); a run id that is not in the
+    store is left to resume.find to name."""
     try:
-        run = client.get_run(run_id)
+        run = open_client(uri).get_run(run_id)
     except Exception:
         return
-    if run.info.status == "FINISHED":
+    refuse_finished(run.info.status, run.info.run_name, run_id, run_id)
+
+
+def refuse_finished(status: str, name: str, run_id: str, source: str) -> None:
+    """``+resume`` of a FINISHED run: one clear line instead of reopening it (other overrides than the
+    checkpoint's are left to check_config)."""
+    if status == "FINISHED":
         raise RunnerError(
-            f"resume={source}: run {run_id} ({run.info.run_name}) is FINISHED: there is nothing to continue; to train "
+            f"resume={source}: run {run_id} ({name}) is FINISHED: there is nothing to continue; to train "
             f"again or longer, start a new run without +resume (e.g. the same overrides with a larger trainer.epochs); "
             f"its weights stay in its model.npz artifact"
         ) from None

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,7 +35,9 @@ import numpy as np
 
 from runner.api import RunnerError
 from runner.run import checkpoint
-from runner.tracking.tracker import Target, Tracker, _retrying, alive, open_client
+from runner.tracking import spill
+from runner.tracking.recorder import Recorder
+from runner.tracking.store import Target, open_client
 
 log = logging.getLogger("runner.resume")
 
@@ -105,13 +105,26 @@ def flat(tree: dict, prefix: str = "") -> dict:
 
 
 def find(resume: str, where: Target) -> tuple[dict, str]:
-    """The checkpoint state for ``resume`` (a checkpoint file, a directory holding one, or a run id
-    in the store), and a description of where it came from."""
+    """The checkpoint state for ``resume`` (a checkpoint file, a run's folder or its ``checkpoints`` folder, a spill
+    file, or a run id in the store), and a description of where it came from. What the run could not write to its
+    store (a spill file beside it, runner.tracking.spill) is written first: the store then holds every point the
+    run logged, and the continuation below keeps each history exact."""
     path = Path(str(resume)).expanduser()
+    spills = spill.beside(str(resume))
+    if not spills and not path.exists():
+        spills = spill.of_run(str(resume), outputs_of(where))
+    for kept in spills:
+        spill.replay(kept)
+    if path.is_file() and spills and path in spills:
+        path = path.parent  # the spill file: its run's folder
+    if not path.exists() and spills:
+        path = spills[0].parent  # a run id whose spill file was found: its local checkpoint
     if path.is_dir():
-        path = path / checkpoint.FILE
+        path = next((p for p in (path / checkpoint.FILE, path / ARTIFACT_DIR / checkpoint.FILE) if p.is_file()), path)
     if path.is_file():
         return checkpoint.load(path), str(path)
+    if path.is_dir():
+        raise RunnerError(f"resume={resume}: no {checkpoint.FILE} in {path} (the run stopped before its first checkpoint)")
     client = open_client(where.uri)
     try:
         client.get_run(str(resume))
@@ -128,124 +141,56 @@ def find(resume: str, where: Target) -> tuple[dict, str]:
     return checkpoint.load(Path(local)), f"run {resume}"
 
 
-def reopen(tracker: Tracker, source: str) -> None:
+def outputs_of(where: Target) -> list[Path]:
+    """The outputs folders where a run's folder (and a spill file in it) may be: ``./outputs`` and the default store's."""
+    folders = [Path.cwd() / "outputs"]
+    if where.artifact_location and where.artifact_location.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        folders.append(Path(unquote(urlparse(where.artifact_location).path)).parent)
+    return list(dict.fromkeys(folders))
+
+
+def reopen(tracker: Recorder, source: str) -> None:
     """The checkpoint's run, RUNNING again and owned by this process. A run that is still RUNNING in a
     live process of this host is refused; one whose process died without ending it (SIGKILL) says so
-    in the tag ``runner.interrupted``, as a run ended KILLED by a signal does (``Tracker.reopen``)."""
-    try:
-        run = tracker.client.get_run(tracker.run_id)
-    except Exception as e:
-        raise RunnerError(f"resume={source}: run {tracker.run_id} is not in {tracker.uri} ({type(e).__name__}: {e})") from None
-    host, pid = run.data.tags.get("runner.host"), int(run.data.tags.get("runner.pid") or 0)
-    hard = run.info.status == "RUNNING" and "runner.error" not in run.data.tags
-    if run.info.status == "RUNNING" and host == socket.gethostname() and pid and pid != os.getpid() and alive(pid):
-        raise RunnerError(
-            f"resume={source}: run {tracker.run_id} is still running in process {pid} on {host}; "
-            "stop it first (Ctrl-C writes a checkpoint)"
-        )
-    tracker.reopen()
-    if hard:
-        tracker.set_tags({"runner.interrupted": f"process {pid} on {host} exited without ending the run (killed hard?)"})
+    in the tag ``runner.interrupted``, as a run ended KILLED by a signal does (runner.tracking.writer.Writer.reopen)."""
+    tracker.reopen(source)
 
 
 #: ``sink(metrics, step)``, as ``runner.train.MetricSink``
 Sink = Callable[[Mapping[str, float], int], None]
 
 
-def continue_history(tracker: Tracker, step: int) -> Sink:
+def continue_history(tracker: Recorder, step: int) -> Sink:
     """Where the resumed run logs its metrics, so that each history ends up exactly as the
     uninterrupted run's: the store's points after ``step`` deleted (SQLAlchemy stores), or left out
     of what the run writes (other stores). See the module's docstring."""
-    later = points_after(tracker.client, tracker.run_id, step)
-    if not later:
+    found = tracker.continue_after(step)
+    if not found.get("count"):
         return tracker.log_metrics
-    count = sum(len(points) for points in later.values())
-    if truncate(tracker.client, tracker.run_id, step):
+    if found["deleted"]:
         log.info(
             "deleted the %d metric points the interrupted process logged after step %d (%s): the resumed run logs them again",
-            count,
+            found["count"],
             step,
-            ", ".join(sorted(later)),
+            ", ".join(found["keys"]),
         )
         return tracker.log_metrics
     log.info(
         "the store keeps the %d metric points the interrupted process logged after step %d; the resumed run leaves them out "
         "and checks that it computes the same values",
-        count,
+        found["count"],
         step,
     )
-    return Continuation(tracker, later)
-
-
-def points_after(client, run_id: str, step: int) -> dict[str, dict[int, float]]:
-    """metric key -> {step: value} of the run's points after ``step``."""
-    run = client.get_run(run_id)
-    latest = getattr(run.data, "_metric_objs", None)  # each key's latest point, with its step
-    keys = [m.key for m in latest if m.step > step] if latest is not None else list(run.data.metrics)
-    found: dict[str, dict[int, float]] = {}
-    for key in keys:
-        points = {m.step: m.value for m in client.get_metric_history(run_id, key) if m.step > step}
-        if points:
-            found[key] = points
-    return found
-
-
-def truncate(client, run_id: str, step: int) -> bool:
-    """Delete the run's metric points after ``step``, and set each key's latest value back to its
-    last point left, in one transaction, where the store is MLflow's SQLAlchemy store (SQLite,
-    PostgreSQL, MySQL). False where it is not (a tracking server: its API cannot delete a point)."""
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        store = client._tracking_client.store
-    except (ImportError, AttributeError):
-        return False
-    if not isinstance(store, SqlAlchemyStore):
-        return False
-
-    def session():
-        try:
-            return store.ManagedSessionMaker(read_only=False)
-        except TypeError:  # an MLflow whose sessions have no read_only flag
-            return store.ManagedSessionMaker()
-
-    def delete() -> None:
-        with session() as s:
-            ours = SqlMetric.run_uuid == run_id
-            keys = [k for (k,) in s.query(SqlMetric.key).filter(ours, SqlMetric.step > step).distinct()]
-            s.query(SqlMetric).filter(ours, SqlMetric.step > step).delete(synchronize_session=False)
-            for key in keys:
-                s.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key == key).delete(
-                    synchronize_session=False
-                )
-                last = (
-                    s.query(SqlMetric)
-                    .filter(ours, SqlMetric.key == key)
-                    .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc())
-                    .first()
-                )
-                if last is not None:  # MLflow's rule for the latest value: the highest (step, timestamp, value)
-                    s.add(
-                        SqlLatestMetric(
-                            key=key,
-                            value=last.value,
-                            timestamp=last.timestamp,
-                            step=last.step,
-                            is_nan=last.is_nan,
-                            run_uuid=run_id,
-                        )
-                    )
-
-    _retrying(delete, "delete metric points after the checkpoint")
-    return True
+    return Continuation(tracker, {key: {int(s): v for s, v in points.items()} for key, points in found["later"].items()})
 
 
 class Continuation:
     """A metric sink that leaves out the points the store already has at a metric's step (logged
     by the interrupted process after its checkpoint), checking them against what this run computes."""
 
-    def __init__(self, tracker: Tracker, stored: dict[str, dict[int, float]]):
+    def __init__(self, tracker: Recorder, stored: dict[str, dict[int, float]]):
         self.tracker, self.stored = tracker, stored
         self.mismatch: str | None = None
 
@@ -271,13 +216,6 @@ def same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def in_store(tracker) -> None:
-    """Return once every write sent to the run's store is in it. The in-process ``Tracker`` writes
-    before it returns; a ``RemoteTracker``'s sidecar carries requests out in order, so a call it
-    answers comes after everything sent before it."""
-    if not isinstance(tracker, Tracker):
-        tracker.call("runner.run.resume:nothing")
-
-
-def nothing(client, run_id: str, experiment_id: str) -> None:
-    """A call that does nothing (``in_store``)."""
+def in_store(tracker: Recorder) -> None:
+    """Return once every write sent to the run's store is in it (the writer carries requests out in order)."""
+    tracker.in_store()

@@ -19,7 +19,6 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from hydra.types import RunMode
@@ -32,10 +31,11 @@ from runner.run.build import build
 from runner.run.compose import blas_threads, dtype_of, model_as_chosen
 from runner.run.interrupt import Interrupted, Signals
 from runner.run.preflight import seed_of
+from runner.run.sweep_job import finished_job, interrupted_job, read_note, record_failed_job
 from runner.run.training import artifacts_refused, train, training_of
-from runner.sweeps.callback import finished_job, interrupted_job, read_note, record_failed_job
-from runner.tracking.sidecar_client import RemoteTracker
-from runner.tracking.tracker import Target, prepare, target
+from runner.tracking.recorder import RunRecorder
+from runner.tracking.store import Target, target
+from runner.tracking.writer import prepare
 
 log = logging.getLogger("runner")
 
@@ -105,7 +105,9 @@ def execute(cfg: DictConfig, hydra_cfg) -> float:
     if note:  # a job of a sweep: a child of the sweep's parent run, in the same store and experiment
         where = Target(note.uri, None, note.experiment)
     # MLflow in a process of its own, started now: its import overlaps everything up to training
-    sidecar = RemoteTracker(where) if cfg.tracking.get("sidecar", True) and not cfg.get("resume") else None
+    run_dir = Path(hydra_cfg.runtime.output_dir)  # a spill file goes there if the store stops answering
+    child = cfg.tracking.get("sidecar", True) and not cfg.get("resume")
+    sidecar = RunRecorder.child_process(where, spill_dir=run_dir) if child else None
     try:
         return run(cfg, hydra_cfg, note, where, sidecar, seed, started_ms)
     finally:
@@ -113,14 +115,14 @@ def execute(cfg: DictConfig, hydra_cfg) -> float:
             sidecar.close()  # ended already, unless the run failed before it started: then nothing was sent
 
 
-def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: Any, seed: int, started_ms=None) -> float:
+def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | None, seed: int, started_ms=None) -> float:
     """compose -> build -> record -> check -> train -> report, recorded in ``where`` (through ``sidecar`` when given)."""
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
     in_process = not cfg.get("resume") and sidecar is None  # MLflow's import and the store go on while the data loads
     built = build(cfg, seed, dtype, init_seed, before_data=(lambda: prepare(where)) if in_process else (lambda: None))
-    tracker, resumed = record.open_run(cfg, hydra_cfg, note, where, sidecar, built, started_ms)
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    tracker, resumed = record.open_run(cfg, hydra_cfg, note, where, sidecar, built, started_ms, run_dir)
     training = training_of(built, tracker, resumed, batch_seed)
     with Signals() as signals:
         try:

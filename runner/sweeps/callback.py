@@ -17,7 +17,7 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,38 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.api import RunnerError
 from runner.run.interrupt import Interrupted
-from runner.tracking.tracker import Target, Tracker, _retrying, flatten, open_client, target
+from runner.run.sweep_job import NOTE, SUPERSEDED, SweepNote, read_note, tag_run, without_resume
+from runner.tracking import runs
+from runner.tracking.recorder import Recorder
+from runner.tracking.store import Target, flatten, open_client, target
 
 log = logging.getLogger("runner.sweep")
-
-NOTE = "mlflow_sweep.json"
-
-
-@dataclass(frozen=True)
-class SweepNote:
-    """What a job needs to find its parent run."""
-
-    uri: str
-    experiment: str
-    parent_run_id: str
-    metric: str | None
-    direction: str | None
-    swept: list[str]  # the keys the sweep varies, to name each job's run by its own values
-    resuming: bool = False  # jobs already FINISHED under this parent (same overrides) are skipped, interrupted ones resumed
-    command: str = ""  # the sweep's command line, ``python -m runner --multirun ...`` (without +resume_sweep)
-
-    def job_name(self, job_num: int, overrides: list[str]) -> str:
-        own = [o for o in without_resume(overrides) if o.split("=", 1)[0].lstrip("+~") in self.swept]
-        return f"{self.experiment}-{job_num} {' '.join(own)}".strip()[:250]
-
-    def resume_command(self) -> str:
-        """The command that continues this sweep: the same overrides, ``+resume_sweep=<parent run id>``."""
-        return f"{self.command or 'python -m runner --multirun <same overrides>'} +resume_sweep={self.parent_run_id}"
-
-
-def read_note(sweep_dir: str | Path) -> SweepNote | None:
-    path = Path(sweep_dir) / NOTE
-    return SweepNote(**json.loads(path.read_text())) if path.is_file() else None
 
 
 def objective_of(config: DictConfig) -> tuple[str | None, str | None]:
@@ -69,7 +43,7 @@ def objective_of(config: DictConfig) -> tuple[str | None, str | None]:
 class SweepTracking(Callback):
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.parent: Tracker | None = None
+        self.parent: Recorder | None = None
         self.note: SweepNote | None = None
         self.ended = False
 
@@ -89,13 +63,14 @@ class SweepTracking(Callback):
         where: Target = target(config.tracking, choices.get("experiment"), Path.cwd())
         overrides = without_resume(config.hydra.overrides.task)
         params_node = config.hydra.sweeper.get("params")
-        sweep_params = OmegaConf.to_container(params_node, resolve=True) if params_node else {}
+        sweep_params: dict[str, Any] = OmegaConf.to_container(params_node, resolve=True) if params_node else {}  # type: ignore[assignment]
         resume_id = config.get("resume_sweep")
+        sweep_dir = Path(config.hydra.sweep.dir)  # a spill file of the parent run goes there, if its store stops answering
         if resume_id:
-            self.parent = resumed_parent(where, str(resume_id))
+            self.parent = resumed_parent(where, str(resume_id), sweep_dir)
         else:
             name = f"{where.experiment}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.parent = Tracker.start(
+            self.parent = runs.start_run(
                 where,
                 name,
                 tags={
@@ -104,6 +79,7 @@ class SweepTracking(Callback):
                     "runner.sweeper": choices.get("hydra/sweeper", ""),
                     "runner.launcher": choices.get("hydra/launcher", ""),
                 },
+                spill_dir=sweep_dir,
             )
             params = {f"sweep.{i}": o for i, o in enumerate(overrides)}
             params.update({f"sweep.params.{k}": v for k, v in flatten(sweep_params).items()})
@@ -124,7 +100,6 @@ class SweepTracking(Callback):
             sweep_command(config),
         )
         self.note = note
-        sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / NOTE).write_text(json.dumps(asdict(note)))
         log.info(
@@ -146,8 +121,8 @@ class SweepTracking(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or self.parent is None:
             return
-        note = read_note(config.hydra.sweep.dir)
-        failed = summarize(self.parent, note)
+        note = read_note(config.hydra.sweep.dir) or self.note  # the note this process left, if the folder lost it
+        failed = summarize(self.parent, note) if note else 0
         if failed:
             log.warning("%d job(s) of the sweep failed: see the summary's status and error columns", failed)
         self.parent.end("FINISHED")  # the sweep itself ran; its failed jobs are FAILED children
@@ -159,11 +134,6 @@ def raise_interrupted(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
-def without_resume(overrides) -> list[str]:
-    """A job's overrides as its identity: ``+resume_sweep=...`` is how it was started, not what it is."""
-    return [o for o in overrides if not o.lstrip("+").startswith("resume_sweep=")]
-
-
 def sweep_command(config: DictConfig) -> str:
     """``python -m runner --multirun <the sweep's overrides>``, quoted for a POSIX shell, as the user can type it again."""
     hydra_overrides = [o for o in config.hydra.overrides.hydra if not o.startswith("hydra.mode=")]
@@ -171,7 +141,7 @@ def sweep_command(config: DictConfig) -> str:
     return " ".join(["python -m runner --multirun", *(shlex.quote(w) for w in words)])
 
 
-def resumed_parent(where: Target, run_id: str) -> Tracker:
+def resumed_parent(where: Target, run_id: str, spill_dir: Path | None = None) -> Recorder:
     client = open_client(where.uri)
     try:
         run = client.get_run(run_id)
@@ -179,83 +149,12 @@ def resumed_parent(where: Target, run_id: str) -> Tracker:
         raise RunnerError(f"resume_sweep={run_id}: no such run in {where.uri}") from None
     if run.data.tags.get("runner.sweep") != "parent":
         raise RunnerError(f"resume_sweep={run_id}: run {run.info.run_name!r} is not a sweep's parent run")
-    parent = Tracker.attach(where.uri, run_id)
-    parent.reopen()
+    parent = runs.attach_run(where.uri, run_id, spill_dir)
+    parent.reopen(f"resume_sweep={run_id}")
     return parent
 
 
-def job_runs(note: SweepNote, overrides: list[str]) -> list:
-    """The child runs of the sweep's parent with these overrides (the earlier attempts at this job of a
-    resumed sweep), newest first, without those another attempt superseded."""
-    key = " ".join(without_resume(overrides))
-    client = open_client(note.uri)
-    experiment = client.get_experiment_by_name(note.experiment)
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{note.parent_run_id}'",
-        max_results=10000,
-        order_by=["attributes.start_time DESC"],
-    )
-    return [r for r in runs if r.data.tags.get("runner.job.overrides") == key and SUPERSEDED not in r.data.tags]
-
-
-def finished_job(note: SweepNote, overrides: list[str]):
-    """The FINISHED child run of a resumed sweep with these overrides, if there is one."""
-    return next((r for r in job_runs(note, overrides) if r.info.status == "FINISHED"), None)
-
-
-def interrupted_job(note: SweepNote, overrides: list[str]) -> str | None:
-    """The id of the child run of a resumed sweep with these overrides that a signal stopped (KILLED), or
-    whose process died (still RUNNING, or marked KILLED by a later start), and that has a checkpoint to
-    continue from: the newest such attempt, if the job has no FINISHED one."""
-    from runner.run.checkpoint import FILE
-    from runner.run.resume import ARTIFACT_DIR, alive
-
-    client = open_client(note.uri)
-    for run in job_runs(note, overrides):
-        if run.info.status == "FINISHED":
-            return None
-        pid = int(run.data.tags.get("runner.pid") or 0)
-        gone = run.info.status == "KILLED" or (run.info.status == "RUNNING" and pid and not alive(pid))
-        if gone and f"{ARTIFACT_DIR}/{FILE}" in {a.path for a in client.list_artifacts(run.info.run_id, ARTIFACT_DIR)}:
-            return run.info.run_id
-    return None
-
-
-#: the tag of a child run that a later attempt at the same job (``+resume_sweep``) replaced: its value is
-#: that attempt's run id. The sweep's summary leaves such runs out: each job counts once.
-SUPERSEDED = "runner.superseded_by"
-
-
-def supersede(note: SweepNote, overrides: list[str], run_id: str) -> None:
-    """Tag the earlier attempts at this job that did not finish as superseded by ``run_id``."""
-    client = open_client(note.uri)
-    for run in job_runs(note, overrides):
-        if run.info.run_id != run_id and run.info.status != "FINISHED":
-            _retrying(lambda: client.set_tag(run.info.run_id, SUPERSEDED, run_id), "mark a superseded run")
-            log.info(
-                "run %s (%s, an earlier attempt at this job) is superseded by run %s", run.info.run_id, run.info.status, run_id
-            )
-
-
-def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str) -> None:
-    """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep)."""
-    tracker = Tracker.start(
-        Target(note.uri, None, note.experiment),
-        note.job_name(job_num, overrides),
-        {
-            "mlflow.parentRunId": note.parent_run_id,
-            "runner.job.num": job_num,
-            "runner.job.overrides": " ".join(without_resume(overrides)),
-            "runner.error": error,
-        },
-    )
-    tracker.end("FAILED")
-    if note.resuming:
-        supersede(note, overrides, tracker.run_id)
-
-
-def summarize(parent: Tracker, note: SweepNote) -> int:
+def summarize(parent: Recorder, note: SweepNote) -> int:
     """The table of every child run as CSV and markdown artifacts; the best child tagged. Returns #failed."""
     table = sweep_table(parent.uri, parent.run_id)
     if table.empty:
@@ -272,7 +171,7 @@ def summarize(parent: Tracker, note: SweepNote) -> int:
         if len(values):
             best = values.idxmax() if direction == "maximize" else values.idxmin()
             best_run = table.loc[best, "run_id"]
-            Tracker.attach(parent.uri, best_run).set_tags({"runner.best": "true"})
+            tag_run(parent.uri, best_run, {"runner.best": "true"})
             parent.set_tags({"runner.best_run_id": best_run, "runner.best_job": table.loc[best, "job"]})
             parent.log_metrics({f"best/{metric}": float(values[best])}, 0)
             table["best"] = table["run_id"] == best_run

@@ -198,12 +198,14 @@ def prepare_locked(db: Path, uri: str) -> None:
 
         leftovers = f", leftover table {', '.join(after.leftovers)}" if after.leftovers else ""
         reason = str(e).splitlines()[0].split(". ")[0][:200] if str(e) else ""
-        state = (
+        where_at = (
             "" if str(after.revision) in reason else f"; it is at schema revision {after.revision}, this MLflow expects {head}"
         )
         raise RunnerError(
-            f"tracking: MLflow {mlflow.__version__} cannot open the store {db} ({type(e).__name__}: {reason}{state}{leftovers}): "
-            f"a store of an older MLflow, or one left half-created or half-upgraded by a process that died; back it up, then run: "
+            f"tracking: MLflow {mlflow.__version__} cannot open the store {db} "
+            f"({type(e).__name__}: {reason}{where_at}{leftovers}): "
+            "a store of an older MLflow, or one left half-created or half-upgraded by a process that died; "
+            "back it up, then run: "
             f"mlflow db upgrade {uri} — or move it away to start a new store"
         ) from None
 
