@@ -5,11 +5,15 @@ from runner.api import PluginSpec, hookimpl
 from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Swish, Tanh
 from .dropout import Dropout
 from .linear import INITS, Linear
+from .merge import Add, Bias, Concat, Multiply, Scale
 from .normalization import BatchNorm, LayerNorm
 from .shape import Flatten
 
 __all__ = [
+    "Add",
     "BatchNorm",
+    "Bias",
+    "Concat",
     "Dropout",
     "ELU",
     "Flatten",
@@ -19,7 +23,9 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "Multiply",
     "ReLU",
+    "Scale",
     "SiLU",
     "Sigmoid",
     "Softmax",
@@ -48,4 +54,9 @@ def runner_layers():
         PluginSpec("flatten", Flatten, "(batch, *shape) -> (batch, prod(shape))"),
         PluginSpec("batchnorm", BatchNorm, "batch normalisation of (batch, features) over the batch, with running statistics"),
         PluginSpec("layernorm", LayerNorm, "layer normalisation over the last axis"),
+        PluginSpec("add", Add, "graph merge: the sum of two or more inputs of one shape (a skip connection)"),
+        PluginSpec("concat", Concat, "graph merge: two or more inputs side by side along the feature axis"),
+        PluginSpec("multiply", Multiply, "graph merge: the elementwise product of two or more inputs of one shape"),
+        PluginSpec("scale", Scale, "y = w x, one learned scalar w"),
+        PluginSpec("bias", Bias, "y = x + b, one learned scalar b"),
     ]
