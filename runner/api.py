@@ -251,3 +251,47 @@ class PluginSpec:
 
 
 LayerSpec = LossSpec = OptimizerSpec = DatasetSpec = PluginSpec
+
+
+# --------------------------------------------------------------------------- layers of several inputs
+
+
+class MergeLayer(Layer):
+    """A layer of several inputs: a node of a ``model=graph`` that merges (add, concat, multiply).
+
+    What differs from ``Layer`` (everything else -- params, grads, buffers, rng, kinks -- is the same):
+
+    - ``n_inputs`` (class attribute): how many inputs, an int >= 2, or None for any number >= 2.
+      runner reads ``getattr(layer, "n_inputs", 1)``: a class need not subclass ``MergeLayer`` to
+      take several inputs, declaring ``n_inputs`` is enough; single-input layers declare nothing.
+    - ``build(input_shapes, rng, dtype) -> output_shape``: ``input_shapes`` is a tuple of one shape per
+      input (one sample each, no batch axis), in the order the node lists its inputs. Raise
+      ``RunnerError`` when they do not fit together (runner prefixes the node's name).
+    - ``forward(*xs, training) -> y``: ``xs`` in that order, each ``(batch, *its shape)``;
+      ``training`` is passed by keyword.
+    - ``backward(dout) -> tuple``: d(loss)/d(each input), a tuple in the order of ``xs``, each of its
+      input's shape. The arrays may be one and the same (add returns ``dout`` for every input):
+      runner never writes into them. An input used several times gets the sum of its gradients.
+    - ``branches(*xs)``: as ``Layer.branches``, of the inputs; None (the default) when smooth.
+    """
+
+    #: how many inputs forward takes: an int >= 2, or None for any number >= 2
+    n_inputs: int | None = 2
+
+    def build(self, input_shapes: tuple[tuple[int, ...], ...], rng: np.random.Generator, dtype: np.dtype) -> tuple[int, ...]:  # type: ignore[override]
+        """Allocate parameters for inputs of ``input_shapes`` (one shape per input); return the output shape."""
+        return tuple(input_shapes[0])
+
+    def forward(self, *xs: np.ndarray, training: bool) -> np.ndarray:  # type: ignore[override]
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> tuple[np.ndarray, ...]:  # type: ignore[override]
+        raise NotImplementedError
+
+    def branches(self, *xs: np.ndarray) -> np.ndarray | None:
+        return None
+
+
+def input_count(layer: object) -> int | None:
+    """How many inputs ``layer`` takes: 1 for a ``Layer``, its ``n_inputs`` for a merge layer (None: any number >= 2)."""
+    return getattr(layer, "n_inputs", 1)

@@ -5,14 +5,15 @@
 - ``plugin_registry``: runner's built-ins plus your plugin object, registered for one test,
   exactly as a run would see them (nothing needs to be installed);
 - ``build_model``: a whole model from layer configs and such a registry, as a run builds it;
-- ``LayerContract``, ``LossContract``, ``OptimizerContract``, ``DatasetContract``: classes to
+- ``LayerContract``, ``MergeLayerContract`` (a graph's nodes of several inputs), ``LossContract``,
+  ``OptimizerContract``, ``DatasetContract``: classes to
   subclass in a test module; pytest then runs every check of the contract on your plugin
   (``runner.contracts``).
 """
 
 from __future__ import annotations
 
-from runner.contracts import DatasetContract, LayerContract, LossContract, OptimizerContract
+from runner.contracts import DatasetContract, LayerContract, LossContract, MergeLayerContract, OptimizerContract
 from runner.core.gradcheck import Check, check_layer, check_loss, check_model, max_rel_error
 from runner.core.model import build_model
 from runner.plugins.discovery import ObjectRegistry, discover
@@ -24,6 +25,7 @@ __all__ = [
     "DatasetContract",
     "LayerContract",
     "LossContract",
+    "MergeLayerContract",
     "OptimizerContract",
     "build_model",
     "check_layer",

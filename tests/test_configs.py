@@ -95,7 +95,8 @@ def check_runnable(cfg: DictConfig, registry: Registry) -> dict[str, Any]:
         entry = registry.get(kind, section["name"], f"{kind}.name")
         entry.create(plugin_options(section), f"{kind} ({section['name']})")
     layers = layer_configs(plain["model"], registry)
-    assert layers and all(registry.get("layer", layer["type"], "model") for layer in layers)
+    types = [layer.type if hasattr(layer, "type") else layer["type"] for layer in layers]  # a graph's nodes, a chain's dicts
+    assert types and all(registry.get("layer", t, "model") for t in types)
     trainer = TrainerConfig(**plain["trainer"])
     trainer.validate(n_train=10_000)
     total = trainer.total_steps(10_000)
@@ -216,6 +217,9 @@ def test_hydra_launcher_option(option: str) -> None:
 #: loss, optimizer, learning rate, schedule, and trainer settings it sets.
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "adaline": dict(dataset="linear", hidden=[], loss="l1", optimizer="sgd", lr=0.01, trainer=dict(epochs=200, batch_size=10)),
+    "adaline_graph": dict(
+        dataset="linear", nodes=2, loss="l1", optimizer="sgd", lr=0.01, schedule="cosine", trainer=dict(epochs=200, batch_size=10)
+    ),
     "fashion_mnist": dict(
         dataset="fashion_mnist",
         hidden=[50],
@@ -257,6 +261,15 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         schedule="cosine",
         trainer=dict(epochs=15, batch_size=128),
     ),
+    "mnist_resmlp": dict(
+        dataset="mnist",
+        nodes=14,
+        loss="softmax_cross_entropy",
+        optimizer="adam",
+        lr=0.001,
+        schedule="cosine",
+        trainer=dict(epochs=15, batch_size=128),
+    ),
     "mnist_optimizers": dict(
         dataset="mnist",
         hidden=[100, 100, 100, 100],
@@ -282,7 +295,10 @@ def test_experiment(name: str, registry: Registry) -> None:
     assert cfg.hydra.runtime.choices["experiment"] == name
     plain = check_runnable(cfg, registry)
     assert plain["dataset"]["name"] == expected["dataset"]
-    assert (plain["model"]["type"], plain["model"]["hidden"]) == ("mlp", expected["hidden"])
+    if "nodes" in expected:  # a graph: its nodes as written
+        assert (plain["model"]["type"], len(plain["model"]["nodes"])) == ("graph", expected["nodes"])
+    else:
+        assert (plain["model"]["type"], plain["model"]["hidden"]) == ("mlp", expected["hidden"])
     assert plain["loss"]["name"] == expected["loss"]
     assert (plain["optimizer"]["name"], plain["optimizer"]["lr"]) == (expected["optimizer"], expected["lr"])
     assert plain["schedule"]["name"] == expected.get("schedule", "constant")

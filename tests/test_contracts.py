@@ -19,7 +19,7 @@ from runner.builtins.layers import INITS, runner_layers
 from runner.builtins.losses import runner_losses
 from runner.builtins.optimizers import FAST as FAST_OPTIMIZERS
 from runner.builtins.optimizers import runner_optimizers
-from runner.testing import DatasetContract, LayerContract, LossContract, OptimizerContract
+from runner.testing import DatasetContract, LayerContract, LossContract, MergeLayerContract, OptimizerContract
 
 LAYER_FACTORIES = {spec.name: spec.factory for spec in runner_layers()}
 #: each registered fast variant -> the reference class it stands for (layers.FAST, optimizers.FAST)
@@ -61,11 +61,26 @@ LAYERS = {
     "flatten": ("flatten", {}, (2, 3, 2), {}),
     "batchnorm": ("batchnorm", {"momentum": 0.3}, (5,), {"per_sample": False}),  # batch statistics in training
     "layernorm": ("layernorm", {}, (3, 6), {}),
+    "scale": ("scale", {"init": 1.5}, (3, 7), {}),
+    "bias": ("bias", {"init": -0.5}, (3, 7), {}),
 }
 for case, (name, options, shape, attributes) in LAYERS.items():
     contract_class(LayerContract, case, LAYER_FACTORIES[name], options=options, input_shape=shape, **attributes)
     if (reference := REFERENCE_OF.get(LAYER_FACTORIES[name])) is not None:  # what the fast variant stands for
         contract_class(LayerContract, f"{case}-reference", reference, options=options, input_shape=shape, **attributes)
+
+
+# the graph's merge nodes (runner.api.MergeLayer): case -> (registered name, the shapes of the inputs)
+MERGES = {
+    "add": ("add", ((7,), (7,))),
+    "add-three": ("add", ((3, 4), (3, 4), (3, 4))),
+    "concat": ("concat", ((5,), (2,))),
+    "concat-three": ("concat", ((2, 3), (2, 1), (2, 4))),
+    "multiply": ("multiply", ((7,), (7,))),
+    "multiply-three": ("multiply", ((6,), (6,), (6,))),
+}
+for case, (name, shapes) in MERGES.items():
+    contract_class(MergeLayerContract, case, LAYER_FACTORIES[name], input_shapes=shapes)
 
 # --------------------------------------------------------------------------- every built-in loss
 

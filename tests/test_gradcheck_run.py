@@ -203,6 +203,8 @@ HIDDEN = {  # layer configs placed between two linear layers (softmax as a hidde
     "flatten": {},
     "batchnorm": {},
     "layernorm": {},
+    "scale": {"init": 0.5},
+    "bias": {"init": 0.1},
 }
 DATASETS = ["mnist", "iris", "spirals"]
 
@@ -212,6 +214,7 @@ def test_every_built_in_layer_is_in_the_matrix():
         name for name in registry().names("layer") if registry().get("layer", name, "test").provider.distribution == "runner"
     }
     covered = {options.get("type", name) for name, options in HIDDEN.items()} | {"linear"}
+    covered |= {"add", "concat", "multiply"}  # merges, a graph's nodes: tests/test_graph.py and test_graph_layers.py
     assert built_in == covered
 
 

@@ -39,7 +39,11 @@ GRADCHECK = {
     "batchnorm-train": (lambda: L.BatchNorm(momentum=0.3), SMOOTH, (5,), True),
     "batchnorm-eval": (L.BatchNorm, SMOOTH, (5,), False),
     "layernorm": (L.LayerNorm, SMOOTH, (3, 6), True),
+    "scale": (lambda: L.Scale(init=1.5), SMOOTH, (3, 7), True),
+    "bias": (lambda: L.Bias(init=-0.5), SMOOTH, (3, 7), True),
 }
+#: the graph's merge nodes, checked in tests/test_graph_layers.py (several inputs)
+MERGES = {"add", "concat", "multiply"}
 
 
 @pytest.mark.parametrize("name", GRADCHECK)
@@ -57,7 +61,7 @@ def test_every_registered_layer_is_gradchecked_and_documented():
     specs = L.runner_layers()
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
-    checked = {name.split("-")[0] for name in GRADCHECK}
+    checked = {name.split("-")[0] for name in GRADCHECK} | MERGES
     assert set(names) <= checked
     for spec in specs:
         assert spec.description and spec.factory.__doc__, spec.name

@@ -33,7 +33,7 @@ def test_unknown_name_lists_the_available_ones(registry):
     message = str(e.value)
     assert "model.activation: unknown layer 'rleu'" in message
     assert "did you mean 'relu'" in message
-    assert "available: batchnorm, dropout, elu, flatten" in message and "relu, sigmoid" in message
+    assert "available: add, batchnorm, bias, concat, dropout, elu, flatten" in message and "relu, scale, sigmoid" in message
 
 
 def test_a_name_provided_twice_names_both_providers():

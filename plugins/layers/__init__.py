@@ -6,11 +6,15 @@ from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, So
 from .dropout import Dropout
 from .fast import FastLinear, InPlaceDropout, InPlaceReLU
 from .linear import INITS, Linear
+from .merge import Add, Bias, Concat, Multiply, Scale
 from .normalization import BatchNorm, LayerNorm
 from .shape import Flatten
 
 __all__ = [
+    "Add",
     "BatchNorm",
+    "Bias",
+    "Concat",
     "Dropout",
     "ELU",
     "FAST",
@@ -25,7 +29,9 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "Multiply",
     "ReLU",
+    "Scale",
     "SiLU",
     "Sigmoid",
     "Softmax",
@@ -53,6 +59,11 @@ LAYERS = [
     ("flatten", Flatten, "(batch, *shape) -> (batch, prod(shape))"),
     ("batchnorm", BatchNorm, "batch normalisation of (batch, features) over the batch, with running statistics"),
     ("layernorm", LayerNorm, "layer normalisation over the last axis"),
+    ("add", Add, "graph merge: the sum of two or more inputs of one shape (a skip connection)"),
+    ("concat", Concat, "graph merge: two or more inputs side by side along the feature axis"),
+    ("multiply", Multiply, "graph merge: the elementwise product of two or more inputs of one shape"),
+    ("scale", Scale, "y = w x, one learned scalar w"),
+    ("bias", Bias, "y = x + b, one learned scalar b"),
 ]
 
 #: The one place the built-in layers choose speed: each reference class here is registered as its fast

@@ -19,6 +19,7 @@ Modelled on chainer's ``FunctionTestCase``.
 from runner.contracts.dataset import DatasetContract
 from runner.contracts.layer import LayerContract
 from runner.contracts.loss import LossContract
+from runner.contracts.merge import MergeLayerContract
 from runner.contracts.optimizer import OptimizerContract
 
-__all__ = ["DatasetContract", "LayerContract", "LossContract", "OptimizerContract"]
+__all__ = ["DatasetContract", "LayerContract", "LossContract", "MergeLayerContract", "OptimizerContract"]

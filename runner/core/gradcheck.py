@@ -34,11 +34,11 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
-from runner.api import Layer, Loss
+from runner.api import Layer, Loss, input_count
 
 #: unit round-off of float64
 U = np.finfo(np.float64).eps / 2
@@ -258,6 +258,55 @@ def check_layer_at(
     return checks
 
 
+def check_node_at(
+    layer: Layer, xs: tuple[np.ndarray, ...], training: bool, eps: float, max_entries: int | None, rng: np.random.Generator
+) -> dict[str, Check]:
+    """``check_layer_at`` for a layer of one input (its d(input) is ``x``) or of several (a merge layer,
+    ``runner.api.MergeLayer``): then d(input k) is the array ``x<k>`` (``x0``, ``x1``, ...), each input
+    perturbed on its own, also when two are the same node's output. ``xs``: float64 arrays of our own."""
+    if input_count(layer) == 1:
+        return check_layer_at(layer, xs[0], training, eps, max_entries, rng)
+    rewind = replaying_randomness([layer])
+    rewind()
+    y = cast(Any, layer).forward(*xs, training=training)
+    g = rng.standard_normal(np.shape(y))
+
+    def f() -> Eval:
+        rewind()
+        terms = cast(Any, layer).forward(*xs, training=training) * g
+        return Eval(float(np.sum(terms)), float(np.sum(np.abs(terms))), branches_of(layer, *xs))
+
+    f()
+    found = layer.backward(g.copy())
+    analytic = {key: grad.copy() for key, grad in layer.grads.items()}
+    if not isinstance(found, (tuple, list)) or len(found) != len(xs):
+        raise AssertionError(f"{type(layer).__name__}.backward must return a tuple of {len(xs)} gradients, one per input")
+    for k, (x, dx) in enumerate(zip(xs, found)):
+        analytic[f"x{k}"] = np.asarray(dx, np.float64)
+        if analytic[f"x{k}"].shape != x.shape:
+            raise AssertionError(
+                f"{type(layer).__name__}.backward returned d(input {k}) of shape {analytic[f'x{k}'].shape}; "
+                f"the input is {x.shape}"
+            )
+    values = {**{f"x{k}": x for k, x in enumerate(xs)}, **layer.params}
+    around = sensitivity(values, analytic)
+    checks = {f"x{k}": check_array(f, x, analytic[f"x{k}"], eps, max_entries, rng, around) for k, x in enumerate(xs)}
+    for key, p in layer.params.items():
+        checks[key] = check_array(f, p, analytic[key], eps, max_entries, rng, around)
+    return checks
+
+
+def is_graph(model) -> bool:
+    """A ``runner.core.graph.Graph`` (nodes with named inputs), not a chain."""
+    return hasattr(model, "node_inputs")
+
+
+def node_labels(model) -> list[str]:
+    """A model's nodes as parameter and metric keys name them: a graph's node names, a chain's indices."""
+    names = getattr(model, "names", None)
+    return list(names) if names is not None else [str(i) for i in range(len(model.layers))]
+
+
 def layer_inputs(model, x: np.ndarray, training: bool) -> list[np.ndarray]:
     """The input each layer of ``model`` receives for ``x`` (copies), randomness as in one pass."""
     inputs = []
@@ -272,18 +321,25 @@ def check_layers(
 ) -> list[dict[str, Check]]:
     """Every layer of ``model`` (a float64 copy) alone, at the inputs it receives for the samples ``x``.
 
-    Item i holds layer i's checks: ``x`` (d(input)) and each parameter key.
+    Item i holds layer i's checks: ``x`` (d(input)) and each parameter key; a graph's merge node has
+    ``x0``, ``x1``, ... for its inputs (``check_node_at``).
     """
     model = float64_twin(model)
     rewind = replaying_randomness(model.layers)
     rewind()
-    inputs = layer_inputs(model, x.astype(np.float64), training)
+    if is_graph(model):
+        inputs = model.node_inputs(x.astype(np.float64), training)
+    else:
+        inputs = [(a,) for a in layer_inputs(model, x.astype(np.float64), training)]
     rewind()  # each layer's masks: the ones it drew in that pass
     rng = np.random.default_rng(seed)
     checks = []
-    for layer, layer_x in zip(model.layers, inputs):
-        checks.append(check_layer_at(layer, layer_x, training, eps, max_entries, rng))
-        layer.forward(layer_x, training)  # leave the next layer's randomness where that pass left it
+    for layer, xs in zip(model.layers, inputs):
+        checks.append(check_node_at(layer, xs, training, eps, max_entries, rng))
+        if input_count(layer) == 1:  # leave the next layer's randomness where that pass left it
+            layer.forward(xs[0], training)
+        else:
+            cast(Any, layer).forward(*xs, training=training)
     return checks
 
 
@@ -308,16 +364,20 @@ def check_model(
         target = target.astype(np.float64)
     rewind = replaying_randomness(model.layers)
     rewind()
-    inputs = layer_inputs(model, x, training)
+    graph = is_graph(model)
+    inputs = model.outputs(x, training) if graph else layer_inputs(model, x, training)
 
     def loss_from(i: int) -> Callable[[], Eval]:
         def f() -> Eval:
             rewind()
-            h = inputs[i]
             found: list[np.ndarray] = []
-            for layer in model.layers[i:]:
-                found += branches_of(layer, h)
-                h = layer.forward(h, training)
+            if graph:  # node i and what depends on it again, the other nodes' outputs as they were
+                h = model.rerun(x, inputs, i, training, lambda layer, xs: found.extend(branches_of(layer, *xs)))
+            else:
+                h = inputs[i]
+                for layer in model.layers[i:]:
+                    found += branches_of(layer, h)
+                    h = layer.forward(h, training)
             value = float(loss.forward(h, target))
             found += branches_of(loss, h, target)
             return Eval(value, abs(value) + float(np.mean(np.abs(h))), tuple(found))
@@ -330,9 +390,9 @@ def check_model(
     around = sensitivity(model.params, analytic) + (float(np.sum(np.abs(x * dx))) if dx is not None else 0.0)
     rng = np.random.default_rng(seed)
     checks = {}
-    for i, (layer, layer_type) in enumerate(zip(model.layers, model.types)):
+    for i, (label, layer, layer_type) in enumerate(zip(node_labels(model), model.layers, model.types)):
         for key, p in layer.params.items():
-            name = f"{i}.{layer_type}.{key}"
+            name = f"{label}.{layer_type}.{key}"
             checks[name] = check_array(loss_from(i), p, analytic[name], eps, max_entries, rng, around)
     return checks
 
@@ -370,7 +430,7 @@ class Row:
     """One array's check in a run: layer ``layer`` (its ``type``), array ``array`` ("x" for d(input),
     else the parameter key), at ``level`` "layer" (the layer alone) or "model" (the loss, end to end)."""
 
-    layer: int | None  # None: the loss
+    layer: int | str | None  # a chain's layer index, a graph's node name; None: the loss
     type: str
     array: str
     level: str
@@ -403,12 +463,13 @@ def check_run(
     until the layer is used elsewhere.
     """
     rows = []
-    for i, (layer_type, checks) in enumerate(zip(model.types, check_layers(model, x, eps, max_entries, seed))):
-        rows += [Row(i, layer_type, key, "layer", c) for key, c in checks.items()]
+    labels: list[int | str] = list(model.names) if is_graph(model) else list(range(len(model.layers)))
+    for label, layer_type, checks in zip(labels, model.types, check_layers(model, x, eps, max_entries, seed)):
+        rows += [Row(label, layer_type, key, "layer", c) for key, c in checks.items()]
     rows.append(Row(None, loss_name, "pred", "layer", check_loss_at(model, loss, x, target, eps, max_entries, seed)))
     for name, c in check_model(model, loss, x, target, eps, max_entries, seed).items():
         index, layer_type, key = name.split(".", 2)
-        rows.append(Row(int(index), layer_type, key, "model", c))
+        rows.append(Row(int(index) if index.isdigit() else index, layer_type, key, "model", c))
     return rows
 
 
@@ -458,17 +519,20 @@ def metrics_of(rows: list[Row]) -> dict[str, float]:
     return metrics
 
 
-def describe(row: Row, origins: dict[int | None, str]) -> str:
-    """``layer 1 (softsign, from runner-softsign 0.1.0 (runner_softsign)) d(input) x``, and the like."""
+def describe(row: Row, origins: dict) -> str:
+    """``layer 1 (softsign, from runner-softsign 0.1.0 (runner_softsign)) d(input) x``, and the like
+    (a graph's ``node h1 (linear, ...)``, its merge inputs ``d(input 0) x0``)."""
     origin = f", from {origins[row.layer]}" if origins.get(row.layer) else ""
     if row.layer is None:
         return f"loss {row.type}{origin} d(loss)/d(pred)"
-    what = "d(input) x" if row.array == "x" else f"parameter {row.array}"
+    merged = row.array[1:].isdigit() and row.array.startswith("x")
+    what = "d(input) x" if row.array == "x" else f"d(input {row.array[1:]}) {row.array}" if merged else f"parameter {row.array}"
     where = "end to end, through the loss: " if row.level == "model" else ""
-    return f"{where}layer {row.layer} ({row.type}{origin}) {what}"
+    kind = "node" if isinstance(row.layer, str) else "layer"
+    return f"{where}{kind} {row.layer} ({row.type}{origin}) {what}"
 
 
-def failure_message(rows: list[Row], threshold: float, origins: dict[int | None, str]) -> str | None:
+def failure_message(rows: list[Row], threshold: float, origins: dict) -> str | None:
     """None when every row passes; else one line that names the culprit first.
 
     A layer or loss that fails alone is the culprit (its own backward is wrong); end-to-end failures

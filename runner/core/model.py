@@ -153,7 +153,12 @@ def hidden_widths(hidden: Any) -> list[int]:
 
 
 def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: np.random.Generator, dtype: Any) -> Sequential:
-    """Instantiate and build every layer, inferring shapes from the data; mismatches name the layer."""
+    """Instantiate and build every layer, inferring shapes from the data; mismatches name the layer.
+    A ``runner.core.graph.GraphConfig`` (``model.type: graph``) builds a ``Graph``."""
+    from runner.core.graph import GraphConfig, build_graph
+
+    if isinstance(layer_configs, GraphConfig):
+        return build_graph(layer_configs, registry, meta, rng, dtype)  # type: ignore[return-value]
     if not layer_configs:
         raise RunnerError("model.layers: expected at least one layer, got an empty list")
     shape = tuple(meta.input_shape)
@@ -171,6 +176,8 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
             options["out"] = meta.output_size
         entry = registry.get("layer", layer_type, f"model.layers[{i}].type")
         layer = entry.create(options, where)
+        if getattr(layer, "n_inputs", 1) != 1:
+            raise RunnerError(f"{where}: a merge layer of several inputs; merge in a graph (model=graph, docs/plugins.md)")
         try:
             shape = tuple(layer.build(shape, rng, dtype))
         except RunnerError as e:
@@ -189,9 +196,10 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
 
 
 def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
-    """The layer configs of the config section ``model`` (plain data): an mlp's expanded, a sequential's as written."""
+    """The layer configs of the config section ``model`` (plain data): an mlp's expanded, a sequential's as written,
+    a graph's nodes checked and in run order (a ``runner.core.graph.GraphConfig``)."""
     kind = model.get("type")
-    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",)}.get(str(kind), ())
+    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",), "graph": ("nodes",)}.get(str(kind), ())
     missing = [key for key in required if key not in model]
     if missing:
         raise RunnerError(
@@ -212,4 +220,8 @@ def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
         )
     if kind == "sequential":
         return [dict(layer) for layer in model["layers"]]
-    raise RunnerError(f"model.type: expected 'mlp' or 'sequential', got {kind!r}")
+    if kind == "graph":
+        from runner.core.graph import graph_config
+
+        return graph_config(model)
+    raise RunnerError(f"model.type: expected 'mlp', 'sequential' or 'graph', got {kind!r}")

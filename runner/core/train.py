@@ -284,6 +284,8 @@ class Training:
             if step % trainer.log_every == 0 or step == self.total:
                 self.last_loss = float(np.mean(self.window))
                 point = {"train/loss": self.last_loss}
+                if hasattr(model, "scalars"):  # a graph's learned scalars: model/<node> (runner.core.graph)
+                    point.update(model.scalars())
                 if scheduled is not None:
                     point["train/lr"] = float(scheduled.lr)
                 if trainer.clip_grad_norm is not None:

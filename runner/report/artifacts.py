@@ -6,6 +6,7 @@
     plots/confusion_matrix.png  classifiers: true vs predicted on the test split
     plots/misclassified.png     image datasets: misclassified test images, true -> predicted
     plots/gradcheck.png         relative error per checked array, grouped by layer, log scale, with the threshold
+    plots/graph.png|svg         the model as a graph: each node's type, shape, parameters, gradient check (Graphviz)
     tables/gradcheck.csv|md     the gradient check per layer and array (alone, end to end)
     tables/per_class.csv|md     classifiers: precision, recall, f1, support per class
     summary.txt                 layers, shapes, parameter counts
@@ -77,6 +78,7 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
         part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
+        part("graph", _graph, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
     for name in failed:  # named in the tag runner.report.failed at the run's end, with the parts that failed in the writer
         tracker.report_failed(name)
@@ -137,11 +139,19 @@ def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) 
 
 
 def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:
-    rows = figures.gradcheck_rows(logged())
+    names = getattr(model, "names", None)  # a graph's nodes
+    rows = figures.gradcheck_rows(logged(), names)
     if not rows:
         return  # gradcheck.enabled=false
     samples = int(cfg.gradcheck.samples)
-    shapes = {f"{i}.{t}.x": (samples, *model.shapes[i]) for i, t in enumerate(model.types)}
+    if names is None:
+        shapes = {f"{i}.{t}.x": (samples, *model.shapes[i]) for i, t in enumerate(model.types)}
+    else:  # a merge node's inputs are x0, x1, ...
+        shapes = {}
+        for i, (name, t) in enumerate(zip(names, model.types)):
+            given = model.input_shapes(i)
+            arrays = ["x"] if model.single[i] else [f"x{k}" for k in range(len(given))]
+            shapes.update({f"{name}.{t}.{a}": (samples, *shape) for a, shape in zip(arrays, given)})
     for name, value in model.params.items():
         shapes[name] = shapes[f"model/{name}"] = value.shape
     shapes.update({r["metric"]: (samples, *model.shapes[-1]) for r in rows if r["layer"].startswith("loss.")})
@@ -150,6 +160,14 @@ def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:
     tracker.log_artifact(figures.plot_gradcheck(table, threshold, out / "plots" / "gradcheck.png"), "plots")
     for path in figures.write_table(table, out / "tables", "gradcheck", floatfmt=".3e"):
         tracker.log_artifact(path, "tables")
+
+
+def _graph(tracker, logged, out: Path, model, cfg) -> None:
+    from runner.report.graph_picture import draw
+
+    threshold = float(cfg.gradcheck.threshold) if cfg.get("gradcheck") is not None else 1e-6
+    for path in draw(model, logged(), threshold, out / "plots", str(cfg.loss.name)):
+        tracker.log_artifact(path, "plots")
 
 
 def _summary(tracker, out: Path, model, cfg) -> None:

@@ -313,14 +313,17 @@ def _grey_with_background():
 SUMMARY_METRICS = ("max_rel_error", "kinks_skipped")
 
 
-def gradcheck_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+def gradcheck_rows(metrics: Mapping[str, float], nodes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The run's gradcheck/* metrics as rows, grouped by layer (the loss after the layers), each
     layer's own checks before its parameters' end-to-end ones:
 
         gradcheck/1.softsign.x/rel_error        layer 1 alone, d(input)
         gradcheck/loss.mse.pred/rel_error       the loss alone
         gradcheck/model/0.linear.W/rel_error    parameter W of layer 0, through the loss
+
+    ``nodes``: a graph's node names in run order (``gradcheck/h1.linear.W/...``), ordered so.
     """
+    rank = {name: k for k, name in enumerate(nodes or ())}
     found: dict[str, dict[str, Any]] = {}
     for key, value in metrics.items():
         if not key.startswith("gradcheck/"):
@@ -339,7 +342,9 @@ def gradcheck_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
 
     def order(row: dict[str, Any]) -> tuple:
         index = row["layer"].split(".")[0]
-        return (int(index) if index.isdigit() else 1 << 30, row["check"] != "alone", row["array"] != "x")
+        position = int(index) if index.isdigit() else rank.get(index, 1 << 30)
+        array = row["array"]
+        return (position, row["check"] != "alone", not (array == "x" or (array[:1] == "x" and array[1:].isdigit())))
 
     return sorted((r for r in found.values() if {"rel_error", "max_abs_diff"} <= set(r)), key=order)
 
@@ -440,14 +445,18 @@ def model_summary(model, dtype: str = "", title: str = "") -> str:
     import pandas as pd
 
     rows = []
+    graph = getattr(model, "names", None) is not None  # a graph: its nodes' names and inputs
     for i, (layer, kind) in enumerate(zip(model.layers, model.types)):
         params = getattr(layer, "params", {}) or {}
         buffers = getattr(layer, "buffers", {}) or {}
+        node = {"node": model.names[i], "inputs": ", ".join(model.input_names(i))} if graph else {}
+        given = model.input_shapes(i) if graph else [model.shapes[i]]
         rows.append(
             {
                 "#": i,
+                **node,
                 "layer": kind,
-                "input": "x".join(map(str, model.shapes[i])),
+                "input": ", ".join("x".join(map(str, shape)) for shape in given),
                 "output": "x".join(map(str, model.shapes[i + 1])),
                 "parameters": ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in params.items()) or "-",
                 "count": sum(int(v.size) for v in params.values()),
@@ -460,7 +469,11 @@ def model_summary(model, dtype: str = "", title: str = "") -> str:
         table = table.drop(columns="buffers")
     total = int(table["count"].sum())
     head = title or f"model {model.summary()}"
-    lines = [f"{head}: {len(rows)} layers, {total:,} trainable parameters" + (f" ({dtype})" if dtype else ""), ""]
+    lines = [
+        f"{head}: {len(rows)} {'nodes' if graph else 'layers'}, {total:,} trainable parameters"
+        + (f" ({dtype})" if dtype else ""),
+        "",
+    ]
     lines.append(table.to_markdown(index=False, tablefmt="simple", intfmt=",", stralign="left"))
     lines += ["", f"total: {total:,} parameters"]
     return "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ def options(section: DictConfig, *drop: str) -> dict[str, Any]:
 MODEL_KEYS = {
     "mlp": ("type", "hidden", "activation", "output_activation", "norm", "dropout", "linear"),
     "sequential": ("type", "layers"),
+    "graph": ("type", "nodes", "output"),
 }
 
 

@@ -121,7 +121,8 @@ def gradient_check(cfg: DictConfig, built: Built, seed: int, tracker) -> None:
     rows = check_run(model, built.loss, *sample, eps=gc.eps, max_entries=gc.max_entries, seed=seed, loss_name=cfg.loss.name)
     metrics = metrics_of(rows)
     tracker.log_metrics(metrics, 0)
-    origins: dict[int | None, str] = dict(enumerate(model.origins))
+    names = getattr(model, "names", None)  # a graph's rows name its nodes, a chain's their indices
+    origins: dict[int | str | None, str] = dict(zip(names, model.origins) if names else enumerate(model.origins))
     origins[None] = str(loss_entry.provider) if loss_entry else ""
     message = failure_message(rows, float(gc.threshold), origins)
     tracker.set_tags({"runner.gradcheck": "failed" if message else "passed"})
