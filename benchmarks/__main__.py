@@ -23,7 +23,9 @@ from pathlib import Path
 from . import recipes as R
 from .data import ROOT, cache_dataset, default_data_dir
 
-SECTIONS = ("gemm", "engines", "breakdown", "tracking", "cli", "scaling", "sweep")
+SECTIONS = ("gemm", "engines", "graph", "breakdown", "tracking", "cli", "scaling", "sweep")
+#: The recipes the graph section trains twice (a Sequential chain, the same chain as a graph): seed MNIST (the target) and iris.
+GRAPH_RECIPES = ("mnist", "tiny")
 #: OpenBLAS settings that may be set on this machine: never changed, only (together) left out of one extra row.
 OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MARK_BEGIN, MARK_END = "<!-- benchmarks:begin (written by python -m benchmarks) -->", "<!-- benchmarks:end -->"
@@ -240,6 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
                         names, paths, threads, repeats, engines, quick, phases=quick and "breakdown" in sections
                     ),
                 )
+            if "graph" in sections:
+                section("graph", lambda: measure_graph(names, paths, threads, repeats, quick))
+                if "graph" in results:  # the graph of a chain trains exactly as the chain: else a failed section
+                    section("graph_bitwise", lambda: check_graph_bitwise(results["graph"]))
             if "breakdown" in sections:
                 section("breakdown", lambda: measure_breakdown(names, paths, quick, results.get("engines")))
             if "scaling" in sections and "mnist" in paths:
@@ -348,6 +354,41 @@ def measure_engines(names, paths, threads, repeats, engines, quick, phases: bool
                     seconds = [x["seconds"] for x in result["runs"]]
                     log(f"engines: repeat {r + 1}/{rounds[n, t]} {n} {t} thread(s) {label}: {min(seconds):.3f} s")
     return out
+
+
+def measure_graph(names, paths, threads, repeats, quick) -> dict:
+    """Seed MNIST (and iris) through runner's engine, the network written as the Sequential chain and as the same
+    chain in a ``model.type: graph`` config: same seed (weights, batches), each run in its own process, the two in
+    rotating order per repeat; at the smallest thread count at least the recipe's ``min_repeats``."""
+    from .runner_engine import MODELS
+
+    chosen = [n for n in GRAPH_RECIPES if n in names]
+    out: dict = {n: {str(t): {m: [] for m in MODELS} for t in threads} for n in chosen}
+    rounds = {
+        (n, t): repeats if quick or t != min(threads) else max(repeats, R.get(n).min_repeats) for n in chosen for t in threads
+    }
+    for r in range(max(rounds.values(), default=0)):
+        for n in chosen:
+            recipe = R.get(n, quick)
+            for t in threads:
+                if r >= rounds[n, t]:
+                    continue
+                for model in rotate(list(MODELS), r):
+                    spec = {"engine": "runner", "model": model, "recipe": n, "quick": quick, "threads": t}
+                    result = worker({**spec, "data": paths[recipe.dataset]})
+                    out[n][str(t)][model].append(result)
+                    seconds = [x["seconds"] for x in result["runs"]]
+                    log(f"graph: repeat {r + 1}/{rounds[n, t]} {n} {t} thread(s) {model}: {min(seconds):.3f} s")
+    return out
+
+
+def check_graph_bitwise(graph: dict) -> None:
+    """Raise when a graph run ended with other parameters than its Sequential twin (same recipe and threads)."""
+    from .report import graph_mismatches
+
+    wrong = graph_mismatches(graph)
+    if wrong:
+        raise AssertionError("the graph of a chain did not train bitwise as the chain: " + "; ".join(wrong))
 
 
 def measure_breakdown(names, paths, quick, engines: dict | None = None) -> dict:

@@ -26,17 +26,68 @@ def _registry():
     return load_registry()  # called without arguments: its signature may grow
 
 
-def build(recipe: Recipe, data, seed: int = 0):
+#: How the recipe's network is written: ``sequential`` (the chain of ``mlp_layers``, as ``model=mlp`` builds it) or
+#: ``graph`` (the same layers as a ``model.type: graph`` chain of named nodes, see ``graph_nodes``).
+MODELS = ("sequential", "graph")
+
+
+def graph_nodes(layers: list[dict]) -> list[dict]:
+    """The layer configs of a chain as graph nodes, each reading the one before: ``linear1 -> relu1 -> linear2``
+    (a layer type and its count), the options as they are (same inits, widths, ``out: auto``)."""
+    counts: dict[str, int] = {}
+    nodes = []
+    for layer in layers:
+        kind = layer["type"]
+        counts[kind] = counts.get(kind, 0) + 1
+        nodes.append({**layer, "name": f"{kind}{counts[kind]}", "inputs": [nodes[-1]["name"] if nodes else "x"]})
+    return nodes
+
+
+def model_config(recipe: Recipe, registry, model: str = "sequential"):
+    """What ``runner.core.model.layer_configs`` gives for the recipe's network: the chain's layer configs, or
+    (``model="graph"``) a checked ``GraphConfig`` of the same layers as nodes, from a ``model.type: graph`` config."""
+    from runner.core.model import layer_configs
+
+    mlp = {
+        "type": "mlp",
+        "hidden": list(recipe.hidden),
+        "activation": recipe.activation,
+        "output_activation": recipe.output_activation,
+        "linear": dict(recipe.linear),
+        "dropout": recipe.dropout,
+    }
+    layers = layer_configs(mlp, registry)
+    if model == "sequential":
+        return layers
+    if model == "graph":
+        nodes = graph_nodes(layers)
+        return layer_configs({"type": "graph", "nodes": nodes, "output": nodes[-1]["name"]}, registry)
+    raise ValueError(f"model: expected one of {MODELS}, got {model!r}")
+
+
+def param_digest(model) -> str:
+    """sha256 of the parameters' bytes (dtype, shape, values) in order, names left out: a Sequential and the same
+    chain as a graph name them differently but must hold the same bits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for value in model.params.values():
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build(recipe: Recipe, data, seed: int = 0, model: str = "sequential"):
     """(model, loss, optimizer, splits, trainer config, batch rng, schedule, check seed) as app.py builds them."""
-    from runner.core.model import build_model, mlp_layers
+    from runner.core.model import build_model
     from runner.core.schedules import make_schedule
     from runner.core.train import TrainerConfig
 
     registry = _registry()
     splits = data.splits()
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
-    layers = mlp_layers(recipe.hidden, recipe.activation, recipe.output_activation, dict(recipe.linear), dropout=recipe.dropout)
-    model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), np.dtype(np.float32))
+    config = model_config(recipe, registry, model)
+    net = build_model(config, registry, splits.meta, np.random.default_rng(init_seed), np.dtype(np.float32))
     loss = registry.get("loss", recipe.loss, "loss.name").create({}, "loss")
     optimizer = registry.get("optimizer", recipe.optimizer, "optimizer.name").create({"lr": recipe.lr}, "optimizer")
     trainer = TrainerConfig(
@@ -47,7 +98,7 @@ def build(recipe: Recipe, data, seed: int = 0):
         log_every=_config().trainer.log_every,
     )
     schedule = make_schedule(recipe.schedule, recipe.lr, trainer.total_steps(len(splits.train)), {})
-    return model, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), schedule, check_seed
+    return net, loss, optimizer, splits, trainer, np.random.default_rng(batch_seed), schedule, check_seed
 
 
 def _config():
@@ -60,11 +111,23 @@ def _config():
     return cfg
 
 
-def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool = False, profile: bool = False) -> dict:
-    """One timed run of ``Training.run()`` (plus ``tracker.end()``, which flushes, for the tracking sink)."""
+def train(
+    recipe: Recipe,
+    data,
+    seed: int = 0,
+    sink: str = "noop",
+    phases: bool = False,
+    profile: bool = False,
+    model_type: str = "sequential",
+    keep_model: bool = False,
+) -> dict:
+    """One timed run of ``Training.run()`` (plus ``tracker.end()``, which flushes, for the tracking sink).
+    ``model_type``: the network as a Sequential chain or as a graph (``MODELS``); the result's ``params`` is the
+    digest of the final parameters (``param_digest``, computed after the timing); ``keep_model`` adds the trained
+    model itself as ``model`` (in-process callers only: it is not JSON)."""
     from runner.core.train import Training
 
-    model, loss, optimizer, splits, trainer, rng, schedule, _ = build(recipe, data, seed)
+    model, loss, optimizer, splits, trainer, rng, schedule, _ = build(recipe, data, seed, model_type)
     tracker, store = None, None
     if sink == "tracking":
         tracker, store = _tracker()
@@ -100,7 +163,10 @@ def train(recipe: Recipe, data, seed: int = 0, sink: str = "noop", phases: bool 
         "test_accuracy": final.get(key, float("nan")),
         "eval_seconds": (timers if phases else eval_timer).seconds.get("evaluation", 0.0),
         "evaluations": (timers if phases else eval_timer).calls.get("evaluation", 0),
+        "params": param_digest(model),
     }
+    if keep_model:
+        result["model"] = model
     if phases:
         result["phases"] = dict(timers.seconds)
         result["timer_overhead"] = timer_overhead() * sum(timers.calls.values())

@@ -1,8 +1,9 @@
 """One measurement in a fresh process: ``python -m benchmarks.worker '<json spec>'``.
 
 The spec names the engine (runner, numpy, torch, gradcheck, gemm), the recipe, the BLAS threads and
-what to run; the process prints one line ``RESULT <json>``. Each engine gets its own process, so
-one's thread pools (torch's OpenMP, OpenBLAS) and heap never sit beside another's timings.
+what to run (for runner: ``model``, sequential or graph, how its network is written); the process
+prints one line ``RESULT <json>``. Each engine gets its own process, so one's thread pools (torch's
+OpenMP, OpenBLAS) and heap never sit beside another's timings.
 """
 
 from __future__ import annotations
@@ -65,7 +66,14 @@ def run(spec: dict) -> dict:
             from . import runner_engine as impl
 
             sink = spec.get("sink", "noop")
-            call = lambda r: impl.train(r, data, sink=sink, phases=spec.get("phases", False), profile=spec.get("profile", False))  # noqa: E731
+            call = lambda r: impl.train(  # noqa: E731
+                r,
+                data,
+                sink=sink,
+                phases=spec.get("phases", False),
+                profile=spec.get("profile", False),
+                model_type=spec.get("model", "sequential"),
+            )
             if sink == "tracking":
                 sinks = spec.get("sinks", ["noop", "tracking"])
         elif engine == "gradcheck":
