@@ -116,7 +116,7 @@ def optimizer_cases():
 
 @pytest.mark.parametrize("chunk", [optimizers_fast.CHUNK, 1000], ids=["CHUNK", "chunk1000"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("reference, fast, weight_decay", optimizer_cases())
+@pytest.mark.parametrize("reference, fast, weight_decay", list(optimizer_cases()))
 def test_fast_optimizers_equal_their_reference_bit_for_bit(reference, fast, weight_decay, dtype, chunk, monkeypatch):
     """Parameters and state after several steps (the learning rate changed between some, as schedules
     do), and after a state_dict round trip into a fresh optimizer (new plans over new buffers)."""

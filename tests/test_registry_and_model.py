@@ -268,7 +268,7 @@ def builtin_specs():
             yield pytest.param(spec, id=f"{hook.__name__.removeprefix('runner_')}-{spec.name}")
 
 
-@pytest.mark.parametrize("spec", builtin_specs())
+@pytest.mark.parametrize("spec", list(builtin_specs()))
 def test_every_builtin_refuses_a_bool_where_it_takes_a_number(spec):
     """Each numeric option (an int or float default) of a built-in, given true: a RunnerError naming it."""
     parameters = inspect.signature(spec.factory).parameters
