@@ -116,6 +116,9 @@ class Layer:
     #: empty for a smooth layer. The gradient check skips an entry only when its perturbation moves
     #: an input of this layer across one of them (no finite difference is the derivative there).
     kinks: tuple[float, ...] = ()
+    #: True for a layer that takes images (batch, channels, height, width): conv2d, pools, batchnorm2d.
+    #: As a model's first layer it gets a dataset's flat samples viewed as ``Meta.image_shape``.
+    image_input: bool = False
     #: The in-place protocol (docs/plugins.md), annotated only: a layer class that defines
     #: ``overwrite_input = overwrite_dout = False`` gets them set by the model; one that defines
     #: ``output_unshared`` / ``input_grad_unshared`` says its returned arrays are its callers' alone.
@@ -205,6 +208,9 @@ class Meta:
     output_size: int
     task: str
     classes: tuple[str, ...] = ()
+    #: (channels, height, width) when the samples are images stored flat (MNIST: (1, 28, 28)); a model
+    #: whose first layer takes images (``Layer.image_input``) gets each sample in this shape
+    image_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

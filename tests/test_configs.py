@@ -252,6 +252,16 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         lr=0.1,
         trainer=dict(iterations=10000, batch_size=100, sampling="replacement"),
     ),
+    "mnist_cnn": dict(
+        dataset="mnist",
+        channels=[16, 32],
+        hidden=[128],
+        loss="softmax_cross_entropy",
+        optimizer="adam",
+        lr=0.002,
+        schedule="cosine",
+        trainer=dict(epochs=6, batch_size=100),
+    ),
     "mnist_mlp": dict(
         dataset="mnist",
         hidden=[512, 512],
@@ -297,6 +307,9 @@ def test_experiment(name: str, registry: Registry) -> None:
     assert plain["dataset"]["name"] == expected["dataset"]
     if "nodes" in expected:  # a graph: its nodes as written
         assert (plain["model"]["type"], len(plain["model"]["nodes"])) == ("graph", expected["nodes"])
+    elif "channels" in expected:  # a ConvNet: its conv blocks' channels and dense widths
+        model = plain["model"]
+        assert (model["type"], model["channels"], model["hidden"]) == ("cnn", expected["channels"], expected["hidden"])
     else:
         assert (plain["model"]["type"], plain["model"]["hidden"]) == ("mlp", expected["hidden"])
     assert plain["loss"]["name"] == expected["loss"]

@@ -61,6 +61,13 @@ LAYERS = {
     "flatten": ("flatten", {}, (2, 3, 2), {}),
     "batchnorm": ("batchnorm", {"momentum": 0.3}, (5,), {"per_sample": False}),  # batch statistics in training
     "layernorm": ("layernorm", {}, (3, 6), {}),
+    "conv2d": ("conv2d", {"out": 3, "kernel": 3, "padding": 1}, (2, 5, 5), {}),
+    "conv2d-strided": ("conv2d", {"out": 2, "kernel": [2, 3], "stride": 2, "bias": False}, (3, 6, 7), {}),
+    "maxpool2d": ("maxpool2d", {}, (2, 4, 6), {}),
+    "maxpool2d-overlapping": ("maxpool2d", {"kernel": 3, "stride": 2, "padding": 1}, (2, 7, 7), {}),
+    "avgpool2d": ("avgpool2d", {"kernel": 3, "stride": 2, "padding": 1}, (2, 7, 7), {}),
+    "global_avg_pool": ("global_avg_pool", {}, (3, 4, 5), {}),
+    "batchnorm2d": ("batchnorm2d", {"momentum": 0.3}, (3, 4, 4), {"per_sample": False}),
     "scale": ("scale", {"init": 1.5}, (3, 7), {}),
     "bias": ("bias", {"init": -0.5}, (3, 7), {}),
 }

@@ -39,6 +39,15 @@ GRADCHECK = {
     "batchnorm-train": (lambda: L.BatchNorm(momentum=0.3), SMOOTH, (5,), True),
     "batchnorm-eval": (L.BatchNorm, SMOOTH, (5,), False),
     "layernorm": (L.LayerNorm, SMOOTH, (3, 6), True),
+    # images (channels, h, w); more shapes, strides and paddings in tests/test_conv.py
+    "conv2d": (lambda: L.Conv2D(3, kernel=3, padding=1), SMOOTH, (2, 5, 5), True),
+    "conv2d-strided": (lambda: L.Conv2D(2, kernel=[2, 3], stride=2, padding=[0, 1], init="torch"), SMOOTH, (3, 6, 7), True),
+    "maxpool2d": (L.MaxPool2D, SMOOTH, (2, 4, 6), True),  # smooth away from ties, which random inputs do not have
+    "maxpool2d-overlapping": (lambda: L.MaxPool2D(3, stride=2, padding=1), SMOOTH, (2, 7, 7), True),
+    "avgpool2d": (lambda: L.AvgPool2D(3, stride=2, padding=1), SMOOTH, (2, 7, 7), True),
+    "global_avg_pool": (L.GlobalAvgPool, SMOOTH, (3, 4, 5), True),
+    "batchnorm2d-train": (lambda: L.BatchNorm2D(momentum=0.3), SMOOTH, (3, 4, 4), True),
+    "batchnorm2d-eval": (L.BatchNorm2D, SMOOTH, (3, 4, 4), False),
     "scale": (lambda: L.Scale(init=1.5), SMOOTH, (3, 7), True),
     "bias": (lambda: L.Bias(init=-0.5), SMOOTH, (3, 7), True),
 }

@@ -207,7 +207,7 @@ def test_a_name_plugin_registry_lacks_is_said_in_a_plugin_authors_terms(monkeypa
     message = str(e.value)
     assert message.startswith(
         "test: layer 'mien' is not registered (did you mean 'mine'?): your plugin object passed to "
-        "plugin_registry (my_plugin) provides mine; runner's built-ins provide add, batchnorm, "
+        "plugin_registry (my_plugin) provides mine; runner's built-ins provide add, avgpool2d, batchnorm, "
     )
     assert "allow-list" not in message and "not installed" not in message
     with pytest.raises(

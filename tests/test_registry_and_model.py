@@ -33,7 +33,10 @@ def test_unknown_name_lists_the_available_ones(registry):
     message = str(e.value)
     assert "model.activation: unknown layer 'rleu'" in message
     assert "did you mean 'relu'" in message
-    assert "available: add, batchnorm, bias, concat, dropout, elu, flatten" in message and "relu, scale, sigmoid" in message
+    assert (
+        "available: add, avgpool2d, batchnorm, batchnorm2d, bias, concat, conv2d, dropout, elu, flatten" in message
+        and "relu, scale, sigmoid" in message
+    )
 
 
 def test_a_name_provided_twice_names_both_providers():

@@ -137,6 +137,7 @@ class MnistDataset(Dataset):
                 output_size=len(self.flavour.classes),
                 task="classification",
                 classes=self.flavour.classes,
+                image_shape=(1, 28, 28),
             ),
         )
 

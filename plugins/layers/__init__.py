@@ -3,24 +3,30 @@
 from runner.api import PluginSpec, hookimpl
 
 from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Swish, Tanh
+from .conv import Conv2D
 from .dropout import Dropout
 from .fast import FastLinear, InPlaceDropout, InPlaceReLU
 from .linear import INITS, Linear
 from .merge import Add, Bias, Concat, Multiply, Scale
-from .normalization import BatchNorm, LayerNorm
+from .normalization import BatchNorm, BatchNorm2D, LayerNorm
+from .pool import AvgPool2D, GlobalAvgPool, MaxPool2D
 from .shape import Flatten
 
 __all__ = [
     "Add",
+    "AvgPool2D",
     "BatchNorm",
+    "BatchNorm2D",
     "Bias",
     "Concat",
+    "Conv2D",
     "Dropout",
     "ELU",
     "FAST",
     "FastLinear",
     "Flatten",
     "GELU",
+    "GlobalAvgPool",
     "INITS",
     "LAYERS",
     "Identity",
@@ -29,6 +35,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "MaxPool2D",
     "Multiply",
     "ReLU",
     "Scale",
@@ -58,6 +65,11 @@ LAYERS = [
     ("dropout", Dropout, "inverted dropout: zeroes inputs with probability p while training"),
     ("flatten", Flatten, "(batch, *shape) -> (batch, prod(shape))"),
     ("batchnorm", BatchNorm, "batch normalisation of (batch, features) over the batch, with running statistics"),
+    ("conv2d", Conv2D, "2-D convolution of (channels, h, w) images by im2col: y = im2col(x) W^T + b"),
+    ("maxpool2d", MaxPool2D, "the largest value of each window of each channel"),
+    ("avgpool2d", AvgPool2D, "the mean of each window of each channel"),
+    ("global_avg_pool", GlobalAvgPool, "the mean of each channel over the image: (c, h, w) -> (c,)"),
+    ("batchnorm2d", BatchNorm2D, "batch normalisation of images per channel over batch, height and width"),
     ("layernorm", LayerNorm, "layer normalisation over the last axis"),
     ("add", Add, "graph merge: the sum of two or more inputs of one shape (a skip connection)"),
     ("concat", Concat, "graph merge: two or more inputs side by side along the feature axis"),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from runner.api import Layer, Meta, RunnerError, option
+from runner.api import Layer, Meta, RunnerError, Split, Splits, option
 from runner.plugins.registry import Registry
 
 
@@ -135,21 +137,42 @@ def mlp_layers(
     return layers
 
 
+def cnn_layers(model: Mapping[str, Any]) -> list[dict]:
+    """Layer configs of a ConvNet: per entry of ``channels`` a block conv2d (kernel, padding) (-> norm)
+    -> activation (-> pool, 2x2), then flatten and an mlp's dense part (``hidden``, dropout) ending as
+    wide as the data's outputs. ``channels=[16,32] hidden=[128]`` is conv-relu-pool x2, 128, 10 on MNIST."""
+    channels = widths("model.channels", model["channels"], "model.channels=[16,32]")
+    conv = dict(model.get("conv") or {})
+    layers: list[dict] = []
+    for width in channels:
+        layers.append({"type": "conv2d", "out": width, "kernel": model["kernel"], "padding": model["padding"], **conv})
+        if model.get("norm"):
+            layers.append({"type": model["norm"]})
+        layers.append({"type": model["activation"]})
+        if model.get("pool"):
+            layers.append({"type": model["pool"], "kernel": 2})
+    layers.append({"type": "flatten"})
+    dense = mlp_layers(model["hidden"], model["activation"], None, model.get("linear"), model.get("dropout", 0.0))
+    return layers + dense
+
+
 def hidden_widths(hidden: Any) -> list[int]:
     """``model.hidden`` as a list of positive widths; anything else names what was written and what is
     expected (``model.hidden=abc`` is the string 'abc' to Hydra, not a list of three widths)."""
-    if isinstance(hidden, (str, bytes, int, float, Mapping)) or not isinstance(hidden, Iterable):
-        raise RunnerError(
-            f"model.hidden: expected a list of positive widths, e.g. model.hidden=[50] or model.hidden='[100,100]', "
-            f"got {hidden!r}"
-        )
-    hidden = list(hidden)
-    for i, width in enumerate(hidden):
+    return widths("model.hidden", hidden, "model.hidden=[50] or model.hidden='[100,100]'")
+
+
+def widths(key: str, values: Any, example: str) -> list[int]:
+    """A config list of positive widths (hidden sizes, channels), or one line naming what was written."""
+    if isinstance(values, (str, bytes, int, float, Mapping)) or not isinstance(values, Iterable):
+        raise RunnerError(f"{key}: expected a list of positive widths, e.g. {example}, got {values!r}")
+    values = list(values)
+    for i, width in enumerate(values):
         try:
-            option(f"model.hidden[{i}]", width, int, lambda v: v > 0, "a positive integer width")
+            option(f"{key}[{i}]", width, int, lambda v: v > 0, "a positive integer width")
         except RunnerError as e:
-            raise RunnerError(f"{e} (model.hidden={hidden}; e.g. model.hidden=[50] or model.hidden='[100,100]')") from None
-    return hidden
+            raise RunnerError(f"{e} ({key}={values}; e.g. {example})") from None
+    return values
 
 
 def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: np.random.Generator, dtype: Any) -> Sequential:
@@ -176,6 +199,9 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
             options["out"] = meta.output_size
         entry = registry.get("layer", layer_type, f"model.layers[{i}].type")
         layer = entry.create(options, where)
+        if i == 0:
+            shape = model_input_shape(layer, meta, where)
+            shapes[0] = shape
         if getattr(layer, "n_inputs", 1) != 1:
             raise RunnerError(f"{where}: a merge layer of several inputs; merge in a graph (model=graph, docs/plugins.md)")
         try:
@@ -195,11 +221,46 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
     return Sequential(layers, types, shapes, origins)
 
 
+def model_input_shape(first: Layer, meta: Meta, where: str) -> tuple[int, ...]:
+    """What one sample looks like to a model whose first layer is ``first``: the dataset's images
+    (``meta.image_shape``, e.g. 1x28x28) when that layer takes images (conv2d, the pools, batchnorm2d),
+    else its flat ``meta.input_shape`` (784), as every MLP has it."""
+    if not getattr(first, "image_input", False):
+        return tuple(meta.input_shape)
+    if meta.image_shape is None:
+        shape = "x".join(map(str, meta.input_shape))
+        raise RunnerError(
+            f"{where}: takes images of (channels, height, width), but dataset {meta.name!r} gives samples of {shape} "
+            "and no image shape (Meta.image_shape)"
+        )
+    if math.prod(meta.image_shape) != math.prod(meta.input_shape):
+        raise RunnerError(f"dataset {meta.name!r}: image_shape {meta.image_shape} does not hold input_shape {meta.input_shape}")
+    return tuple(meta.image_shape)
+
+
+def shaped_for(model: Any, splits: Splits) -> Splits:
+    """The splits as ``model`` takes its samples: flat samples viewed (no copy) as the images of its input
+    shape when it starts with a layer that takes images, otherwise unchanged."""
+    shape = tuple(model.shapes[0])
+    if splits.train.x.shape[1:] == shape:
+        return splits
+
+    def view(split: Split) -> Split:
+        return Split(split.x.reshape(len(split.x), *shape), split.y)
+
+    return dataclasses.replace(splits, train=view(splits.train), val=view(splits.val), test=view(splits.test))
+
+
 def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     """The layer configs of the config section ``model`` (plain data): an mlp's expanded, a sequential's as written,
     a graph's nodes checked and in run order (a ``runner.core.graph.GraphConfig``)."""
     kind = model.get("type")
-    required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",), "graph": ("nodes",)}.get(str(kind), ())
+    required = {
+        "mlp": ("hidden", "activation", "linear"),
+        "cnn": ("channels", "kernel", "padding", "activation", "hidden"),
+        "sequential": ("layers",),
+        "graph": ("nodes",),
+    }.get(str(kind), ())
     missing = [key for key in required if key not in model]
     if missing:
         raise RunnerError(
@@ -218,10 +279,15 @@ def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
             model.get("dropout", 0.0),
             model.get("norm"),
         )
+    if kind == "cnn":
+        for key in ("activation", "norm", "pool"):
+            if model.get(key):
+                registry.get("layer", model[key], f"model.{key}")
+        return cnn_layers(model)
     if kind == "sequential":
         return [dict(layer) for layer in model["layers"]]
     if kind == "graph":
         from runner.core.graph import graph_config
 
         return graph_config(model)
-    raise RunnerError(f"model.type: expected 'mlp', 'sequential' or 'graph', got {kind!r}")
+    raise RunnerError(f"model.type: expected 'mlp', 'cnn', 'sequential' or 'graph', got {kind!r}")

@@ -73,7 +73,7 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
         # first what only MLflow does (in the sidecar, while the figures are drawn here)
         part("inputs", _inputs, tracker, splits, cfg)
         if options["model"] and predicted is not None:
-            part("model", _model, tracker, run_dir, out, described, test.x[:2], predicted[:2])
+            part("model", _model, tracker, run_dir, out, described, flat(test.x[:2], meta), predicted[:2])
         part("curves", _curves, tracker, out, cfg)
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
@@ -193,11 +193,17 @@ def _inputs(tracker, splits, cfg) -> None:
         "runner.data_dir": str(cfg.get("data_dir") or ""),
     }
     described = [
-        (context, _head(split.x), _head(split.y))
+        (context, _head(flat(split.x, splits.meta)), _head(split.y))
         for context, split in (("train", splits.train), ("val", splits.val), ("test", splits.test))
         if len(split)
     ]
     tracker.submit(log_inputs, splits.meta.name, source_tags, described)
+
+
+def flat(x: np.ndarray, meta) -> np.ndarray:
+    """Samples as the dataset gives them (``meta.input_shape``), whatever shape the model took them in
+    (a conv net's images): the dataset inputs and the pyfunc model's input are the same for every model."""
+    return x.reshape(len(x), *meta.input_shape)
 
 
 #: how many leading elements of an array MLflow's NumPy digest reads (mlflow.data.digest_utils.MAX_ROWS)

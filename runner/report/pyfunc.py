@@ -82,7 +82,10 @@ def rebuild(weights: Path, config: Path, described: dict):
     if not isinstance(cfg, DictConfig) or not isinstance(model_config, dict):
         raise RunnerError(f"{config}: expected the run's resolved config, a mapping with a model section")
     meta_fields = dict(described["meta"])
-    meta = Meta(**{**meta_fields, "input_shape": tuple(meta_fields["input_shape"]), "classes": tuple(meta_fields["classes"])})
+    meta_fields.update(input_shape=tuple(meta_fields["input_shape"]), classes=tuple(meta_fields["classes"]))
+    if meta_fields.get("image_shape") is not None:
+        meta_fields["image_shape"] = tuple(meta_fields["image_shape"])
+    meta = Meta(**meta_fields)
     registry = load_registry(cfg.get("plugins"))
     dtype = np.dtype(described["dtype"])
     model = build_model(
@@ -179,7 +182,7 @@ def _runner_model() -> type:
             self.dtype = np.dtype(self.described["dtype"])
 
         def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
-            x = as_array(model_input, self.dtype, self.meta.input_shape)
+            x = as_array(model_input, self.dtype, tuple(self.model.shapes[0]))  # images for a conv net
             output = (params or {}).get("output", "classes")
             return read_outputs(outputs_of(self.model, x), self.described, output)
 

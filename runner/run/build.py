@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from runner.api import DataContext, Loss, Optimizer, Splits
-from runner.core.model import Sequential, build_model, layer_configs
+from runner.core.model import Sequential, build_model, layer_configs, shaped_for
 from runner.core.train import TrainerConfig
 from runner.plugins.discovery import load_registry
 from runner.plugins.registry import Entry, Registry
@@ -47,8 +47,10 @@ class Built:
 
 
 def step_flops(model, batch_size: int) -> float:
-    """FLOPs of a training step's matrix products: forward, d(weights) and d(input), 2 m n k each."""
-    return sum(6.0 * batch_size * w.shape[0] * w.shape[1] for w in model.params.values() if w.ndim == 2)
+    """FLOPs of a training step's matrix products: forward, d(weights) and d(input), 2 m n k each
+    (a layer that knows its forward product's FLOPs per sample says so: ``matmul_flops``, conv2d's)."""
+    dense = sum(6.0 * batch_size * w.shape[0] * w.shape[1] for w in model.params.values() if w.ndim == 2)
+    return dense + sum(3.0 * batch_size * getattr(layer, "matmul_flops", 0) for layer in model.layers)
 
 
 def build(
@@ -72,6 +74,7 @@ def build(
     store = before_data()
     splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
     model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
+    splits = shaped_for(model, splits)  # images for a model that starts with a convolution
     used[1:1] = [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]  # dataset, layers, loss, optimizer
     trainer.validate(len(splits.train))
     if cfg.threads is None and step_flops(model, trainer.batch_size) < SMALL_STEP_FLOPS:

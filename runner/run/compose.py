@@ -40,6 +40,7 @@ MODEL_KEYS = {
     "mlp": ("type", "hidden", "activation", "output_activation", "norm", "dropout", "linear"),
     "sequential": ("type", "layers"),
     "graph": ("type", "nodes", "output"),
+    "cnn": ("type", "channels", "kernel", "padding", "pool", "norm", "activation", "hidden", "dropout", "conv", "linear"),
 }
 
 
