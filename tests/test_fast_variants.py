@@ -27,7 +27,18 @@ LAYER_CASES = {
     layers.Linear: ({"out": 7, "init": "he_normal", "bias": 0.1}, [(5,), (300,)]),
     layers.ReLU: ({}, [(7,), (3, 40), (70000,)]),
     layers.Dropout: ({"p": 0.3}, [(7,), (3, 40), (70000,)]),
+    layers.Conv2D: ({"out": 4, "kernel": 3, "padding": 1}, [(1, 8, 8), (3, 7, 5)]),
+    layers.MaxPool2D: ({}, [(2, 8, 8), (3, 7, 5)]),
 }
+#: more options of the layers whose fast variant walks kernel offsets (strides, paddings, overlaps)
+MORE_CASES = [
+    (layers.Conv2D, {"out": 3, "kernel": [2, 3], "stride": [2, 1], "padding": [1, 0], "bias": False}, (2, 7, 6)),
+    (layers.Conv2D, {"out": 2, "kernel": 5, "stride": 3, "padding": 2}, (3, 9, 9)),
+    (layers.Conv2D, {"out": 5, "kernel": 1}, (4, 3, 3)),
+    (layers.MaxPool2D, {"kernel": 3, "stride": 2, "padding": 1}, (2, 7, 7)),
+    (layers.MaxPool2D, {"kernel": [2, 3], "stride": 1}, (1, 5, 6)),
+    (layers.MaxPool2D, {"kernel": 4}, (2, 4, 4)),
+]
 
 
 def same(a, b) -> bool:
@@ -79,6 +90,23 @@ def test_fast_layers_equal_their_reference_bit_for_bit(reference, fast, dtype, t
             assert same(dx, dx_fast), f"{fast.__name__}.backward, batch {batch}, {shape}"
             for key in ours.grads:
                 assert same(ours.grads[key], theirs.grads[key]), f"{fast.__name__}: grads[{key!r}]"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("reference, options, shape", MORE_CASES, ids=[f"{r.__name__}-{o}" for r, o, _ in MORE_CASES])
+def test_fast_conv_and_pool_equal_their_reference_over_strides_and_paddings(reference, options, shape, dtype):
+    fast = layers.FAST[reference]
+    rng = np.random.default_rng(5)
+    ours, theirs = pair(reference, fast, options, shape, dtype)
+    for batch in (3, 1):
+        x = rng.standard_normal((batch, *shape)).astype(dtype)
+        x[:, :, :2, :2] = np.maximum(x[:, :, :2, :2], 0.0)  # ties at 0, as after a ReLU: the first one wins
+        y, y_fast = ours.forward(x.copy(), True), theirs.forward(x.copy(), True)
+        assert same(y, y_fast), f"{fast.__name__}.forward, batch {batch}"
+        dout = rng.standard_normal(y.shape).astype(dtype)
+        assert same(ours.backward(dout.copy()), theirs.backward(dout.copy())), f"{fast.__name__}.backward, batch {batch}"
+        for key in ours.grads:
+            assert same(ours.grads[key], theirs.grads[key]), f"{fast.__name__}: grads[{key!r}]"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

@@ -6,6 +6,7 @@ from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, So
 from .conv import Conv2D
 from .dropout import Dropout
 from .fast import FastLinear, InPlaceDropout, InPlaceReLU
+from .fast_conv import FastConv2D, FastMaxPool2D
 from .linear import INITS, Linear
 from .merge import Add, Bias, Concat, Multiply, Scale
 from .normalization import BatchNorm, BatchNorm2D, LayerNorm
@@ -23,7 +24,9 @@ __all__ = [
     "Dropout",
     "ELU",
     "FAST",
+    "FastConv2D",
     "FastLinear",
+    "FastMaxPool2D",
     "Flatten",
     "GELU",
     "GlobalAvgPool",
@@ -82,7 +85,13 @@ LAYERS = [
 #: variant (layers/fast.py), which gives the same numbers bit for bit (tests/test_fast_variants.py).
 #: Every other layer is registered as written. ``FAST.clear()`` before runner loads its plugins (or an
 #: entry mapped to its own class) trains with the reference code.
-FAST: dict[type, type] = {Linear: FastLinear, ReLU: InPlaceReLU, Dropout: InPlaceDropout}
+FAST: dict[type, type] = {
+    Linear: FastLinear,
+    ReLU: InPlaceReLU,
+    Dropout: InPlaceDropout,
+    Conv2D: FastConv2D,
+    MaxPool2D: FastMaxPool2D,
+}
 
 
 @hookimpl
