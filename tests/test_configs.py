@@ -228,6 +228,16 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         lr=0.1,
         trainer=dict(iterations=10000, batch_size=100, sampling="replacement"),
     ),
+    "fashion_mnist_cnn": dict(
+        dataset="fashion_mnist",
+        channels=[16, 32],
+        hidden=[128],
+        loss="softmax_cross_entropy",
+        optimizer="adam",
+        lr=0.002,
+        schedule="cosine",
+        trainer=dict(epochs=6, batch_size=100),
+    ),
     "iris": dict(
         dataset="iris",
         hidden=[32],
