@@ -37,7 +37,14 @@ def test_mnist_cnn_short_run_checks_draws_and_serves_its_model(runner_cli, monke
     )
     assert metrics["gradcheck/kinks_skipped"] > 0
     assert run.data.tags["runner.plugin.layer.conv2d"].startswith("runner")
-    assert {"plots/confusion_matrix.png", "plots/misclassified.png", "plots/graph.png"} <= artifacts(client, run.info.run_id, "plots")
+    plots = {
+        "plots/confusion_matrix.png",
+        "plots/misclassified.png",
+        "plots/graph.png",
+        "plots/filters.png",
+        "plots/feature_maps.png",
+    }
+    assert plots <= artifacts(client, run.info.run_id, "plots")
 
     import mlflow.pyfunc
 
@@ -85,7 +92,9 @@ def test_a_sweep_over_channels(runner_cli):
     )
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     children = [r for r in result.runs("mnist_cnn") if "runner.job.num" in r.data.tags]
-    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children), [r.data.tags.get("runner.error") for r in children]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children), [
+        r.data.tags.get("runner.error") for r in children
+    ]
     assert sorted(r.data.params["model.channels"] for r in children) == ["[2]", "[4, 4]"]
     assert all(r.data.metrics["test/accuracy"] > 0.1 for r in children)
 

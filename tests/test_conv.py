@@ -343,3 +343,32 @@ def test_conv_then_pool_backward_in_a_model_matches_central_differences(n, c, h,
     for checks in check_layers(model, x):
         for key, check in checks.items():
             assert check.rel_error <= 1e-7, (key, check)
+
+
+# --------------------------------------------------------------------------- the report's pictures of a ConvNet
+
+
+def test_filters_and_feature_maps_are_drawn_from_the_model(tmp_path):
+    from PIL import Image
+
+    from runner.report import conv_pictures
+
+    registry = plugin_registry()
+    cnn = {"type": "cnn", "channels": [5, 7], "kernel": 3, "padding": 1, "pool": "maxpool2d", "activation": "relu", "hidden": []}
+    model = build_model(layer_configs(cnn, registry), registry, MNIST_LIKE, np.random.default_rng(0), np.float32)
+    assert conv_pictures.conv_layers(model) == [(0, "0.conv2d"), (3, "3.conv2d")]
+    before = conv_pictures.first_filters(model)
+    assert before.shape == (5, 1, 3, 3) and before is not model.layers[0].params["W"]
+    images = np.random.default_rng(1).random((3, 1, 8, 8), dtype=np.float32)
+    maps = conv_pictures.feature_maps(model, images)
+    assert [(label, m.shape) for label, m in maps] == [("0.conv2d", (3, 5, 8, 8)), ("3.conv2d", (3, 7, 4, 4))]
+    assert np.array_equal(maps[0][1], model.layers[0].forward(images, training=False))
+    filters = conv_pictures.filters_figure(before, before * 2 + 1, "0.conv2d", tmp_path / "filters.png")
+    drawn = conv_pictures.feature_maps_figure(images, maps, tmp_path / "maps.png")
+    for path in (filters, drawn):
+        with Image.open(path) as picture:
+            assert picture.format == "PNG" and picture.size[0] > 300
+    # each tile is scaled to its own range: a filter and its scaled copy look the same
+    assert np.array_equal(conv_pictures._scaled(before[0, 0]), conv_pictures._scaled(before[0, 0] * 2 + 1))
+    mlp = build_model([{"type": "linear", "out": "auto"}], registry, MNIST_LIKE, np.random.default_rng(0), np.float32)
+    assert conv_pictures.conv_layers(mlp) == [] and conv_pictures.first_filters(mlp) is None

@@ -5,6 +5,8 @@
     plots/training_curves.png   loss and accuracy (mae) per step, train vs val
     plots/confusion_matrix.png  classifiers: true vs predicted on the test split
     plots/misclassified.png     image datasets: misclassified test images, true -> predicted
+    plots/filters.png           ConvNets: the first convolution's filters before and after training
+    plots/feature_maps.png      ConvNets: three test images and what each convolution's channels give for them
     plots/gradcheck.png         relative error per checked array, grouped by layer, log scale, with the threshold
     plots/graph.png|svg         the model as a graph: each node's type, shape, parameters, gradient check (Graphviz)
     tables/gradcheck.csv|md     the gradient check per layer and array (alone, end to end)
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.report import figures
+from runner.report import conv_pictures, figures
 
 log = logging.getLogger("runner.story")
 
@@ -45,9 +47,10 @@ def settings(cfg) -> dict:
     return {**DEFAULTS, **given}
 
 
-def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str, float]:
+def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path, initial_kernels: dict | None = None) -> dict[str, float]:
     """Pictures, tables, the model summary, the dataset inputs and the pyfunc model of a finished
-    run, logged to ``tracker``'s run; returns the seconds each part took."""
+    run, logged to ``tracker``'s run; returns the seconds each part took. ``initial_kernels``: the
+    convolutions' weights before training, by parameter name (the filters' before picture)."""
     options = settings(cfg)
     if not options["enabled"]:
         return {}
@@ -77,6 +80,9 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path) -> dict[str,
         part("curves", _curves, tracker, out, cfg)
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
+        if conv_pictures.conv_layers(model):
+            part("filters", _filters, tracker, out, model, initial_kernels or {})
+            part("feature_maps", _feature_maps, tracker, out, model, test.x)
         part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
         part("graph", _graph, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
@@ -136,6 +142,20 @@ def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) 
     if shape is not None and limit > 0:
         path = figures.misclassified_grid(test.x, y, predicted, meta.classes, out / "plots" / "misclassified.png", shape, limit)
         tracker.log_artifact(path, "plots")
+
+
+def _filters(tracker, out: Path, model, initial_kernels: dict) -> None:
+    index, label = conv_pictures.conv_layers(model)[0]
+    name = next(f"{label}.{k}" for k, p in model.layers[index].params.items() if np.ndim(p) == 4)
+    before = initial_kernels.get(name)
+    after = conv_pictures.first_filters(model)
+    assert after is not None  # called for a model with a convolution
+    tracker.log_artifact(conv_pictures.filters_figure(before, after, label, out / "plots" / "filters.png"), "plots")
+
+
+def _feature_maps(tracker, out: Path, model, images: np.ndarray, shown: int = 3) -> None:
+    maps = conv_pictures.feature_maps(model, images[:shown])
+    tracker.log_artifact(conv_pictures.feature_maps_figure(images[:shown], maps, out / "plots" / "feature_maps.png"), "plots")
 
 
 def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:

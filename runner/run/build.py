@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,9 @@ class Built:
     metric: str  # the objective returned to Hydra, e.g. val/accuracy
     direction: str  # maximize or minimize
     store: Any = None  # what ``before_data`` returned: the MLflow store prepared while the data loaded
+    #: copies of the convolution kernels (4-axis parameters) as initialised, for the report's filters before
+    #: training (a resumed run rebuilds the same initial weights from its seed before loading its checkpoint)
+    initial_kernels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def step_flops(model, batch_size: int) -> float:
@@ -90,4 +93,5 @@ def build(
         model.summary(),
         model.parameter_count(),
     )
-    return Built(registry, used, splits, model, loss, optimizer, trainer, learning_rate, metric, direction, store)
+    kernels = {name: p.copy() for name, p in model.params.items() if p.ndim == 4}
+    return Built(registry, used, splits, model, loss, optimizer, trainer, learning_rate, metric, direction, store, kernels)

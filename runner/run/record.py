@@ -186,6 +186,6 @@ def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built) -> N
     tracker.log_artifact(run_dir / ".hydra", "hydra")
     from runner.report.artifacts import log_run_story  # matplotlib and pandas load only now, after training
 
-    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir)
+    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir, built.initial_kernels)
     if (run_dir / "runner.log").is_file():
         tracker.log_artifact(run_dir / "runner.log")
