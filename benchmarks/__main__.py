@@ -23,7 +23,9 @@ from pathlib import Path
 from . import recipes as R
 from .data import ROOT, cache_dataset, default_data_dir
 
-SECTIONS = ("gemm", "engines", "graph", "breakdown", "tracking", "cli", "scaling", "sweep")
+SECTIONS = ("gemm", "engines", "conv", "graph", "breakdown", "tracking", "cli", "scaling", "sweep")
+#: What --quick leaves out unless --only names it: the sweep, and the conv section (which brings the CNN recipe).
+QUICK_SKIPS = ("sweep", "conv")
 #: The recipes the graph section trains twice (a Sequential chain, the same chain as a graph): seed MNIST (the target) and iris.
 GRAPH_RECIPES = ("mnist", "tiny")
 #: OpenBLAS settings that may be set on this machine: never changed, only (together) left out of one extra row.
@@ -151,9 +153,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="interleaved repeats per measurement "
         "(default 3; at 1 thread at least 5 for the cheap seed MNIST and tiny recipes; quick: 1)",
     )
-    p.add_argument("--recipes", default=",".join(R.RECIPES), help=f"which recipes (default {','.join(R.RECIPES)})")
     p.add_argument(
-        "--only", default=None, help=f"comma-separated sections among {','.join(SECTIONS)} (default all; quick: all but sweep)"
+        "--recipes",
+        default=None,
+        help=f"which recipes (default all: {','.join(R.RECIPES)}; quick: {','.join(R.MLP_RECIPES)}, "
+        "or cnn alone when --only names conv)",
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated sections among {','.join(SECTIONS)} (default all; quick: all but {' and '.join(QUICK_SKIPS)})",
     )
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     p.add_argument("--data-dir", default=None, help="MNIST lives in <dir>/mnist (default: $RUNNER_DATA_DIR or ../shared/data)")
@@ -165,6 +174,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--report-from", default=None, metavar="JSON", help="measure nothing: render the report of a saved --json file"
     )
     return p.parse_args(argv)
+
+
+def default_recipes(quick: bool, sections: set[str]) -> tuple[str, ...]:
+    """Every recipe; in quick mode the MLP ones, or the CNN recipe alone when the conv section runs (its quick run
+    stays short, and the default quick run keeps its MLP recipes)."""
+    if not quick:
+        return tuple(R.RECIPES)
+    return ("cnn",) if "conv" in sections else R.MLP_RECIPES
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -182,11 +199,13 @@ def main(argv: list[str] | None = None) -> dict:
     quick = args.quick
     threads = [int(t) for t in (args.threads or ("1" if quick else "1,2")).split(",")]
     repeats = args.repeats or (1 if quick else 3)
-    sections = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"sweep"} if quick else set())
+    sections = set(args.only.split(",")) if args.only else set(SECTIONS) - (set(QUICK_SKIPS) if quick else set())
     unknown = sections - set(SECTIONS)
     if unknown:
         raise SystemExit(f"--only: unknown sections {sorted(unknown)}; expected among {', '.join(SECTIONS)}")
-    names = [n for n in args.recipes.split(",") if n]
+    names = [n for n in (args.recipes or ",".join(default_recipes(quick, sections))).split(",") if n]
+    if set(names) - set(R.RECIPES):
+        raise SystemExit(f"--recipes: unknown {sorted(set(names) - set(R.RECIPES))}; expected among {', '.join(R.RECIPES)}")
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     from . import torch_reference
 
@@ -242,12 +261,14 @@ def main(argv: list[str] | None = None) -> dict:
                         names, paths, threads, repeats, engines, quick, phases=quick and "breakdown" in sections
                     ),
                 )
+            if "conv" in sections:
+                section("conv", lambda: measure_conv(repeats, torch_ok, quick))
             if "graph" in sections:
                 section("graph", lambda: measure_graph(names, paths, threads, repeats, quick))
                 if "graph" in results:  # the graph of a chain trains exactly as the chain: else a failed section
                     section("graph_bitwise", lambda: check_graph_bitwise(results["graph"]))
             if "breakdown" in sections:
-                section("breakdown", lambda: measure_breakdown(names, paths, quick, results.get("engines")))
+                section("breakdown", lambda: measure_breakdown(names, paths, quick, results.get("engines"), torch_ok))
             if "scaling" in sections and "mnist" in paths:
                 log("scaling: batch size and width, runner vs numpy, 1 thread")
                 section(
@@ -306,7 +327,7 @@ def measure_gemm(names: list[str], dims: dict, threads: list[int], quick: bool) 
     for n in names:
         recipe = R.get(n, quick)
         n_in, n_out = dims[n]
-        for shape in R.gemm_shapes(recipe.widths(n_in, n_out), recipe.batch_size):
+        for shape in R.step_products(recipe, n_in, n_out):
             if shape[0] not in seen:
                 seen.add(shape[0])
                 shapes.append(shape)
@@ -345,14 +366,33 @@ def measure_engines(names, paths, threads, repeats, engines, quick, phases: bool
                     rows += [(f"{e} (no OPENBLAS_* env)", e, OPENBLAS_ENV) for e in ("runner", "numpy")]
                 for label, engine, drop in rotate(rows, r):
                     spec = {"engine": engine, "recipe": n, "quick": quick, "threads": t, "data": paths[recipe.dataset]}
-                    if engine == "runner" and t == min(threads) and not drop:
-                        spec["gradcheck"] = 1 if quick else 3
+                    if engine == "runner" and t == min(threads) and not drop and not (quick and recipe.channels):
+                        spec["gradcheck"] = 1 if quick else 3  # quick mode: not the CNN's (~10 s on 2 cores)
                     if phases and engine in ("runner", "numpy") and t == min(threads) and not drop:
                         spec["phases"] = True  # quick mode: the breakdown comes from these runs
+                    if phases and engine == "torch" and recipe.channels and t == min(threads):
+                        spec["profile"] = True  # and a ConvNet's torch operators from this one
                     result = worker(spec, drop)
                     out[n][str(t)].setdefault(label, []).append(result)
                     seconds = [x["seconds"] for x in result["runs"]]
                     log(f"engines: repeat {r + 1}/{rounds[n, t]} {n} {t} thread(s) {label}: {min(seconds):.3f} s")
+    return out
+
+
+def measure_conv(repeats: int, torch_ok: bool, quick: bool) -> dict:
+    """Conv layers by shape at 1 thread (benchmarks/conv.py): runner's conv2d, torch's F.conv2d and the layers' im2col
+    products alone (with the square GEMM peak), each in its own process, in rotating order per repeat."""
+    from .conv import layer_shapes
+
+    shapes = layer_shapes(quick)
+    impls = ["runner", "gemm"] + (["torch"] if torch_ok else [])
+    out: dict = {"shapes": shapes, "runs": {impl: [] for impl in impls}}
+    for r in range(repeats):
+        for impl in rotate(impls, r):
+            spec = {"engine": "conv", "impl": impl, "shapes": shapes, "threads": 1}
+            spec.update({"min_seconds": 0.01, "rounds": 2} if quick else {"min_seconds": 0.2, "rounds": 5})
+            out["runs"][impl].append(worker(spec))
+            log(f"conv: repeat {r + 1}/{repeats} {impl}: {len(shapes)} layer shapes")
     return out
 
 
@@ -391,33 +431,40 @@ def check_graph_bitwise(graph: dict) -> None:
         raise AssertionError("the graph of a chain did not train bitwise as the chain: " + "; ".join(wrong))
 
 
-def measure_breakdown(names, paths, quick, engines: dict | None = None) -> dict:
-    """Per phase of a step, at 1 thread: runner (timers around its objects) vs the NumPy loop (ticks), one run each;
-    and a cProfile of runner's engine on the seed recipe. Quick mode takes the phases from the engines' runs."""
+def measure_breakdown(names, paths, quick, engines: dict | None = None, torch_ok: bool = False) -> dict:
+    """Per phase of a step, at 1 thread: runner (timers around its objects) vs the NumPy loop (ticks), one run each
+    (a ConvNet's per layer); a cProfile of runner's engine on the seed recipe; torch.profiler's operators on a
+    ConvNet recipe's steps. Quick mode takes the phases from the engines' runs."""
     out: dict = {}
     for n in names:
         if quick and engines:
             by_engine = engines.get(n, {}).get("1", {})
             if by_engine.get("runner") and by_engine.get("numpy") and "phases" in by_engine["runner"][0]["runs"][0]:
                 out[n] = {"runner": by_engine["runner"][0], "numpy": by_engine["numpy"][0], "overrides": {}}
-                continue
+            if by_engine.get("torch") and "profile" in by_engine["torch"][0]["runs"][0] and n in out:
+                out[n]["torch_profile"] = by_engine["torch"][0]
         recipe = R.get(n, quick)
-        overrides = {"epochs": 2} if (n == "mlp512" and not quick) else {}
-        spec = {
-            "recipe": n,
-            "quick": quick,
-            "threads": 1,
-            "data": paths[recipe.dataset],
-            "phases": True,
-            "inner": 1,
-            "overrides": overrides,
-        }
-        log(f"breakdown: {n} runner and numpy by phase")
-        out[n] = {
-            "runner": worker({**spec, "engine": "runner"}),
-            "numpy": worker({**spec, "engine": "numpy"}),
-            "overrides": overrides,
-        }
+        if n not in out:
+            overrides = {"epochs": 2} if (n == "mlp512" and not quick) else {}
+            spec = {
+                "recipe": n,
+                "quick": quick,
+                "threads": 1,
+                "data": paths[recipe.dataset],
+                "phases": True,
+                "inner": 1,
+                "overrides": overrides,
+            }
+            log(f"breakdown: {n} runner and numpy by phase")
+            out[n] = {
+                "runner": worker({**spec, "engine": "runner"}),
+                "numpy": worker({**spec, "engine": "numpy"}),
+                "overrides": overrides,
+            }
+        if recipe.channels and torch_ok and "torch_profile" not in out[n]:  # where PyTorch's time goes: its operators
+            log(f"breakdown: {n} torch by operator (torch.profiler)")
+            spec = {"engine": "torch", "recipe": n, "quick": quick, "threads": 1, "profile": True, "inner": 1}
+            out[n]["torch_profile"] = worker({**spec, "data": paths[recipe.dataset]})
     if "mnist" in names:
         log("profile: cProfile of runner's engine, seed MNIST, 1 thread")
         recipe = R.get("mnist", quick)

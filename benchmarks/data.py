@@ -38,6 +38,7 @@ def cache_dataset(name: str, data_dir: Path, cache: Path, seed: int = 0) -> Path
             "output_size": meta.output_size,
             "task": meta.task,
             "classes": list(meta.classes),
+            "image_shape": list(meta.image_shape) if meta.image_shape else None,
         }
     )
     path.mkdir(parents=True, exist_ok=True)
@@ -66,10 +67,16 @@ class Data:
     def n_out(self) -> int:
         return int(self.meta["output_size"])
 
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """(channels, height, width) when the flat samples are images (``Meta.image_shape``), else None."""
+        shape = self.meta.get("image_shape")
+        return tuple(shape) if shape else None
+
     def splits(self):
         """As runner's ``Splits`` (for the runner engine)."""
         from runner.api import Meta, Split, Splits
 
         m = self.meta
-        meta = Meta(m["name"], tuple(m["input_shape"]), m["output_size"], m["task"], tuple(m["classes"]))
+        meta = Meta(m["name"], tuple(m["input_shape"]), m["output_size"], m["task"], tuple(m["classes"]), self.image_shape)
         return Splits(Split(self.train_x, self.train_y), Split(self.val_x, self.val_y), Split(self.test_x, self.test_y), meta)

@@ -77,6 +77,10 @@ def evaluate(layers, x, y, binary: bool, chunk: int = 8192) -> tuple[float, floa
 
 
 def train(recipe: Recipe, data, seed: int = 0, tick=None) -> dict:
+    if recipe.channels:  # the ConvNet recipe: its own loop
+        from . import numpy_cnn
+
+        return numpy_cnn.train(recipe, data, seed, tick)
     x, y = data.train_x, data.train_y
     n = len(x)
     binary = recipe.loss == "sum_squared"

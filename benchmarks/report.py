@@ -17,6 +17,11 @@ TARGETS = {
     "gradcheck": ("gradient check share of a run's wall time", "<= 2 %", "le", 0.02),
     "gradcheck_mlp": ("gradient check share of the 512-wide MLP's training loop (`mnist_mlp`)", "<= 5 %", "le", 0.05),
 }
+#: Issue 16's target beside the engine target (runner vs NumPy, which covers the CNN recipe as every recipe): measured
+#: only when the CNN recipe trains (``python -m benchmarks`` runs it; ``--quick`` with ``--only ...,conv``).
+CNN_TARGETS = {
+    "cnn_torch": ("CNN recipe: runner engine vs PyTorch CPU (a moonshot: torch convolves with oneDNN)", "<= 1.0x", "le", 1.0),
+}
 
 
 def median(xs) -> float:
@@ -138,21 +143,19 @@ def gemm_fractions(results: dict) -> list[dict]:
     for name, by_threads in summary.items():
         recipe = R.get(name, quick)
         n_in, n_out = results["dims"][name]
-        widths = recipe.widths(n_in, n_out)
-        flops = R.gemm_flops_per_step(widths, recipe.batch_size)
+        shapes = R.step_products(recipe, n_in, n_out)  # a ConvNet's: its im2col products too
         for t, by_engine in by_threads.items():
             gemm = results.get("gemm", {}).get(t)
-            if not gemm:
+            by_name = {g["name"]: g for g in gemm["shapes"]} if gemm else {}
+            if not gemm or any(s[0] not in by_name for s in shapes):
                 continue
-            by_name = {g["name"]: g for g in gemm["shapes"]}
-            shapes = R.gemm_shapes(widths, recipe.batch_size)
             needed = sum(2.0 * m * n * k for _, m, n, k, _, _ in shapes)
             isolated = sum(by_name[s[0]]["seconds_best"] for s in shapes)
             shapes_peak = needed / isolated / 1e9
             square_peak = gemm["square"]["gflops_best"]
             for engine, e in by_engine.items():
                 samples = samples_trained(recipe, e["steps"], e["n_train"])
-                work = flops["needed"] / recipe.batch_size * samples
+                work = needed / recipe.batch_size * samples
                 loop = e["seconds"] - e["eval"]
                 achieved = work / loop / 1e9 if loop > 0 else float("nan")
                 rows.append(
@@ -217,7 +220,7 @@ def targets(results: dict) -> list[dict]:
 
     def add(key: str, label: str, value: float, shown: str, note: str = "", informative: bool = False) -> None:
         """One row; ``informative``: the same figure for something the target does not cover (no goal, no pass)."""
-        what, goal, op, threshold = TARGETS[key]
+        what, goal, op, threshold = {**TARGETS, **CNN_TARGETS}[key]
         ok = None if value != value or informative else (value <= threshold if op == "le" else value >= threshold)
         rows.append(
             {
@@ -244,6 +247,22 @@ def targets(results: dict) -> list[dict]:
                 fmt_ratio(ratio),
                 f"{fmt_s(e['runner']['seconds'])} s vs {fmt_s(e['numpy']['seconds'])} s; evaluation excluded {fmt_ratio(loop)}",
             )
+    for name in results["settings"]["recipes"]:  # a ConvNet's: vs NumPy at the other threads, vs PyTorch at all
+        if not R.get(name).channels:
+            continue
+        title = results["recipes"][name]["title"]
+        for t in sorted(summary.get(name, {}), key=int):
+            e = summary[name][t]
+            if "runner" not in e:
+                continue
+            threads = f"{t} thread{'s' if t != '1' else ''}"
+            accuracies = "test accuracy " + ", ".join(f"{engine} {x['accuracy']:.4f}" for engine, x in e.items())
+            if "numpy" in e and t != t1:
+                ratio = e["runner"]["seconds"] / e["numpy"]["seconds"]
+                add("engine", f"{title}, {threads}", ratio, fmt_ratio(ratio), _vs(e, "numpy") + f"; {accuracies}", True)
+            if "torch" in e:
+                ratio = e["runner"]["seconds"] / e["torch"]["seconds"]
+                add("cnn_torch", threads, ratio, fmt_ratio(ratio), _vs(e, "torch") + f"; {accuracies}", informative=t != t1)
     graph = graph_summary(results)
     for name in results["settings"]["recipes"]:
         g = graph.get(name, {}).get(t1, {})
@@ -332,6 +351,13 @@ def targets(results: dict) -> list[dict]:
     return rows  # the check against the training loop alone, per recipe: the "Gradient check" section
 
 
+def _vs(e: dict, other: str) -> str:
+    """runner's seconds vs another engine's, and the same with the evaluation passes left out."""
+    r, o = e["runner"], e[other]
+    loop = (r["seconds"] - r["eval"]) / (o["seconds"] - o["eval"])
+    return f"{fmt_s(r['seconds'])} s vs {fmt_s(o['seconds'])} s; evaluation excluded {fmt_ratio(loop)}"
+
+
 def tracking_engine(results: dict) -> dict | None:
     te = results.get("tracking_engine")
     if not te:
@@ -354,6 +380,7 @@ def markdown(results: dict) -> str:
         engines_section,
         graph_section,
         gemm_section,
+        conv_section,
         breakdown_section,
         tracking_section,
         gradcheck_section,
@@ -598,6 +625,118 @@ def gemm_section(results: dict) -> str:
     return "\n\n".join(out)
 
 
+def conv_summary(results: dict) -> dict | None:
+    """The conv section's figures: {"peak": (GFLOP/s, where from), "layers": [{shape, geometry, "rows": [{variant,
+    forward, step (medians over repeats of the best seconds), gflops, of_peak}], memory}]}; None when not measured."""
+    from .conv import geometry
+
+    conv = results.get("conv")
+    if not conv:
+        return None
+    runs = conv["runs"]
+    section_gemm = results.get("gemm", {}).get("1")
+    if section_gemm:
+        peak = (section_gemm["square"]["gflops_best"], f"the gemm section's {section_gemm['square']['n']}³ square, 1 thread")
+    elif runs.get("gemm"):
+        square = runs["gemm"][0]["square"]
+        peak = (median(g["square"]["gflops_best"] for g in runs["gemm"]), f"a {square['n']}³ square, 1 thread")
+    else:
+        peak = (float("nan"), "not measured")
+    layers = []
+    for shape in conv["shapes"]:
+        g = geometry(shape)
+        rows = []
+        for impl in ("runner", "torch"):
+            variants: dict = {}
+            for res in runs.get(impl, []):
+                for row in res["rows"]:
+                    if row["name"] == shape["name"]:
+                        variants.setdefault(row["variant"], []).append(row)
+            for variant, found in variants.items():
+                rows.append(
+                    {
+                        "variant": variant,
+                        "forward": median(r["forward"]["best"] for r in found),
+                        "step": median(r["step"]["best"] for r in found),
+                        "workspace_bytes_per_sample": found[0].get("workspace_bytes_per_sample"),
+                        "peak_allocated": median(r["peak_allocated"] for r in found) if "peak_allocated" in found[0] else None,
+                    }
+                )
+        prefix = shape["name"] + " "
+        alone = [sum(p["seconds_best"] for p in res["shapes"] if p["name"].startswith(prefix)) for res in runs.get("gemm", [])]
+        if alone:
+            rows.append({"variant": "its im2col products alone (numpy.matmul)", "forward": float("nan"), "step": median(alone)})
+        for row in rows:
+            row["gflops"] = g["step_flops"] / row["step"] / 1e9
+            row["of_peak"] = row["gflops"] / peak[0]
+        layers.append({"shape": shape, "geometry": g, "rows": rows})
+    return {"peak": peak, "layers": layers}
+
+
+def conv_section(results: dict) -> str:
+    summary = conv_summary(results)
+    if not summary:
+        return ""
+    from .numpy_cnn import EVAL_ROWS
+
+    peak, where = summary["peak"]
+    out = [
+        "## Convolution layers by shape (1 thread)",
+        "One conv2d layer alone, 3x3, padding 1, stride 1, float32, on random inputs: forward, and forward + backward "
+        "(d(weights), d(bias), and d(input) except for the recipe's first layer, whose input is the data). *runner conv2d*: "
+        "the class registered as conv2d; *reference*: the Conv2D it derives from (the formulas as written); *torch*: "
+        "`torch.nn.functional.conv2d` and `torch.autograd.grad`; *its im2col products alone*: the layer's matrix products "
+        "(forward, dW, d(cols)) timed alone by numpy.matmul. Best of several rounds, median over the repeats. GFLOP/s: "
+        f"the products' FLOPs (2 m n k each) over the time; *of GEMM peak*: of {peak:.0f} GFLOP/s ({where}).",
+    ]
+    rows = []
+    for layer in summary["layers"]:
+        s = layer["shape"]
+        torch_step = next((r["step"] for r in layer["rows"] if r["variant"].startswith("torch")), float("nan"))
+        label = f"{s['name']} (batch {s['batch']}{'' if s['dx'] else ', no d(input)'})"
+        for r in layer["rows"]:
+            rows.append(
+                [
+                    label,
+                    r["variant"],
+                    "–" if r["forward"] != r["forward"] else f"{r['forward'] * 1e3:.2f}",
+                    f"{r['step'] * 1e3:.2f}",
+                    f"{r['gflops']:.1f}",
+                    fmt_pct(r["of_peak"]),
+                    fmt_ratio(r["step"] / torch_step),
+                ]
+            )
+            label = ""
+    header = ["layer", "implementation", "forward ms", "forward + backward ms", "GFLOP/s", "of GEMM peak", "vs torch"]
+    out.append(table(header, rows))
+    mem = []
+    for layer in summary["layers"]:
+        s = layer["shape"]
+        for r in layer["rows"]:
+            per_sample = r.get("workspace_bytes_per_sample")
+            if per_sample:
+                mem.append(
+                    [
+                        s["name"],
+                        r["variant"],
+                        f"{per_sample / 2**10:.1f} KiB",
+                        f"{per_sample * s['batch'] / 2**20:.1f} MiB",
+                        f"{per_sample * EVAL_ROWS / 2**20:.0f} MiB",
+                        f"{r['peak_allocated'] / 2**20:.1f} MiB" if r.get("peak_allocated") is not None else "–",
+                    ]
+                )
+    if mem:
+        out.append(
+            "runner's im2col workspace (`Conv2D.workspace_bytes`, the im2col matrix a layer keeps for its backward) per "
+            f"sample, at the batch above and at an evaluation chunk ({EVAL_ROWS} rows, `runner.core.train.EVAL_ROWS`); and "
+            "the most NumPy allocates during one forward + backward in the steady state (tracemalloc: the new im2col "
+            "matrix while the last one is still held, the padded image, the output, col2im's image)."
+        )
+        header = ["layer", "implementation", "workspace / sample", "at the batch", f"at {EVAL_ROWS} rows", "peak allocated"]
+        out.append(table(header, mem))
+    return "\n\n".join(out)
+
+
 def phase_groups(runner: dict, numpy: dict) -> list[list[str]]:
     """Rows: phase, runner µs/step, NumPy µs/step; runner's own detail rows below each group."""
     r_run, n_run = runner["runs"][0], numpy["runs"][0]
@@ -632,6 +771,63 @@ def phase_groups(runner: dict, numpy: dict) -> list[list[str]]:
     return rows
 
 
+def per_layer(result: dict) -> bool:
+    """Whether a run's phases name each layer (``forward: 3 conv2d``): a ConvNet's breakdown."""
+    phases = result["runs"][0].get("phases", {})
+    return any(k.split(": ", 1)[-1][:1].isdigit() for k in phases if k.startswith(("forward: ", "backward: ")))
+
+
+def layer_rows(runner: dict, numpy: dict) -> list[list[str]]:
+    """Rows: phase, runner µs/step, NumPy µs/step, the difference; each layer's forward and backward in a step's order."""
+    r_run, n_run = runner["runs"][0], numpy["runs"][0]
+    rs, ns = r_run["steps"], n_run["steps"]
+    rp, np_ = dict(r_run["phases"]), dict(n_run["phases"])
+
+    def index(key: str) -> int:
+        return int(key.split(": ", 1)[1].split()[0])
+
+    forward = sorted((k for k in rp if k.startswith("forward: ") and k[9:10].isdigit()), key=index)
+    backward = sorted((k for k in rp if k.startswith("backward: ") and k[10:11].isdigit()), key=index, reverse=True)
+    groups = (
+        [("sample indices", ["sample indices"], ["sample indices"]), ("batch gather", [], ["gather batch"])]
+        + [(k, [k], [k]) for k in forward]
+        + [("Sequential's own loop (forward)", ["forward: Sequential"], [])]
+        + [("loss (value and gradient)", ["loss: forward", "loss: backward"], ["loss"])]
+        + [(k, [k], [k]) for k in backward]
+        + [("Sequential's own loop (backward)", ["backward: Sequential"], [])]
+        + [("optimizer (and schedule)", ["optimizer", "schedule"], ["optimizer"]), ("metric sink (no-op)", ["metric sink"], [])]
+        + [("evaluation (amortised per step)", ["evaluation"], ["evaluation"])]
+    )
+    rows = []
+    for label, rkeys, nkeys in groups:
+        r = sum(rp.get(k, 0.0) for k in rkeys) / rs * 1e6 if rkeys else float("nan")
+        n = sum(np_.get(k, 0.0) for k in nkeys) / ns * 1e6 if nkeys else float("nan")
+        diff = r - n if rkeys and nkeys else float("nan")
+        rows.append([label, fmt_us(r), fmt_us(n), "–" if diff != diff else f"{diff:+.0f}"])
+    overhead = r_run.get("timer_overhead", 0.0)
+    other = max(0.0, r_run["seconds"] - sum(rp.values()) - overhead)
+    rows.append(["runner: batch gather, loop bookkeeping", fmt_us(other / rs * 1e6), "", ""])
+    rows.append(["(the timers' own cost, estimated, not in the rows above)", fmt_us(overhead / rs * 1e6), "", ""])
+    total_r, total_n = r_run["seconds"] / rs * 1e6, n_run["seconds"] / ns * 1e6
+    rows.append(["**total**", fmt_us(total_r), fmt_us(total_n), f"{total_r - total_n:+.0f}"])
+    return rows
+
+
+def torch_profile_text(result: dict) -> str:
+    """PyTorch's operators on the same recipe's steps (torch.profiler, self CPU time per step)."""
+    run = result["runs"][0]
+    steps, loop = run["steps"], run["seconds"] - run["eval_seconds"]
+    rows = [
+        [f"`{r['op']}`", f"{r['calls_per_step']:g}", fmt_us(r["self_us_per_step"]), fmt_us(r["total_us_per_step"])]
+        for r in run.get("profile", [])
+    ]
+    return (
+        f"PyTorch on the same steps, by operator (torch.profiler, 1 thread, no evaluation; {fmt_us(loop / steps * 1e6)} "
+        "µs a step under the profiler). Self time excludes the operators an operator calls:\n\n"
+        + table(["operator", "calls/step", "self µs/step", "total µs/step"], rows)
+    )
+
+
 def breakdown_section(results: dict) -> str:
     b = results.get("breakdown")
     if not b:
@@ -647,7 +843,17 @@ def breakdown_section(results: dict) -> str:
             continue
         note = "".join(f" (shortened to {v} {k})" for k, v in pair.get("overrides", {}).items())
         out.append(f"### {results['recipes'][name]['title']}{note}")
-        out.append(table(["phase", "runner µs/step", "NumPy µs/step"], phase_groups(pair["runner"], pair["numpy"])))
+        if per_layer(pair["runner"]):
+            out.append(
+                "Layer by layer (runner's layer index and type; the NumPy loop ticks after the same computation). "
+                "*Sequential's own loop*: the model's forward and backward outside its layers' calls."
+            )
+            header = ["phase", "runner µs/step", "NumPy µs/step", "runner − NumPy µs"]
+            out.append(table(header, layer_rows(pair["runner"], pair["numpy"])))
+        else:
+            out.append(table(["phase", "runner µs/step", "NumPy µs/step"], phase_groups(pair["runner"], pair["numpy"])))
+        if pair.get("torch_profile"):
+            out.append(torch_profile_text(pair["torch_profile"]))
     prof = b.get("profile")
     if prof and prof["runs"][0].get("profile"):
         run = prof["runs"][0]

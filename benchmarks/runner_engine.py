@@ -56,6 +56,20 @@ def model_config(recipe: Recipe, registry, model: str = "sequential"):
         "linear": dict(recipe.linear),
         "dropout": recipe.dropout,
     }
+    if recipe.channels:  # as conf/model/cnn.yaml writes it (model=cnn)
+        mlp = {
+            "type": "cnn",
+            "channels": list(recipe.channels),
+            "kernel": recipe.kernel,
+            "padding": recipe.padding,
+            "pool": recipe.pool,
+            "norm": None,
+            "activation": recipe.activation,
+            "hidden": list(recipe.hidden),
+            "dropout": recipe.dropout,
+            "conv": dict(recipe.conv),
+            "linear": dict(recipe.linear),
+        }
     layers = layer_configs(mlp, registry)
     if model == "sequential":
         return layers
@@ -79,7 +93,7 @@ def param_digest(model) -> str:
 
 def build(recipe: Recipe, data, seed: int = 0, model: str = "sequential"):
     """(model, loss, optimizer, splits, trainer config, batch rng, schedule, check seed) as app.py builds them."""
-    from runner.core.model import build_model
+    from runner.core.model import build_model, shaped_for
     from runner.core.schedules import make_schedule
     from runner.core.train import TrainerConfig
 
@@ -88,6 +102,7 @@ def build(recipe: Recipe, data, seed: int = 0, model: str = "sequential"):
     init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
     config = model_config(recipe, registry, model)
     net = build_model(config, registry, splits.meta, np.random.default_rng(init_seed), np.dtype(np.float32))
+    splits = shaped_for(net, splits)  # images for a model that starts with a convolution, as runner.run.build does
     loss = registry.get("loss", recipe.loss, "loss.name").create({}, "loss")
     optimizer = registry.get("optimizer", recipe.optimizer, "optimizer.name").create({"lr": recipe.lr}, "optimizer")
     trainer = TrainerConfig(
@@ -141,7 +156,7 @@ def train(
     timers = Timers()
     eval_timer = Timers()
     if phases:
-        _instrument(timers, training, model, loss, optimizer)
+        _instrument(timers, training, model, loss, optimizer, per_layer=bool(recipe.channels))
     else:
         eval_timer.wrap(training, "evaluation", "evaluation")
     profiler = cProfile.Profile() if profile else None
@@ -191,10 +206,13 @@ def _tracker():
     return tracker, store
 
 
-def _instrument(timers: Timers, training, model, loss, optimizer) -> None:
-    for layer, kind in zip(model.layers, model.types):
-        timers.wrap(layer, "forward", f"forward: {kind}")
-        timers.wrap(layer, "backward", f"backward: {kind}")
+def _instrument(timers: Timers, training, model, loss, optimizer, per_layer: bool = False) -> None:
+    """Timers around every object of a step; ``per_layer``: each layer under its own name (``forward: 3 conv2d``),
+    else the layers of a kind together (``forward: linear``)."""
+    for i, (layer, kind) in enumerate(zip(model.layers, model.types)):
+        name = f"{i} {kind}" if per_layer else kind
+        timers.wrap(layer, "forward", f"forward: {name}")
+        timers.wrap(layer, "backward", f"backward: {name}")
     timers.wrap(model, "forward", "forward: Sequential")
     timers.wrap(model, "backward", "backward: Sequential")
     timers.wrap(loss, "forward", "loss: forward")

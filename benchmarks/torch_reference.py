@@ -32,7 +32,12 @@ def build(recipe: Recipe, widths: list[int], seed: int):
     return nn.Sequential(*layers)
 
 
-def train(recipe: Recipe, data, seed: int = 0) -> dict:
+def train(recipe: Recipe, data, seed: int = 0, profile: bool = False) -> dict:
+    """One run; ``profile`` (the ConvNet recipe only): its steps under torch.profiler (``torch_cnn.train``)."""
+    if recipe.channels:  # the ConvNet recipe: its own script, on runner's batches
+        from . import torch_cnn
+
+        return torch_cnn.train(recipe, data, seed, profile)
     import torch
     import torch.nn.functional as F
 

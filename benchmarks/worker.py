@@ -1,6 +1,6 @@
 """One measurement in a fresh process: ``python -m benchmarks.worker '<json spec>'``.
 
-The spec names the engine (runner, numpy, torch, gradcheck, gemm), the recipe, the BLAS threads and
+The spec names the engine (runner, numpy, torch, gradcheck, gemm, conv), the recipe, the BLAS threads and
 what to run (for runner: ``model``, sequential or graph, how its network is written); the process
 prints one line ``RESULT <json>``. Each engine gets its own process, so one's thread pools (torch's
 OpenMP, OpenBLAS) and heap never sit beside another's timings.
@@ -28,6 +28,10 @@ def run(spec: dict) -> dict:
             from . import gemm
 
             return gemm.measure(spec["shapes"], threads, spec.get("min_seconds", 0.05), spec.get("rounds", 5))
+        if engine == "conv":  # conv layers by shape: spec["impl"] is runner, torch or gemm
+            from . import conv
+
+            return conv.measure(spec["impl"], spec["shapes"], threads, spec.get("min_seconds", 0.2), spec.get("rounds", 5))
         from . import recipes
         from .data import Data
 
@@ -48,7 +52,10 @@ def run(spec: dict) -> dict:
             torch.set_num_threads(threads)
             from . import torch_reference as impl
 
-            call = lambda r: impl.train(r, data)  # noqa: E731
+            if spec.get("profile"):  # the ConvNet recipe's steps under torch.profiler
+                call = lambda r: impl.train(r, data, profile=True)  # noqa: E731
+            else:
+                call = lambda r: impl.train(r, data)  # noqa: E731
         elif engine == "numpy":
             from . import numpy_reference as impl
 

@@ -150,3 +150,98 @@ def test_report_replaces_only_its_own_block_of_an_existing_doc(tmp_path):
     write(parse(["--out", str(doc)]), {}, "new tables")
     text = doc.read_text()
     assert "analysis above" in text and "analysis below" in text and "new tables" in text and "old tables" not in text
+
+
+# --------------------------------------------------------------------------- the CNN recipe and conv layers (issue 16)
+
+
+@pytest.fixture(scope="module")
+def quick_cnn(tmp_path_factory):
+    """``--quick --only engines,breakdown,conv``: quick mode's recipes with the conv section are the CNN recipe alone."""
+    out = tmp_path_factory.mktemp("bench_cnn")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", *PLUGIN_SWITCHES)}
+    env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
+    args = ["--quick", "--only", "engines,breakdown,conv", "--out", str(out / "report.md"), "--json", str(out / "results.json")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
+
+
+def test_cnn_engines_start_from_the_same_weights(tmp_path):
+    """runner's build_model, the NumPy loop and the PyTorch script hold the same initial weights, bit for bit."""
+    import importlib.util
+
+    import numpy as np
+
+    from benchmarks import numpy_cnn, runner_engine
+    from benchmarks.data import Data
+    from benchmarks.recipes import CNN
+
+    meta = {"name": "tiny", "input_shape": [784], "output_size": 10, "task": "classification", "classes": list("0123456789")}
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "image_shape": [1, 28, 28]}))
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        np.save(tmp_path / f"{split}_x.npy", rng.random((200, 784), dtype=np.float32))
+        np.save(tmp_path / f"{split}_y.npy", rng.integers(0, 10, 200))
+    model = runner_engine.build(CNN, Data(tmp_path))[0]
+    convs, dense = numpy_cnn.init_weights(CNN, 10, seed=0)
+    ours = [p for layer in convs + dense for p in layer]
+    assert [v.shape for v in model.params.values()] == [p.shape for p in ours]
+    assert all(np.array_equal(v, p) for v, p in zip(model.params.values(), ours))
+    if importlib.util.find_spec("torch") is not None:
+        from benchmarks import torch_cnn
+
+        torch_params = [p.detach().numpy() for p in torch_cnn.build(CNN, 10, seed=0).parameters()]
+        # nn.Linear holds W transposed (out, in)
+        assert all(np.array_equal(t, p if t.shape == p.shape else p.T) for t, p in zip(torch_params, ours))
+
+
+def test_quick_cnn_rows_and_the_three_engines_train_the_same(quick_cnn):
+    results, report = quick_cnn
+    from benchmarks.report import engine_summary, targets
+
+    assert results.get("errors") is None, results.get("errors")
+    assert results["settings"]["recipes"] == ["cnn"]
+    engines = engine_summary(results)["cnn"]["1"]
+    assert {"runner", "numpy"} <= set(engines) and ("torch" in engines) == results["settings"]["torch"]
+    for engine, e in engines.items():
+        assert positive(e["seconds"]) and e["steps"] == 20, (engine, e)
+    # the same weights, batches and steps: the three engines train the same network (rounding apart)
+    accuracies = [e["accuracy"] for e in engines.values()]
+    assert min(accuracies) > 0.3 and max(accuracies) - min(accuracies) <= 0.02, engines
+    rows = [r for r in targets(results) if "CNN" in r["target"]]
+    engine_row = next(r for r in rows if r["key"] == "engine")
+    assert engine_row["goal"] == "<= 1.05x" and isinstance(engine_row["pass"], bool) and positive(engine_row["value"])
+    if results["settings"]["torch"]:
+        torch_row = next(r for r in rows if r["key"] == "cnn_torch")
+        assert torch_row["goal"] == "<= 1.0x" and positive(torch_row["value"]) and "test accuracy" in torch_row["note"]
+    for row in rows:
+        assert row["target"] in report
+    assert "### MNIST CNN conv 16-32, 128, Adam" in report
+
+
+def test_quick_cnn_conv_section_and_layer_breakdown(quick_cnn):
+    results, report = quick_cnn
+    from benchmarks.report import conv_summary
+
+    conv = conv_summary(results)
+    assert positive(conv["peak"][0])
+    assert [layer["shape"]["out"] for layer in conv["layers"]] == [16, 32, 64]
+    for layer in conv["layers"]:
+        variants = {r["variant"]: r for r in layer["rows"]}
+        registered = next(r for v, r in variants.items() if v.startswith("runner conv2d"))
+        assert positive(registered["step"]) and positive(registered["gflops"]) and positive(registered["of_peak"])
+        assert positive(registered["workspace_bytes_per_sample"]) and positive(registered["peak_allocated"])
+        assert positive(variants["its im2col products alone (numpy.matmul)"]["step"])
+        assert ("torch F.conv2d" in variants) == results["settings"]["torch"]
+    assert "## Convolution layers by shape (1 thread)" in report and "| layer | implementation | forward ms |" in report
+    # where a CNN step's time goes: layer by layer in both engines, PyTorch by operator
+    pair = results["breakdown"]["cnn"]
+    for engine in ("runner", "numpy"):
+        phases = pair[engine]["runs"][0]["phases"]
+        assert positive(phases["forward: 3 conv2d"]) and positive(phases["backward: 3 conv2d"]), (engine, phases)
+    assert "| forward: 3 conv2d |" in report and "| backward: 2 maxpool2d |" in report
+    if results["settings"]["torch"]:
+        assert pair["torch_profile"]["runs"][0]["profile"] and "`aten::" in report
