@@ -197,7 +197,7 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
 
 def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     """The layer configs of the config section ``model`` (plain data): an mlp's expanded, a sequential's as written,
-    a graph's nodes checked and in run order (a ``runner.core.graph.GraphConfig``)."""
+    a graph's nodes checked and in run order (a ``runner.core.graph_config.GraphConfig``)."""
     kind = model.get("type")
     required = {"mlp": ("hidden", "activation", "linear"), "sequential": ("layers",), "graph": ("nodes",)}.get(str(kind), ())
     missing = [key for key in required if key not in model]
@@ -221,7 +221,7 @@ def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     if kind == "sequential":
         return [dict(layer) for layer in model["layers"]]
     if kind == "graph":
-        from runner.core.graph import graph_config
+        from runner.core.graph_config import graph_config
 
         return graph_config(model)
     raise RunnerError(f"model.type: expected 'mlp', 'sequential' or 'graph', got {kind!r}")
