@@ -32,7 +32,7 @@ CATEGORIES = [
     ("runner.report.", "run story (figures, tables for MLflow)"),
     ("runner.run.record.gradient_check", "gradient check"),
     ("runner.core.gradcheck.", "gradient check"),
-    ("runner.core.train.evaluate", "evaluation"),
+    ("runner.core.evaluation.evaluate", "evaluation"),
     ("runner.core.train.Training.evaluation", "evaluation"),
     ("runner.core.train.Training.end_epoch", "evaluation"),
     ("runner.core.train.Training.run", "training steps"),

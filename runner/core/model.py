@@ -253,7 +253,7 @@ def shaped_for(model: Any, splits: Splits) -> Splits:
 
 def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     """The layer configs of the config section ``model`` (plain data): an mlp's expanded, a sequential's as written,
-    a graph's nodes checked and in run order (a ``runner.core.graph.GraphConfig``)."""
+    a graph's nodes checked and in run order (a ``runner.core.graph_config.GraphConfig``)."""
     kind = model.get("type")
     required = {
         "mlp": ("hidden", "activation", "linear"),
@@ -287,7 +287,7 @@ def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
     if kind == "sequential":
         return [dict(layer) for layer in model["layers"]]
     if kind == "graph":
-        from runner.core.graph import graph_config
+        from runner.core.graph_config import graph_config
 
         return graph_config(model)
     raise RunnerError(f"model.type: expected 'mlp', 'cnn', 'sequential' or 'graph', got {kind!r}")

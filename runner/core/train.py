@@ -1,4 +1,9 @@
-"""The training loop: minibatches -> forward -> loss -> backward -> optimizer.step, evaluated each epoch."""
+"""The training loop: minibatches -> forward -> loss -> backward -> optimizer.step, evaluated each epoch.
+
+``Training`` is the loop as an object whose progress a checkpoint saves. What it is configured with and how
+it draws batches (``TrainerConfig``, ``BatchSampler``: runner.core.trainer_config) and how it scores a model
+(``targets_for``, ``evaluate``, ``batch_scorer``: runner.core.evaluation) are importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from runner.api import Loss, Meta, Optimizer, RunnerError, Split, Splits, option
+from runner.api import Loss, Optimizer, RunnerError, Splits
+from runner.core.evaluation import EVAL_ROWS as EVAL_ROWS
+from runner.core.evaluation import batch_scorer, evaluate, targets_for
+from runner.core.trainer_config import BatchSampler, TrainerConfig
 
 log = logging.getLogger("runner.train")
 
@@ -27,90 +34,6 @@ class HasLearningRate(Protocol):
     lr: float
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
-    """How long to train and how batches are drawn.
-
-    ``sampling``: ``shuffle`` (each epoch a permutation, cut into batches) or ``replacement``
-    (each batch drawn independently, as the classic MNIST recipe does). An epoch is
-    ceil(n_train / batch_size) steps either way; ``iterations``, when set, overrides ``epochs``.
-    """
-
-    epochs: int = 10
-    iterations: int | None = None
-    batch_size: int = 32
-    sampling: str = "shuffle"
-    log_every: int = 10
-    clip_grad_norm: float | None = None
-    eval_every: int | None = None
-    train_metrics: str = "running"
-    eval_test: str = "final"
-
-    def validate(self, n_train: int) -> None:
-        def positive(key: str, value) -> None:
-            option(f"trainer.{key}", value, int, lambda v: v > 0, "a positive integer")
-
-        positive("batch_size", self.batch_size)
-        positive("log_every", self.log_every)
-        positive(
-            "iterations" if self.iterations is not None else "epochs",
-            self.iterations if self.iterations is not None else self.epochs,
-        )
-        if self.batch_size > n_train:
-            raise RunnerError(f"trainer.batch_size: {self.batch_size} is larger than the {n_train} training samples")
-        option("trainer.clip_grad_norm", self.clip_grad_norm, float, lambda v: v > 0, "a positive number or null", or_none=True)
-        if self.sampling not in ("shuffle", "replacement"):
-            raise RunnerError(f"trainer.sampling: expected 'shuffle' or 'replacement', got {self.sampling!r}")
-        if self.eval_every is not None:
-            positive("eval_every", self.eval_every)
-        if self.train_metrics not in ("running", "full"):
-            raise RunnerError(f"trainer.train_metrics: expected 'running' or 'full', got {self.train_metrics!r}")
-        if self.eval_test not in ("final", "every"):
-            raise RunnerError(f"trainer.eval_test: expected 'final' or 'every', got {self.eval_test!r}")
-
-    def steps_per_epoch(self, n_train: int) -> int:
-        return math.ceil(n_train / self.batch_size)
-
-    def total_steps(self, n_train: int) -> int:
-        return self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch(n_train)
-
-    def evaluation_interval(self, n_train: int) -> int:
-        """Epochs between evaluations: ``eval_every``, or about 20 evaluations per run when null."""
-        if self.eval_every is not None:
-            return self.eval_every
-        return max(1, math.ceil(math.ceil(self.total_steps(n_train) / self.steps_per_epoch(n_train)) / 20))
-
-
-class BatchSampler:
-    """Index arrays, one per step, forever; its state (RNG, epoch permutation, position) can be saved.
-
-    ``shuffle``: each epoch a permutation of the training set cut into batches (the last may be
-    smaller); ``replacement``: each batch drawn independently with replacement.
-    """
-
-    def __init__(self, trainer: TrainerConfig, n: int, rng: np.random.Generator):
-        self.trainer, self.n, self.rng = trainer, n, rng
-        self.order: np.ndarray | None = None
-        self.position = 0
-
-    def next(self) -> np.ndarray:
-        if self.trainer.sampling == "replacement":
-            return self.rng.integers(0, self.n, self.trainer.batch_size)
-        if self.order is None or self.position >= self.n:
-            self.order, self.position = self.rng.permutation(self.n), 0
-        index = self.order[self.position : self.position + self.trainer.batch_size]
-        self.position += self.trainer.batch_size
-        return index
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "order": self.order, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.order = None if state["order"] is None else np.asarray(state["order"])
-        self.position = int(state["position"])
-
-
 def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale every gradient by max_norm / ||g|| when the global norm ||g|| = sqrt(sum g^2) exceeds max_norm."""
     norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
@@ -119,45 +42,6 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
         for g in grads.values():
             g *= scale
     return norm
-
-
-def targets_for(y: np.ndarray, meta: Meta, loss: Loss, dtype) -> np.ndarray:
-    """Targets in the form the loss takes: class indices, one-hot rows, or real-valued columns."""
-    if meta.task == "classification":
-        if loss.accepts_class_indices:
-            return y
-        return np.eye(meta.output_size, dtype=dtype)[y]
-    if meta.task == "binary":
-        return y.reshape(-1, 1).astype(dtype)
-    return y.astype(dtype)
-
-
-#: rows per forward pass when evaluating: large enough for efficient matrix products
-EVAL_ROWS = 8192
-
-
-def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy (or mae for regression) over a whole split, in chunks of EVAL_ROWS rows.
-
-    The loss is the mean over samples for a "mean" loss; for a "sum" loss (sum_squared) it is
-    given per batch of ``batch_size`` samples, the scale of train/loss.
-    """
-    target = targets_for(split.y, meta, loss, split.x.dtype)
-    total_loss, score = 0.0, 0.0
-    for start in range(0, len(split), EVAL_ROWS):
-        rows = slice(start, start + EVAL_ROWS)
-        xb, tb, yb = split.x[rows], target[rows], split.y[rows]
-        pred = model.forward(xb, training=False)
-        value = loss.forward(pred, tb)
-        total_loss += value * batch_size if loss.reduction == "sum" else value * len(xb)
-        if meta.task == "classification":
-            score += np.sum(pred.argmax(axis=1) == yb)
-        elif meta.task == "binary":
-            score += np.sum((pred[:, 0] >= loss.binary_threshold) == yb)
-        else:
-            score += np.sum(np.abs(pred - yb)) / pred.shape[1]
-    key = "mae" if meta.task == "regression" else "accuracy"
-    return {"loss": total_loss / len(split), key: float(score / len(split))}
 
 
 #: ``hook(training)``: called after every step or epoch (e.g. to stop at a step boundary on a signal)
@@ -343,18 +227,6 @@ class Training:
                     {f"{name}/{k}": v for k, v in evaluate(self.model, self.loss, split, meta, trainer.batch_size).items()}
                 )
         return metrics
-
-
-def batch_scorer(meta: Meta, loss: Loss) -> Callable[[np.ndarray, np.ndarray], float]:
-    """``score(pred, y)``: a batch's correct answers (classification, binary) or summed absolute error
-    per output (regression)."""
-    count = np.count_nonzero
-    if meta.task == "classification":
-        return lambda pred, y: int(count(pred.argmax(axis=1) == y))
-    if meta.task == "binary":
-        threshold = loss.binary_threshold
-        return lambda pred, y: int(count((pred[:, 0] >= threshold) == y))
-    return lambda pred, y: float(np.abs(pred - y).sum()) / pred.shape[1]
 
 
 def progress_bar(training: Training):

@@ -3,49 +3,48 @@
 A run's recorder (runner.tracking.recorder) sends it requests, ``(seq, op, args, kwargs)``: in the
 run's own process (``InProcess``) or in the child process ``python -m runner.tracking.sidecar``
 (``ChildProcess``), which calls this same class. ``Writer.apply`` carries one request out and
-answers ``(seq, status, value)``:
+answers ``(seq, status, value)``, the status one of runner.tracking.outcomes's, each explained there:
+``ok``, ``refused`` (the artifact store refused a write), ``part failed`` (a part of the run's report),
+``error`` (a line for the user; the store is fine), ``failed`` / ``unreachable`` (the store failed; every
+later request is then ``dropped`` but the run's ``end``, which is still tried: a run must not stay RUNNING).
 
-- ``ok``: done, ``value`` its result;
-- ``refused``: the artifact store refused a write (permissions, a full disk), ``value`` (reason,
-  folder): metrics live elsewhere and are still written; the run decides when to stop;
-- ``part failed``: a part of the run's report failed, ``value`` (name, reason): a warning;
-- ``error``: a request the user's situation refuses (``reopen`` of a run still running), ``value`` the
-  line to show; the store is fine;
-- ``failed`` / ``unreachable``: the store failed (unreachable: it does not answer, so what was not
-  written can be kept and written later, runner.tracking.spill); the writer then drops every later
-  request (``dropped``) but the run's ``end``, which is still tried: a run must not stay RUNNING.
-
-No module but this one writes to MLflow (runner.tracking.store.open_client gives read-only uses a client).
+No module but this one writes to MLflow (runner.tracking.store.open_client gives read-only uses a client),
+besides the two it calls for its own work: runner.tracking.experiments (the experiment opened, dead runs
+marked KILLED) and runner.tracking.rewind (a resumed run's points after its checkpoint). The statuses and
+how an exception is read as one live in runner.tracking.outcomes; they are importable from here too.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-import random
 import socket
 import threading
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
 from runner.api import RunnerError
+from runner.tracking.experiments import experiment_of, reap_stale_runs
+from runner.tracking.outcomes import (
+    DROPPED,
+    ERROR,
+    FAILED,
+    OK,
+    PART_FAILED,
+    REFUSED,
+    UNREACHABLE,
+    PartFailed,
+    failure_text,
+    refused,
+    unreachable,
+)
+from runner.tracking.outcomes import REFUSED_ERRNOS as REFUSED_ERRNOS
+from runner.tracking.outcomes import UNREACHABLE_SIGNS as UNREACHABLE_SIGNS
+from runner.tracking.rewind import points_after, truncate
 from runner.tracking.store import Target, alive, open_client, retrying
 
 log = logging.getLogger("runner.tracking")
-
-OK, REFUSED, PART_FAILED, ERROR, FAILED, UNREACHABLE, DROPPED = (
-    "ok",
-    "refused",
-    "part failed",
-    "error",
-    "failed",
-    "unreachable",
-    "dropped",
-)
 
 #: the requests a writer carries out (its methods of those names)
 REQUESTS = frozenset(
@@ -65,19 +64,10 @@ REQUESTS = frozenset(
         "continue_after",
     }
 )
-#: writes to the artifact store, and the errors that mean the store refuses them (not a missing source file)
+#: writes to the artifact store: one that raises an OSError of REFUSED_ERRNOS is the store refusing it (``refused``)
 ARTIFACT_OPS = ("log_artifact", "log_dict", "log_text")
-REFUSED_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 #: requests whose RunnerError is a line for the user, not the store failing
 ANSWERS = ("reopen",)
-
-
-class PartFailed(Exception):
-    """A part of the run's report failed: a warning, the run goes on."""
-
-    def __init__(self, name: str, reason: str):
-        super().__init__(name, reason)
-        self.name, self.reason = name, reason
 
 
 class Writer:
@@ -242,54 +232,6 @@ class Writer:
         """Nothing: its answer says every earlier request has been carried out."""
 
 
-def refused(e: BaseException) -> tuple[str, str] | None:
-    """(the reason, the folder to fix) when ``e`` is the artifact store refusing a write; None otherwise. The folder:
-    the outermost unwritable one around the refused path (``chmod -R a-w`` on the artifact root refuses the run's
-    folder and the models' beside it: fixing only the deepest one would fail the next write)."""
-    if not isinstance(e, OSError) or e.errno not in REFUSED_ERRNOS:
-        return None
-    folder = os.path.abspath(e.filename) if e.filename else ""
-    while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-        folder = os.path.dirname(folder)  # the deepest folder that exists
-    while folder and os.path.dirname(folder) != folder and not os.access(os.path.dirname(folder), os.W_OK):
-        folder = os.path.dirname(folder)
-    return f"{type(e).__name__}: {e}", folder
-
-
-#: what a store that does not answer (a server down, behind a failing proxy; a database file gone) says
-UNREACHABLE_SIGNS = (
-    "does not answer",
-    "max retries exceeded",
-    "connection refused",
-    "connectionerror",
-    "connection aborted",
-    "remotedisconnected",
-    "too many 50",
-    "answers 50",
-    "service unavailable",
-    "bad gateway",
-    "gateway timeout",
-    "timed out",
-    "unable to open database file",
-    "disk i/o error",
-    "name or service not known",
-    "temporary failure in name resolution",
-)
-
-
-def unreachable(e: BaseException) -> bool:
-    """Whether ``e`` says the store does not answer (so the same requests can be written once it does)."""
-    text = f"{type(e).__name__}: {e}".lower()
-    return any(sign in text for sign in UNREACHABLE_SIGNS)
-
-
-def failure_text(e: BaseException) -> str:
-    """The reason a request failed, one line: runner's own errors (e.g. a half-created store and its fix) as they are."""
-    if isinstance(e, RunnerError):
-        return str(e).removeprefix("tracking: ")
-    return f"{type(e).__name__}: {e}"
-
-
 def prepare(where: Target, background: bool = True) -> Future:
     """A ``Writer`` with ``where``'s store and experiment open (created when missing, stale runs marked KILLED), as a
     future. In the background by default: ``import mlflow`` and a fresh SQLite store's schema take 1-2 s, overlapped
@@ -309,128 +251,3 @@ def prepare(where: Target, background: bool = True) -> Future:
     else:
         fill()
     return future
-
-
-def experiment_of(client, where: Target) -> str:
-    """The id of ``where.experiment``, created when missing: several processes may create it at once (the
-    losers' unique-constraint error, RESOURCE_ALREADY_EXISTS, means it is there now: it is looked up again)."""
-    for attempt in range(5):
-        found = retrying(lambda: client.get_experiment_by_name(where.experiment), "find experiment")
-        if found:
-            return found.experiment_id
-        try:
-            return retrying(
-                lambda: client.create_experiment(where.experiment, artifact_location=where.artifact_location), "create experiment"
-            )
-        except Exception as e:
-            if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS" or attempt == 4:
-                raise
-            log.debug("experiment %r created by another process meanwhile", where.experiment)
-            time.sleep(0.05 * random.random())
-    raise AssertionError("unreachable")
-
-
-def reap_stale_runs(client) -> None:
-    """Mark KILLED the RUNNING runs of this host whose process no longer exists (killed hard, e.g. SIGKILL),
-    in every experiment of the store: one search, filtered by status and the host tag."""
-    from mlflow.entities import ViewType
-
-    host = socket.gethostname()
-    experiment_ids, token = [], None
-    while True:  # pages of 1000
-        page = retrying(
-            partial(client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token),
-            "list experiments",
-        )
-        experiment_ids += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            break
-    if not experiment_ids:
-        return
-    stale = retrying(
-        lambda: client.search_runs(
-            experiment_ids,
-            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-        ),
-        "find stale runs",
-    )
-    for run in stale:
-        pid = int(run.data.tags.get("runner.pid", "0") or 0)
-        if pid and not alive(pid):
-            reason = f"process {pid} on {host} exited without ending the run (killed hard?)"
-            try:
-                retrying(partial(client.set_tag, run.info.run_id, "runner.error", reason), "mark stale run")
-                retrying(partial(client.set_terminated, run.info.run_id, "KILLED"), "mark stale run")
-            except Exception as e:  # e.g. deleted meanwhile: the others are still looked at
-                log.warning(
-                    "run %s was left RUNNING by process %d, which is gone; marking it KILLED failed: %s", run.info.run_id, pid, e
-                )
-                continue
-            log.warning("run %s was left RUNNING by process %d, which is gone: marked KILLED", run.info.run_id, pid)
-
-
-def points_after(client, run_id: str, step: int) -> dict[str, dict[int, float]]:
-    """metric key -> {step: value} of the run's points after ``step``."""
-    run = client.get_run(run_id)
-    latest = getattr(run.data, "_metric_objs", None)  # each key's latest point, with its step
-    keys = [m.key for m in latest if m.step > step] if latest is not None else list(run.data.metrics)
-    found: dict[str, dict[int, float]] = {}
-    for key in keys:
-        points = {m.step: m.value for m in client.get_metric_history(run_id, key) if m.step > step}
-        if points:
-            found[key] = points
-    return found
-
-
-def truncate(client, run_id: str, step: int) -> bool:
-    """Delete the run's metric points after ``step``, and set each key's latest value back to its
-    last point left, in one transaction, where the store is MLflow's SQLAlchemy store (SQLite,
-    PostgreSQL, MySQL). False where it is not (a tracking server: its API cannot delete a point)."""
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        store = client._tracking_client.store
-    except (ImportError, AttributeError):
-        return False
-    if not isinstance(store, SqlAlchemyStore):
-        return False
-
-    def session():
-        try:
-            return store.ManagedSessionMaker(read_only=False)
-        except TypeError:  # an MLflow whose sessions have no read_only flag
-            return store.ManagedSessionMaker()
-
-    def delete() -> None:
-        with session() as s:
-            ours: Any = SqlMetric.run_uuid == run_id
-            keys = [k for (k,) in s.query(SqlMetric.key).filter(ours, SqlMetric.step > step).distinct()]
-            s.query(SqlMetric).filter(ours, SqlMetric.step > step).delete(synchronize_session=False)
-            for key in keys:
-                s.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key == key).delete(
-                    synchronize_session=False
-                )
-                last = (
-                    s.query(SqlMetric)
-                    .filter(ours, SqlMetric.key == key)
-                    .order_by(SqlMetric.step.desc(), SqlMetric.timestamp.desc(), SqlMetric.value.desc())
-                    .first()
-                )
-                if last is not None:  # MLflow's rule for the latest value: the highest (step, timestamp, value)
-                    s.add(
-                        SqlLatestMetric(
-                            key=key,
-                            value=last.value,
-                            timestamp=last.timestamp,
-                            step=last.step,
-                            is_nan=last.is_nan,
-                            run_uuid=run_id,
-                        )
-                    )
-
-    retrying(delete, "delete metric points after the checkpoint")
-    return True
