@@ -9,7 +9,7 @@ writes from the textbook (CS231n's second assignment), float32 throughout, image
 - dense layers, softmax cross-entropy and Adam as ``numpy_reference`` writes them.
 
 It computes what runner reports, no more: the running accuracy of the training batches, the val split at
-runner's evaluation points and the test split at the end, in chunks of runner's ``EVAL_ROWS`` rows.
+runner's evaluation points and the test split at the end, in runner's chunks (``EVAL_ROWS`` rows).
 ``tick(phase)``, when given, is called after each layer's forward and backward under runner's per-layer
 names (``forward: 3 conv2d``), so the two engines' breakdowns line up row by row.
 """
@@ -26,7 +26,7 @@ from .numpy_reference import batch_rng
 from .recipes import Recipe
 
 f32 = np.float32
-EVAL_ROWS = 8192  # runner.core.train.EVAL_ROWS: the same chunks at evaluation
+EVAL_ROWS = 102  # runner.core.evaluation.eval_rows(the recipe's model): the same chunks at evaluation (tested)
 
 
 def layer_names(recipe: Recipe) -> list[str]:

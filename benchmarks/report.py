@@ -728,7 +728,7 @@ def conv_section(results: dict) -> str:
     if mem:
         out.append(
             "runner's im2col workspace (`Conv2D.workspace_bytes`, the im2col matrix a layer keeps for its backward) per "
-            f"sample, at the batch above and at an evaluation chunk ({EVAL_ROWS} rows, `runner.core.train.EVAL_ROWS`); and "
+            f"sample, at the batch above and at an evaluation chunk ({EVAL_ROWS} rows, `runner.core.evaluation.eval_rows`); and "
             "the most NumPy allocates during one forward + backward in the steady state (tracemalloc: the new im2col "
             "matrix while the last one is still held, the padded image, the output, col2im's image)."
         )

@@ -186,6 +186,9 @@ def test_cnn_engines_start_from_the_same_weights(tmp_path):
         np.save(tmp_path / f"{split}_x.npy", rng.random((200, 784), dtype=np.float32))
         np.save(tmp_path / f"{split}_y.npy", rng.integers(0, 10, 200))
     model = runner_engine.build(CNN, Data(tmp_path))[0]
+    from runner.core.evaluation import eval_rows
+
+    assert numpy_cnn.EVAL_ROWS == eval_rows(model)  # the loops evaluate in runner's chunks
     convs, dense = numpy_cnn.init_weights(CNN, 10, seed=0)
     ours = [p for layer in convs + dense for p in layer]
     assert [v.shape for v in model.params.values()] == [p.shape for p in ours]

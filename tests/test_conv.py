@@ -372,3 +372,33 @@ def test_filters_and_feature_maps_are_drawn_from_the_model(tmp_path):
     assert np.array_equal(conv_pictures._scaled(before[0, 0]), conv_pictures._scaled(before[0, 0] * 2 + 1))
     mlp = build_model([{"type": "linear", "out": "auto"}], registry, MNIST_LIKE, np.random.default_rng(0), np.float32)
     assert conv_pictures.conv_layers(mlp) == [] and conv_pictures.first_filters(mlp) is None
+
+
+def test_a_convnet_evaluates_in_chunks_of_bounded_memory():
+    """mnist_cnn's widest layer holds ~160 KB a sample: ~100 rows a chunk, not 8192 (1.3 GB); the same scores."""
+    from runner.builtins.losses import SoftmaxCrossEntropy
+    from runner.core import evaluation
+
+    registry = plugin_registry()
+    meta = Meta("mnist", (784,), 10, "classification", tuple("0123456789"), image_shape=(1, 28, 28))
+    cnn = {
+        "type": "cnn",
+        "channels": [16, 32],
+        "kernel": 3,
+        "padding": 1,
+        "pool": "maxpool2d",
+        "activation": "relu",
+        "hidden": [128],
+    }
+    model = build_model(layer_configs(cnn, registry), registry, meta, np.random.default_rng(0), np.float32)
+    rows = evaluation.eval_rows(model)
+    assert 50 <= rows <= 200
+    mlp = build_model(
+        [{"type": "linear", "out": 512}, {"type": "linear", "out": "auto"}], registry, meta, np.random.default_rng(0), np.float32
+    )
+    assert evaluation.eval_rows(mlp) == evaluation.EVAL_BYTES // (784 * 4)
+    rng = np.random.default_rng(1)
+    split = Split(rng.random((450, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 450))
+    chunked = evaluation.evaluate(model, SoftmaxCrossEntropy(), split, meta, 100)
+    whole = model.forward(split.x, training=False)
+    assert chunked["accuracy"] == np.mean(whole.argmax(axis=1) == split.y)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -25,18 +26,31 @@ def targets_for(y: np.ndarray, meta: Meta, loss: Loss, dtype) -> np.ndarray:
 
 #: rows per forward pass when evaluating: large enough for efficient matrix products
 EVAL_ROWS = 8192
+#: at most this many bytes of one layer's output and working arrays (conv2d's im2col) per evaluation chunk
+EVAL_BYTES = 16 * 2**20
+
+
+def eval_rows(model) -> int:
+    """Rows per evaluation chunk: EVAL_ROWS, fewer when the widest layer's output and workspace for that
+    many samples would pass EVAL_BYTES. A ConvNet's layers hold ~100 KB a sample: mnist_cnn evaluates
+    in chunks of ~100 rows, 7x faster per image than in chunks of 8192 (and 100 MB instead of 1.3 GB)."""
+    itemsize = next((p.dtype.itemsize for p in model.params.values()), 4)
+    outputs = [math.prod(shape) * itemsize for shape in getattr(model, "shapes", [])] or [0]
+    per_sample = max(outputs) + max([getattr(layer, "workspace_bytes", 0) for layer in model.layers] or [0])
+    return max(1, min(EVAL_ROWS, EVAL_BYTES // max(per_sample, 1)))
 
 
 def evaluate(model, loss: Loss, split: Split, meta: Meta, batch_size: int) -> dict[str, float]:
-    """Loss and accuracy (or mae for regression) over a whole split, in chunks of EVAL_ROWS rows.
+    """Loss and accuracy (or mae for regression) over a whole split, in chunks of ``eval_rows`` rows.
 
     The loss is the mean over samples for a "mean" loss; for a "sum" loss (sum_squared) it is
     given per batch of ``batch_size`` samples, the scale of train/loss.
     """
     target = targets_for(split.y, meta, loss, split.x.dtype)
     total_loss, score = 0.0, 0.0
-    for start in range(0, len(split), EVAL_ROWS):
-        rows = slice(start, start + EVAL_ROWS)
+    chunk = eval_rows(model)
+    for start in range(0, len(split), chunk):
+        rows = slice(start, start + chunk)
         xb, tb, yb = split.x[rows], target[rows], split.y[rows]
         pred = model.forward(xb, training=False)
         value = loss.forward(pred, tb)
