@@ -402,3 +402,39 @@ def test_a_convnet_evaluates_in_chunks_of_bounded_memory():
     chunked = evaluation.evaluate(model, SoftmaxCrossEntropy(), split, meta, 100)
     whole = model.forward(split.x, training=False)
     assert chunked["accuracy"] == np.mean(whole.argmax(axis=1) == split.y)
+
+
+def test_a_graph_whose_first_node_is_a_convolution_gets_images_and_passes_the_gradient_check():
+    """A residual ConvNet as a graph: conv -> relu -> conv, added to the first block's output (a skip)."""
+    from runner.core.gradcheck import check_run, failure_message
+
+    registry = plugin_registry()
+    meta = Meta("tiny", (2 * 6 * 6,), 3, "classification", ("a", "b", "c"), image_shape=(2, 6, 6))
+    nodes = [
+        {"name": "c1", "type": "conv2d", "out": 3, "kernel": 3, "padding": 1, "inputs": ["x"]},
+        {"name": "a1", "type": "relu", "inputs": ["c1"]},
+        {"name": "c2", "type": "conv2d", "out": 3, "kernel": 3, "padding": 1, "inputs": ["a1"]},
+        {"name": "skip", "type": "add", "inputs": ["c2", "a1"]},
+        {"name": "pool", "type": "global_avg_pool", "inputs": ["skip"]},
+        {"name": "out", "type": "linear", "out": "auto", "inputs": ["pool"]},
+    ]
+    config = layer_configs({"type": "graph", "nodes": nodes, "output": "out"}, registry)
+    model = build_model(config, registry, meta, np.random.default_rng(0), np.float64)
+    assert model.shapes[0] == (2, 6, 6) and model.shapes[-1] == (3,)
+    x = np.random.default_rng(1).standard_normal((4, 72))
+    splits = shaped_for(model, Splits(Split(x, np.zeros(4, np.int64)), Split(x, np.zeros(4)), Split(x, np.zeros(4)), meta))
+    assert splits.train.x.shape == (4, 2, 6, 6)
+    loss = registry.get("loss", "softmax_cross_entropy", "test").create({}, "test")
+    rows = check_run(model, loss, splits.train.x, np.array([0, 1, 2, 0]), eps=1e-6, max_entries=64, seed=0, loss_name="sce")
+    assert {"gradcheck/c1.conv2d.x", "gradcheck/skip.add.x1", "gradcheck/model/c2.conv2d.W"} <= {r.metric for r in rows}
+    assert failure_message(rows, 1e-6, {}) is None, [(r.metric, r.check.rel_error) for r in rows]
+    # a graph reading flat data with a dense node first keeps the flat vectors
+    dense = [{"name": "h", "type": "linear", "out": "auto", "inputs": ["x"]}]
+    flat = build_model(
+        layer_configs({"type": "graph", "nodes": dense, "output": "h"}, registry),
+        registry,
+        meta,
+        np.random.default_rng(0),
+        np.float64,
+    )
+    assert flat.shapes[0] == (72,)

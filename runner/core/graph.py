@@ -24,6 +24,7 @@ from runner.core.graph_config import NAME as NAME
 from runner.core.graph_config import GraphConfig as GraphConfig
 from runner.core.graph_config import NodeConfig as NodeConfig
 from runner.core.graph_config import graph_config as graph_config
+from runner.core.images import model_input_shape
 from runner.plugins.registry import Registry
 
 
@@ -32,6 +33,7 @@ def build_graph(config: GraphConfig, registry: Registry, meta: Meta, rng: np.ran
     position = {node.name: i for i, node in enumerate(config)}
     shapes: dict[str, tuple[int, ...]] = {DATA: tuple(meta.input_shape)}
     layers, types, origins, inputs = [], [], [], []
+    layers_read_data = False
     for node in config:
         options = dict(node.options)
         expected_in = options.pop("in", None)  # as in model.layers: asserts the input's width
@@ -42,6 +44,9 @@ def build_graph(config: GraphConfig, registry: Registry, meta: Meta, rng: np.ran
             options["out"] = meta.output_size
         entry = registry.get("layer", node.type, f"model.nodes[{node.index}].type")
         layer = entry.create(options, node.where)
+        if DATA in node.inputs and not layers_read_data:  # the first node that reads the data decides its shape
+            shapes[DATA] = model_input_shape(layer, meta, node.where)
+        layers_read_data = layers_read_data or DATA in node.inputs
         wanted, given = input_count(layer), len(node.inputs)
         if (wanted is None and given < 2) or (wanted is not None and given != wanted):
             expected = "two or more inputs" if wanted is None else "one input" if wanted == 1 else f"{wanted} inputs"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from runner.api import Layer, Meta, RunnerError, Split, Splits, option
+from runner.api import Layer, Meta, RunnerError, option
+from runner.core.images import model_input_shape
+from runner.core.images import shaped_for as shaped_for
 from runner.plugins.registry import Registry
 
 
@@ -219,36 +219,6 @@ def build_model(layer_configs: list[dict], registry: Registry, meta: Meta, rng: 
         )
     layers[0].needs_input_grad = False  # d(input) of the data is never used
     return Sequential(layers, types, shapes, origins)
-
-
-def model_input_shape(first: Layer, meta: Meta, where: str) -> tuple[int, ...]:
-    """What one sample looks like to a model whose first layer is ``first``: the dataset's images
-    (``meta.image_shape``, e.g. 1x28x28) when that layer takes images (conv2d, the pools, batchnorm2d),
-    else its flat ``meta.input_shape`` (784), as every MLP has it."""
-    if not getattr(first, "image_input", False):
-        return tuple(meta.input_shape)
-    if meta.image_shape is None:
-        shape = "x".join(map(str, meta.input_shape))
-        raise RunnerError(
-            f"{where}: takes images of (channels, height, width), but dataset {meta.name!r} gives samples of {shape} "
-            "and no image shape (Meta.image_shape)"
-        )
-    if math.prod(meta.image_shape) != math.prod(meta.input_shape):
-        raise RunnerError(f"dataset {meta.name!r}: image_shape {meta.image_shape} does not hold input_shape {meta.input_shape}")
-    return tuple(meta.image_shape)
-
-
-def shaped_for(model: Any, splits: Splits) -> Splits:
-    """The splits as ``model`` takes its samples: flat samples viewed (no copy) as the images of its input
-    shape when it starts with a layer that takes images, otherwise unchanged."""
-    shape = tuple(model.shapes[0])
-    if splits.train.x.shape[1:] == shape:
-        return splits
-
-    def view(split: Split) -> Split:
-        return Split(split.x.reshape(len(split.x), *shape), split.y)
-
-    return dataclasses.replace(splits, train=view(splits.train), val=view(splits.val), test=view(splits.test))
 
 
 def layer_configs(model: Mapping[str, Any], registry: Registry) -> list[dict]:
