@@ -222,7 +222,7 @@ def test_quick_cnn_rows_and_the_three_engines_train_the_same(quick_cnn):
         assert torch_row["goal"] == "<= 1.0x" and positive(torch_row["value"]) and "test accuracy" in torch_row["note"]
     for row in rows:
         assert row["target"] in report
-    assert "### MNIST CNN conv 16-32, 128, Adam" in report
+    assert "### MNIST CNN conv 32-64, 128, Adam" in report
 
 
 def test_quick_cnn_conv_section_and_layer_breakdown(quick_cnn):
@@ -231,7 +231,7 @@ def test_quick_cnn_conv_section_and_layer_breakdown(quick_cnn):
 
     conv = conv_summary(results)
     assert positive(conv["peak"][0])
-    assert [layer["shape"]["out"] for layer in conv["layers"]] == [16, 32, 64]
+    assert [layer["shape"]["out"] for layer in conv["layers"]] == [32, 64, 64]
     for layer in conv["layers"]:
         variants = {r["variant"]: r for r in layer["rows"]}
         registered = next(r for v, r in variants.items() if v.startswith("runner conv2d"))

@@ -29,7 +29,7 @@ def test_mnist_cnn_short_run_checks_draws_and_serves_its_model(runner_cli, monke
     run = result.only_run("mnist_cnn")
     metrics, client = run.data.metrics, result.client()
     assert run.info.status == "FINISHED" and metrics["test/accuracy"] >= 0.9, metrics
-    assert run.info.run_name == "mnist_cnn-1x28x28-16x28x28-32x14x14-128-10-adam"
+    assert run.info.run_name == "mnist_cnn-1x28x28-32x28x28-64x14x14-128-10-adam"
     # the run's gradient check covers every conv layer, alone and end to end; ReLU and max-pool ties are skipped kinks
     assert run.data.tags["runner.gradcheck"] == "passed" and metrics["gradcheck/max_rel_error"] <= GRADCHECK_LIMIT
     assert {"gradcheck/0.conv2d.x/rel_error", "gradcheck/3.conv2d.W/rel_error", "gradcheck/model/0.conv2d.W/rel_error"} <= set(

@@ -230,7 +230,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     ),
     "fashion_mnist_cnn": dict(
         dataset="fashion_mnist",
-        channels=[16, 32],
+        channels=[32, 64],
         hidden=[128],
         loss="softmax_cross_entropy",
         optimizer="adam",
@@ -264,7 +264,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     ),
     "mnist_cnn": dict(
         dataset="mnist",
-        channels=[16, 32],
+        channels=[32, 64],
         hidden=[128],
         loss="softmax_cross_entropy",
         optimizer="adam",

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from runner.core.evaluation import eval_rows
+
 log = logging.getLogger("runner.pyfunc")
 
 #: how a classifier's raw outputs become probabilities, by loss: the built-ins whose reading is known
@@ -106,8 +108,10 @@ def rebuild(weights: Path, config: Path, described: dict):
     return model, meta
 
 
-def outputs_of(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """The network's raw outputs in evaluation mode, in batches."""
+def outputs_of(model, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """The network's raw outputs in evaluation mode, in batches (by default the evaluation's chunks:
+    runner.core.evaluation.eval_rows, ~100 rows for a ConvNet, 8192 for an MLP)."""
+    batch_size = batch_size or eval_rows(model)
     return (
         np.concatenate([model.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)])
         if len(x)
