@@ -155,7 +155,7 @@ class Conv2D(Layer):
         y = self.cols @ W_mat.T  # (n oh ow, out)
         if self.bias:
             y += self.params["b"]
-        _, oh, ow = self.output_hw(x.shape)
+        oh, ow = self.output_hw(x.shape)
         return np.ascontiguousarray(y.reshape(len(x), oh, ow, self.out).transpose(0, 3, 1, 2))  # NCHW in memory too
 
     def backward(self, dout):
@@ -168,6 +168,7 @@ class Conv2D(Layer):
             return None
         return col2im(dy @ W_mat, self.x_shape, self.kernel, self.stride, self.padding)
 
-    def output_hw(self, x_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    def output_hw(self, x_shape: tuple[int, ...]) -> tuple[int, int]:
+        """(out_h, out_w) for inputs of ``x_shape`` (batch, channels, h, w)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return self.out, (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
+        return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1

@@ -3,7 +3,7 @@ bit (tests/test_fast_variants.py), with memory walked in a cheaper order. Read t
 
 Both loop over the kernel's offsets (i, j) and move one strided slice of the (padded) image per offset,
 instead of gathering a 6-axis window view in one go: NumPy copies a 4-axis slice much faster than a
-6-axis transpose (docs/benchmarks.md, "Convolution"). The sums happen in the same order as in the
+6-axis transpose (docs/benchmarks.md, "Convolutional networks"). The sums happen in the same order as in the
 references, so the results are the same floats.
 """
 
@@ -29,7 +29,7 @@ class FastConv2D(Conv2D):
 
     def forward(self, x, training):
         n, c = x.shape[:2]
-        (kh, kw), (_, oh, ow) = self.kernel, self.output_hw(x.shape)
+        (kh, kw), (oh, ow) = self.kernel, self.output_hw(x.shape)
         image = pad(x, self.padding).transpose(0, 2, 3, 1)  # (n, h, w, c), a view
         cols = np.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
         for _, i, j, (rows, columns) in offsets(self.kernel, self.stride, (oh, ow)):
