@@ -78,6 +78,11 @@ def check_story(result, experiment: str, tmp_path: Path, monkeypatch, images: bo
         "tables/per_class.md",
         "summary.txt",
         "model.npz",
+        "plots/watch_weights.png",
+        "plots/watch_gradients.png",
+        "plots/watch_activations.png",
+        "plots/gradient_flow.png",
+        "watch/histograms.npz",
     }
     if images:
         expected.add("plots/misclassified.png")
@@ -89,6 +94,9 @@ def check_story(result, experiment: str, tmp_path: Path, monkeypatch, images: bo
     assert {"graph.png", "graph.svg"} <= {p.name for p in local.iterdir()}  # Graphviz's: its size follows the model
     for png in local.glob("*.png"):
         if png.stem == "graph":
+            continue
+        if png.stem.startswith("watch_") or png.stem == "gradient_flow":  # sized by the model's arrays (watch_pictures)
+            assert decoded(png).std() > 0.01, f"{png.name} is blank"
             continue
         assert png_size(png) == SIZES[png.stem], png.name
         assert decoded(png).std() > 0.01, f"{png.name} is blank"

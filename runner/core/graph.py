@@ -105,6 +105,8 @@ class Graph:
         #: the outputs node i reads last, dropped after it runs (the layers keep what their backward needs)
         self._free_after = [sorted({j for j in sources if j >= 0 and last[j] == i}) for i, sources in enumerate(inputs)]
         self._granted: list[Layer] = []
+        #: ``watcher(i, output)``: set for one forward pass by the watch (runner.core.watch), None otherwise
+        self.watcher: Callable[[int, np.ndarray], None] | None = None
         self._downstream: dict[int, list[int]] = {}
 
     # ---- names and shapes
@@ -152,7 +154,7 @@ class Graph:
         if self._granted != layers:
             self._grant_in_place()
         values: list[Any] = [None] * len(layers)
-        i = 0
+        watcher, i = self.watcher, 0
         try:
             for i, layer in enumerate(layers):
                 sources = inputs[i]
@@ -161,6 +163,8 @@ class Graph:
                     values[i] = layer.forward(x if j < 0 else values[j], training)
                 else:
                     values[i] = cast(Any, layer).forward(*(x if j < 0 else values[j] for j in sources), training=training)
+                if watcher is not None:  # now: a later node may overwrite its output in place
+                    watcher(i, values[i])
                 for j in self._free_after[i]:
                     values[j] = None
         except Exception as e:

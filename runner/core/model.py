@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,8 @@ class Sequential:
         self.layers, self.types, self.shapes = layers, types, shapes
         self.origins = origins or []  # the provider of each layer, for error messages
         self._granted: list[Layer] = []  # the layers _grant_in_place last saw
+        #: ``watcher(i, output)``: set for one forward pass by the watch (runner.core.watch), None otherwise
+        self.watcher: Callable[[int, np.ndarray], None] | None = None
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -42,10 +44,12 @@ class Sequential:
         layers = self.layers
         if self._granted != layers:  # the first call, or layers were replaced
             self._grant_in_place()
-        i = 0
+        watcher, i = self.watcher, 0
         try:
             for i, layer in enumerate(layers):  # noqa: B007 - i names the failing layer below
                 x = layer.forward(x, training)
+                if watcher is not None:  # now: the next layer may overwrite x in place
+                    watcher(i, x)
         except Exception as e:
             raise self._failed(i, "forward", e) from e
         return x

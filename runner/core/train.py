@@ -20,6 +20,7 @@ from runner.api import Loss, Optimizer, RunnerError, Splits
 from runner.core.evaluation import EVAL_ROWS as EVAL_ROWS
 from runner.core.evaluation import batch_scorer, evaluate, targets_for
 from runner.core.trainer_config import BatchSampler, TrainerConfig
+from runner.core.watch import Watch
 
 log = logging.getLogger("runner.train")
 
@@ -75,9 +76,12 @@ class Training:
         learning_rate: Callable[[int], float] | None = None,
         after_step: StepHook | None = None,
         after_epoch: StepHook | None = None,
+        watch: Watch | None = None,
     ):
         self.model, self.loss, self.optimizer, self.splits, self.trainer = model, loss, optimizer, splits, trainer
         self.sink, self.learning_rate, self.after_step, self.after_epoch = sink, learning_rate, after_step, after_epoch
+        #: what backprop does at about 50 steps of the run (runner.core.watch); None: nothing is watched, at no cost
+        self.watch = watch
         #: the optimizer, when it has a learning rate to schedule and log (train/lr); None otherwise
         self.scheduled: HasLearningRate | None = optimizer if isinstance(optimizer, HasLearningRate) else None
         if learning_rate is not None and self.scheduled is None:
@@ -113,6 +117,7 @@ class Training:
             "epoch_seconds": self.epoch_seconds,
             "score": list(self.score),
             "sampler": self.sampler.state_dict(),
+            **({"watch": self.watch.state_dict()} if self.watch is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -121,10 +126,12 @@ class Training:
         score = state.get("score", (0.0, 0))
         self.score = [float(score[0]), int(score[1])]
         self.sampler.load_state_dict(state["sampler"])
+        if self.watch is not None and "watch" in state:
+            self.watch.load_state_dict(state["watch"])
 
     def run(self) -> dict[str, float]:
         trainer, model, loss, optimizer, sampler = self.trainer, self.model, self.loss, self.optimizer, self.sampler
-        scheduled = self.scheduled
+        scheduled, watch = self.scheduled, self.watch
         x, y, meta = self.splits.train.x, self.splits.train.y, self.splits.meta
         targets = targets_for(y, meta, loss, x.dtype)
         labels_are_targets = targets is y
@@ -142,8 +149,11 @@ class Training:
         began = time.perf_counter()
         while self.step < self.total:
             step = self.step + 1
+            watched = watch if watch is not None and watch.due(step) else None  # this step is watched
             index = sampler.next()
             batch_targets = targets[index]
+            if watched is not None:
+                watched.start(model, step)  # the forward pass below hands it each layer's output
             pred = model.forward(x[index], training=True)
             value = loss.forward(pred, batch_targets)
             if not math.isfinite(value):
@@ -155,11 +165,15 @@ class Training:
                 self.score[0] += score(pred, batch_targets if labels_are_targets else y[index])
                 self.score[1] += len(index)
             model.backward(loss.backward())
+            if watched is not None:
+                watched.gradients(model)  # as backprop made them, before clipping; and the weights before the step
             if trainer.clip_grad_norm is not None:
                 grad_norm = clip_by_global_norm(grads, trainer.clip_grad_norm)
             if self.learning_rate is not None and scheduled is not None:
                 scheduled.lr = self.learning_rate(step)
             optimizer.step(params, grads)
+            if watched is not None:
+                self.sink(watched.finish(model, step), step)
             self.step = step
             self.window.append(value)
             if bar is not None:

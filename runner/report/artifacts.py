@@ -9,6 +9,11 @@
     plots/feature_maps.png      ConvNets: three test images and what each convolution's channels give for them
     plots/gradcheck.png         relative error per checked array, grouped by layer, log scale, with the threshold
     plots/graph.png|svg         the model as a graph: each node's type, shape, parameters, gradient check (Graphviz)
+    plots/watch_weights.png     the watch (runner.core.watch): histograms over training of the weights,
+    plots/watch_gradients.png   the gradients
+    plots/watch_activations.png and each layer's output (step x value, log colour), warnings in red
+    plots/gradient_flow.png     each weight matrix's gradient norm over training, and layer by layer
+    watch/histograms.npz        the counts, edges and watch metrics behind them (runner.report.watch_pictures)
     tables/gradcheck.csv|md     the gradient check per layer and array (alone, end to end)
     tables/per_class.csv|md     classifiers: precision, recall, f1, support per class
     summary.txt                 layers, shapes, parameter counts
@@ -32,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from runner.report import conv_pictures, figures
+from runner.core.watch import Watch
+from runner.report import conv_pictures, figures, watch_pictures
 
 log = logging.getLogger("runner.story")
 
@@ -47,10 +53,13 @@ def settings(cfg) -> dict:
     return {**DEFAULTS, **given}
 
 
-def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path, initial_kernels: dict | None = None) -> dict[str, float]:
+def log_run_story(
+    tracker, model, loss, splits, cfg, run_dir: Path, initial_kernels: dict | None = None, watch: Watch | None = None
+) -> dict[str, float]:
     """Pictures, tables, the model summary, the dataset inputs and the pyfunc model of a finished
     run, logged to ``tracker``'s run; returns the seconds each part took. ``initial_kernels``: the
-    convolutions' weights before training, by parameter name (the filters' before picture)."""
+    convolutions' weights before training, by parameter name (the filters' before picture); ``watch``:
+    what the watch saw during training (its pictures), None when it was off."""
     options = settings(cfg)
     if not options["enabled"]:
         return {}
@@ -83,6 +92,8 @@ def log_run_story(tracker, model, loss, splits, cfg, run_dir: Path, initial_kern
         if conv_pictures.conv_layers(model):
             part("filters", _filters, tracker, out, model, initial_kernels or {})
             part("feature_maps", _feature_maps, tracker, out, model, test.x)
+        if watch is not None and watch.steps:
+            part("watch", _watch, tracker, out, watch)
         part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
         part("graph", _graph, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
@@ -156,6 +167,11 @@ def _filters(tracker, out: Path, model, initial_kernels: dict) -> None:
 def _feature_maps(tracker, out: Path, model, images: np.ndarray, shown: int = 3) -> None:
     maps = conv_pictures.feature_maps(model, images[:shown])
     tracker.log_artifact(conv_pictures.feature_maps_figure(images[:shown], maps, out / "plots" / "feature_maps.png"), "plots")
+
+
+def _watch(tracker, out: Path, watch: Watch) -> None:
+    for path in watch_pictures.draw_all(watch, out):
+        tracker.log_artifact(path, path.parent.name)  # plots/ or watch/
 
 
 def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:

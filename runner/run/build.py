@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from runner.api import DataContext, Loss, Optimizer, Splits
 from runner.core.model import Sequential, build_model, layer_configs, shaped_for
 from runner.core.train import TrainerConfig
+from runner.core.watch import WatchConfig
 from runner.plugins.discovery import load_registry
 from runner.plugins.registry import Entry, Registry
 from runner.run.compose import data_dir, lr_schedule, objective, options, plain
@@ -47,6 +48,8 @@ class Built:
     #: copies of the convolution kernels (4-axis parameters) as initialised, for the report's filters before
     #: training (a resumed run rebuilds the same initial weights from its seed before loading its checkpoint)
     initial_kernels: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the config section ``watch``, checked (runner.core.watch)
+    watch: WatchConfig = field(default_factory=lambda: WatchConfig(enabled=False))
 
 
 def step_flops(model, batch_size: int) -> float:
@@ -74,6 +77,8 @@ def build(
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
     trainer = TrainerConfig(**options(cfg.trainer))
+    watch = WatchConfig(**options(cfg.watch)) if cfg.get("watch") is not None else WatchConfig(enabled=False)
+    watch.validate()
     store = before_data()
     splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
     model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
@@ -94,4 +99,4 @@ def build(
         model.parameter_count(),
     )
     kernels = {name: p.copy() for name, p in model.params.items() if p.ndim == 4}
-    return Built(registry, used, splits, model, loss, optimizer, trainer, learning_rate, metric, direction, store, kernels)
+    return Built(registry, used, splits, model, loss, optimizer, trainer, learning_rate, metric, direction, store, kernels, watch)

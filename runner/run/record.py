@@ -173,9 +173,9 @@ def print_run(e: BaseException) -> None:
         print(f"runner: run {run_id} is recorded {status}; browse it with: {ui}", file=sys.stderr)
 
 
-def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built) -> None:
+def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built, watch=None) -> None:
     """The run's report: the final weights, the resolved config, Hydra's files, the pictures and tables
-    (runner.report.artifacts), and the job log."""
+    (runner.report.artifacts; ``watch``: the training's Watch, for its pictures), and the job log."""
     import numpy as np
 
     weights = run_dir / "model.npz"
@@ -186,6 +186,6 @@ def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built) -> N
     tracker.log_artifact(run_dir / ".hydra", "hydra")
     from runner.report.artifacts import log_run_story  # matplotlib and pandas load only now, after training
 
-    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir, built.initial_kernels)
+    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir, built.initial_kernels, watch)
     if (run_dir / "runner.log").is_file():
         tracker.log_artifact(run_dir / "runner.log")

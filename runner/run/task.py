@@ -118,12 +118,12 @@ def execute(cfg: DictConfig, hydra_cfg) -> float:
 def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | None, seed: int, started_ms=None) -> float:
     """compose -> build -> record -> check -> train -> report, recorded in ``where`` (through ``sidecar`` when given)."""
     dtype = dtype_of(cfg)
-    init_seed, batch_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
+    init_seed, batch_seed, check_seed, watch_seed = np.random.SeedSequence(seed).spawn(4)  # the first three as ever
     in_process = not cfg.get("resume") and sidecar is None  # MLflow's import and the store go on while the data loads
     built = build(cfg, seed, dtype, init_seed, before_data=(lambda: prepare(where)) if in_process else (lambda: None))
     run_dir = Path(hydra_cfg.runtime.output_dir)
     tracker, resumed = record.open_run(cfg, hydra_cfg, note, where, sidecar, built, started_ms, run_dir)
-    training = training_of(built, tracker, resumed, batch_seed)
+    training = training_of(built, tracker, resumed, batch_seed, watch_seed)
     with Signals() as signals:
         try:
             if resumed:
@@ -134,7 +134,7 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
                 if cfg.gradcheck.enabled:
                     record.gradient_check(cfg, built, int(check_seed.generate_state(1)[0]), tracker)
             final = train(cfg, hydra_cfg, training, built, tracker, run_dir, signals)
-            record.finish_artifacts(cfg, run_dir, tracker, built)
+            record.finish_artifacts(cfg, run_dir, tracker, built, training.watch)
             resume.in_store(tracker)  # every artifact copied, or refused
             if tracker.artifact_failure:
                 raise artifacts_refused(tracker, run_dir, hydra_cfg)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from runner.api import RunnerError
 from runner.core.train import Training
+from runner.core.watch import Watch
 from runner.run import checkpoint, resume
 from runner.run.build import Built
 from runner.run.compose import plain
@@ -25,8 +26,15 @@ from runner.run.interrupt import Signals
 log = logging.getLogger("runner")
 
 
-def training_of(built: Built, tracker, resumed: dict | None, batch_seed: np.random.SeedSequence) -> Training:
-    """The loop's state: a fresh one, or the checkpoint's (its metrics continue the stored history exactly)."""
+def training_of(
+    built: Built,
+    tracker,
+    resumed: dict | None,
+    batch_seed: np.random.SeedSequence,
+    watch_seed: np.random.SeedSequence | None = None,
+) -> Training:
+    """The loop's state: a fresh one, or the checkpoint's (its metrics continue the stored history exactly). With
+    ``watch.enabled`` a Watch looks at about 50 of its steps, sampling with a generator of its own (``watch_seed``)."""
     sink = resume.continue_history(tracker, resumed["training"]["step"]) if resumed else tracker.log_metrics
     training = Training(
         built.model,
@@ -38,6 +46,9 @@ def training_of(built: Built, tracker, resumed: dict | None, batch_seed: np.rand
         sink,
         built.learning_rate,
     )
+    if built.watch.enabled:
+        seed = int((watch_seed or np.random.SeedSequence(0)).generate_state(1)[0])
+        training.watch = Watch(built.watch, built.model, training.total, seed)
     return training
 
 
@@ -61,9 +72,19 @@ def train(cfg: DictConfig, hydra_cfg, training: Training, built: Built, tracker,
     gc.freeze()  # the imports' objects live on: the collector need not scan them (docs/benchmarks.md)
     try:
         with signals.deferred():
-            return training.run()
+            final = training.run()
     finally:
         gc.unfreeze()  # back to the collector (a sweep runs jobs one after another in this process)
+    tag_warnings(tracker, training)
+    return final
+
+
+def tag_warnings(tracker, training: Training) -> None:
+    """The watch's warnings (each logged as a line when raised) as the run's tag ``runner.watch.warnings``:
+    ``dead_relu 1.relu (step 1200); vanishing 0.linear.W vs 10.linear.W (step 30)``."""
+    if training.watch is not None and training.watch.warnings:
+        found = "; ".join(f"{w['kind']} {w['name']} (step {w['step']})" for w in training.watch.warnings)
+        tracker.set_tags({"runner.watch.warnings": found[:5000]})
 
 
 class Checkpointer:

@@ -1,0 +1,195 @@
+"""What the watch saw while the network learned (runner.core.watch), as pictures and one file of counts:
+
+    plots/watch_weights.png      per parameter array: its histogram at each watched step (step x value)
+    plots/watch_gradients.png    the same for the gradients
+    plots/watch_activations.png  the same for each layer's output
+    plots/gradient_flow.png      each weight matrix's gradient norm over training, and layer by layer
+    watch/histograms.npz         the raw counts and edges behind the three histogram pictures, and every watch metric
+
+A histogram picture has a panel per array: x is the training step, y the value, the colour how many of the
+binned entries fell there (log scale: the tails show beside the peak). The bin edges are fixed per array at
+its first watched step, so a distribution that drifts, spreads or collapses shows as such; the rows below
+and above the dashed lines count the entries outside those edges. Each warning is marked in red where it
+was raised, in the panel of the array it names. Plain data in, files out; matplotlib only when drawing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from runner.core.watch import KINDS, Watch
+from runner.report.figures.canvas import DPI, log_scale, save
+
+#: the most panels a histogram picture shows (the first arrays in run order)
+MAX_PANELS = 16
+PANEL = (330, 250)  # pixels per panel
+
+
+def _figure(columns: int, rows: int, panel: tuple[int, int] = PANEL, extra: tuple[int, int] = (0, 40)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = columns * panel[0] + extra[0], rows * panel[1] + extra[1]
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def marks_for(warnings: list[dict], name: str) -> list[tuple[int, str]]:
+    """(step, kind) of each warning that names ``name`` (a flow warning names the first and the last matrix)."""
+    return [(w["step"], w["kind"]) for w in warnings if w["name"] == name or name in w["name"].split(" vs ")]
+
+
+#: a histogram panel in pixels: the heat map, and the margins for its name (top), values (left) and steps (bottom)
+MAP = (250, 180)
+MARGIN = {"left": 52, "right": 34, "top": 22, "bottom": 26}
+RED = np.array([0.85, 0.1, 0.1, 1.0])
+
+
+def histograms_figure(
+    kind: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], steps: list[int], warnings: list[dict], path: Path
+) -> Path:
+    """One panel per array (``name -> (edges, counts)``, counts: points x (under, bins..., over)), each a heat map
+    painted pixel by pixel and placed on the figure without axes: a panel of axes and ticks costs matplotlib
+    about 50 ms to lay out, a picture of them several times the watch's whole cost during training."""
+    names = list(arrays)[:MAX_PANELS]
+    columns = min(len(names), 4)
+    rows = max(1, math.ceil(len(names) / columns))
+    cell = (MARGIN["left"] + MAP[0] + MARGIN["right"], MARGIN["top"] + MAP[1] + MARGIN["bottom"])
+    header = 46
+    fig = _figure(columns, rows, panel=cell, extra=(0, header))
+    height = rows * cell[1] + header
+    peak = max((int(counts.max()) for _, counts in arrays.values()), default=1)
+    for k, name in enumerate(names):
+        row, column = divmod(k, columns)
+        left, top = column * cell[0] + MARGIN["left"], header + row * cell[1] + MARGIN["top"]  # the map's corner, from the top
+        edges, counts = arrays[name]
+        columns_at = _columns(steps, MAP[0])
+        image = _paint(counts[columns_at], peak)
+        marks = marks_for(warnings, name)
+        for step, _ in marks:
+            x = int(np.searchsorted(_step_edges(steps), step, side="right")) - 1
+            at = np.flatnonzero(columns_at == min(x, len(steps) - 1))
+            image[:, at[:1] if len(at) else [], :] = RED
+        fig.figimage(image, xo=left, yo=height - top - MAP[1], origin="upper")
+        text = lambda x, y, s, **kw: fig.text(x / fig.bbox.width, 1 - y / height, s, **{"fontsize": 7, **kw})  # noqa: E731
+        text(left, top - 5, name, fontsize=9, va="bottom")
+        row_px = MAP[1] / (len(edges) + 1)  # a bin's height; the under- and overflow rows are one each
+        for value, y in ((edges[-1], top + row_px), (edges[0], top + MAP[1] - row_px)):
+            text(left - 4, y, f"{value:.3g}", ha="right", va="center")
+        text(left + MAP[0] + 2, top + row_px / 2, "over", va="center", color="grey")
+        text(left + MAP[0] + 2, top + MAP[1] - row_px / 2, "under", va="center", color="grey")
+        for frac, step in ((0.0, steps[0]), (1.0, steps[-1])):
+            text(left + frac * MAP[0], top + MAP[1] + 3, f"step {step}", ha="center" if frac else "left", va="top")
+        for step, what in marks:
+            across = left + MAP[0] * (step - steps[0]) / max(1, steps[-1] - steps[0])
+            text(across, top + 2, f" {what}", color="red", va="top")
+    more = f" (the first {MAX_PANELS} of {len(arrays)})" if len(arrays) > MAX_PANELS else ""
+    fig.text(
+        0.01,
+        1 - 8 / height,
+        f"{kind} over training{more}: value (up) by step (across); colour: how many sampled entries fell there, log scale "
+        f"(white 0, dark 1, yellow {peak})\nbin edges fixed at the first watched step; the over and under rows count what "
+        "fell outside them; red: a warning (runner.watch.warnings)",
+        fontsize=8,
+        va="top",
+    )
+    return save(fig, path)
+
+
+def _columns(steps: list[int], width: int) -> np.ndarray:
+    """For each pixel column of a map, the watched point it shows: steps are placed where they fall in the run."""
+    at = steps[0] + (np.arange(width) + 0.5) * (steps[-1] - steps[0] + 1) / width
+    return np.clip(np.searchsorted(_step_edges(steps), at, side="right") - 1, 0, len(steps) - 1)
+
+
+def _paint(counts: np.ndarray, peak: int) -> np.ndarray:
+    """Counts (pixel columns x rows, under first) as RGBA pixels (MAP, over on top): log(count) / log(peak) through
+    viridis, white where nothing fell, a grey dashed line between the edges' range and the two outside rows."""
+    import matplotlib
+
+    rows = counts.shape[1]
+    index = np.minimum((np.arange(MAP[1]) * rows) // MAP[1], rows - 1)[::-1]  # pixel row -> bin, over at the top
+    grid = counts[:, index].T.astype(float)  # (MAP[1], MAP[0])
+    level = np.log(np.maximum(grid, 1)) / math.log(max(peak, 2))
+    image = matplotlib.colormaps["viridis"](level)
+    image[grid == 0] = 1.0
+    for boundary in (np.flatnonzero(np.diff(index) != 0)[[0, -1]] + 1) if rows > 2 else []:
+        image[boundary, ::4] = (0.5, 0.5, 0.5, 1.0)
+    return image
+
+
+def _step_edges(steps: list[int]) -> np.ndarray:
+    """Cell boundaries around each watched step: halfway to its neighbours (the first and last cells as wide)."""
+    s = np.asarray(steps, dtype=float)
+    if len(s) == 1:
+        return np.array([s[0] - 0.5, s[0] + 0.5])
+    middle = (s[1:] + s[:-1]) / 2
+    return np.concatenate([[s[0] - (middle[0] - s[0])], middle, [s[-1] + (s[-1] - middle[-1])]])
+
+
+def gradient_flow_figure(watch: Watch, path: Path) -> Path:
+    """Left: each weight matrix's gradient norm against the step (log y). Right: the norms layer by layer, from
+    the input's side to the output's, at the first, middle and last watched step: a falling line toward the
+    input is a vanishing gradient, a rising one an exploding gradient."""
+    matrices = watch.matrices or [n.split("/")[1] for n in watch.points[0] if n.endswith("/grad_norm")]
+    fig = _figure(2, 1, panel=(600, 420), extra=(0, 30))
+    left, right = fig.subplots(1, 2)
+    for name in matrices:
+        steps, values = watch.series(f"watch/{name}/grad_norm")
+        left.plot(steps, values, label=name, linewidth=1.2)
+    left.set_xlabel("step")
+    left.set_ylabel("gradient norm ||dL/dW||")
+    left.set_title("gradient norm per weight matrix", fontsize=10, y=1.0)
+    chosen = sorted({0, len(watch.steps) // 2, len(watch.steps) - 1})
+    for k in chosen:
+        values = [watch.points[k].get(f"watch/{name}/grad_norm", float("nan")) for name in matrices]
+        right.plot(range(len(matrices)), values, marker="o", label=f"step {watch.steps[k]}")
+    right.set_xticks(range(len(matrices)), [n.rsplit(".", 1)[0] for n in matrices], rotation=30, ha="right", fontsize=7)
+    right.set_xlabel("layer (input side -> output side)")
+    right.set_title("gradient flow: norm layer by layer", fontsize=10, y=1.0)
+    for ax in (left, right):
+        if _positive(ax):
+            log_scale(ax, "y")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for w in watch.warnings:
+        if w["kind"] in ("vanishing", "exploding"):
+            left.axvline(w["step"], color="red", linewidth=1.2)
+            left.text(w["step"], 1.0, f" {w['kind']}", color="red", fontsize=8, va="top", transform=left.get_xaxis_transform())
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.92, wspace=0.25)
+    return save(fig, path)
+
+
+def _positive(ax) -> bool:
+    values = [v for line in ax.get_lines() for v in np.asarray(line.get_ydata(), dtype=float)]
+    return bool(values) and all(v > 0 for v in values if math.isfinite(v))
+
+
+def write_npz(watch: Watch, path: Path) -> Path:
+    """``steps`` (the watched steps), ``<kind>/<name>/edges`` (bins + 1) and ``<kind>/<name>/counts`` (steps x
+    (under, bins..., over)) per histogram, and ``metrics/<metric>`` per watch metric (one value per step, NaN
+    where it was not measured): what the pictures show, for reuse (``np.load``)."""
+    arrays: dict[str, np.ndarray] = {"steps": np.asarray(watch.steps, dtype=np.int64), **watch.histograms.arrays()}
+    for metric in dict.fromkeys(k for p in watch.points for k in p):
+        arrays[f"metrics/{metric.removeprefix('watch/')}"] = np.array([p.get(metric, np.nan) for p in watch.points])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, allow_pickle=False, **arrays)
+    return path
+
+
+def draw_all(watch: Watch, out: Path) -> list[Path]:
+    """The three histogram pictures, the gradient flow and the npz, in ``out`` (plots/, watch/)."""
+    drawn = []
+    histograms = watch.histograms
+    for kind in KINDS:
+        arrays = {name: (edges, np.stack(histograms.counts[kind][name])) for name, edges in histograms.edges[kind].items()}
+        if arrays:
+            drawn.append(histograms_figure(kind, arrays, watch.steps, watch.warnings, out / "plots" / f"watch_{kind}.png"))
+    if watch.matrices or any(k.endswith("/grad_norm") for k in watch.points[0]):
+        drawn.append(gradient_flow_figure(watch, out / "plots" / "gradient_flow.png"))
+    drawn.append(write_npz(watch, out / "watch" / "histograms.npz"))
+    return drawn
