@@ -335,6 +335,8 @@ def test_conv_then_pool_backward_in_a_model_matches_central_differences(n, c, h,
         {"type": "batchnorm2d"},
         {"type": "relu"},
         {"type": "maxpool2d"},
+        {"type": "conv2d", "out": 2, "kernel": 2, "bias": False},
+        {"type": "avgpool2d", "kernel": 2, "stride": 1, "padding": 1},
         {"type": "global_avg_pool"},
         {"type": "linear", "out": "auto"},
     ]

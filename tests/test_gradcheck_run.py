@@ -215,6 +215,8 @@ def test_every_built_in_layer_is_in_the_matrix():
     }
     covered = {options.get("type", name) for name, options in HIDDEN.items()} | {"linear"}
     covered |= {"add", "concat", "multiply"}  # merges, a graph's nodes: tests/test_graph.py and test_graph_layers.py
+    # layers of images, in ConvNets on image data: tests/test_conv.py (chains and a graph), test_cnn_end_to_end.py
+    covered |= {"conv2d", "maxpool2d", "avgpool2d", "global_avg_pool", "batchnorm2d"}
     assert built_in == covered
 
 
