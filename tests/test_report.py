@@ -230,7 +230,7 @@ def test_the_runner_imports_neither_matplotlib_nor_mlflow_at_start():
 def test_the_dataset_digest_is_mlflows_numpy_digest_without_copying_the_arrays():
     from mlflow.data.digest_utils import compute_numpy_digest
 
-    from runner.report.artifacts import numpy_digest
+    from runner.report.inputs import numpy_digest
 
     rng = np.random.default_rng(0)
     x, y = rng.random((3000, 784)).astype(np.float32), rng.integers(0, 10, 3000)

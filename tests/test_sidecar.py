@@ -112,7 +112,7 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
     race needs a slow import to show, so this checks the outcome: such requests are carried out."""
     import numpy as np
 
-    from runner.report.artifacts import _head, log_inputs
+    from runner.report.inputs import _head, log_inputs
     from runner.tracking.recorder import RunRecorder
     from runner.tracking.store import Target, default_store
 
@@ -130,7 +130,7 @@ def test_arrays_sent_while_the_sidecar_still_imports_mlflow_are_logged(tmp_path)
 
 
 def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends(tmp_path, caplog):
-    from runner.report.artifacts import log_inputs
+    from runner.report.inputs import log_inputs
     from runner.tracking.recorder import RunRecorder
     from runner.tracking.store import Target, default_store
 

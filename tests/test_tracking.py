@@ -122,7 +122,7 @@ def test_a_failure_found_only_at_the_end_makes_the_run_failed(kind, where, tmp_p
 
 
 def test_a_failing_report_part_is_a_warning_named_in_one_tag(kind, where, caplog):
-    from runner.report.artifacts import _head, log_inputs
+    from runner.report.inputs import _head, log_inputs
 
     r = recorder(kind, where).start_run("a run")
     x, y = np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4)
@@ -303,7 +303,7 @@ def test_a_spill_file_is_json_lines_that_name_no_code_outside_runner(tmp_path):
     from runner.tracking import spill
 
     kept = spill.Spill(tmp_path, {"uri": "sqlite:///x.db", "experiment": "e", "artifact_location": None, "run_id": "r"})
-    from runner.report.artifacts import log_inputs
+    from runner.report.inputs import log_inputs
 
     kept.write((1, "log_batch", (), {"metrics": [("m", float("nan"), 1, 2)]}))
     kept.write((2, "report_part", (log_inputs, ("toy", {}, [("train", (np.arange(3), (3,), "int64"))]), {}), {}))
