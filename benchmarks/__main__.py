@@ -23,9 +23,12 @@ from pathlib import Path
 from . import recipes as R
 from .data import ROOT, cache_dataset, default_data_dir
 
-SECTIONS = ("gemm", "engines", "conv", "graph", "breakdown", "tracking", "cli", "scaling", "sweep")
-#: What --quick leaves out unless --only names it: the sweep, and the conv section (which brings the CNN recipe).
-QUICK_SKIPS = ("sweep", "conv")
+SECTIONS = ("gemm", "engines", "conv", "graph", "breakdown", "tracking", "cli", "scaling", "sweep", "watch")
+#: What --quick leaves out unless --only names it: the sweep, the conv section (which brings the CNN recipe) and the
+#: watch (two more whole runs: ``--quick --only watch`` runs it alone).
+QUICK_SKIPS = ("sweep", "conv", "watch")
+#: the watch section: at least this many interleaved pairs (on, off) of whole runs (a few % of a 7 s run is in the noise)
+WATCH_PAIRS = 5
 #: The recipes the graph section trains twice (a Sequential chain, the same chain as a graph): seed MNIST (the target) and iris.
 GRAPH_RECIPES = ("mnist", "tiny")
 #: OpenBLAS settings that may be set on this machine: never changed, only (together) left out of one extra row.
@@ -299,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
                 section("cli", lambda: measure_cli(data_dir, threads, repeats, torch_ok, quick))
             if "sweep" in sections:
                 section("sweep", lambda: measure_sweep(data_dir, repeats, quick))
+            if "watch" in sections:
+                section("watch", lambda: measure_watch(data_dir, repeats, quick, paths.get("mnist")))
 
         if quick:  # figures are meaningless in quick mode: overlap the two halves to finish sooner
             from concurrent.futures import ThreadPoolExecutor
@@ -517,6 +522,33 @@ def measure_sweep(data_dir: Path, repeats: int, quick: bool) -> dict:
             result = sweep(data_dir, launcher, iterations, lrs)
             out["runs"][launcher].append(result)
             log(f"sweep: {launcher}: {result['wall']:.1f} s")
+    return out
+
+
+def measure_watch(data_dir: Path, repeats: int, quick: bool, mnist: str | None = None) -> dict:
+    """``python -m runner +experiment=mnist threads=1`` with the watch on (the default) and off (``watch.enabled=false``),
+    whole processes in fresh directories, interleaved: one pair per repeat, the order alternating (at least
+    ``WATCH_PAIRS`` pairs; quick mode one pair of 30-step runs). Then the training loop alone (runner's engine, the
+    seed MNIST recipe, ``mnist``: its cached data), the watch off and on alternating in one process, as many pairs."""
+    from .cli import EndToEnd
+
+    iterations = 30 if quick else None
+    pairs = 1 if quick else max(repeats, WATCH_PAIRS)
+    e2e = EndToEnd(data_dir, iterations)
+    out: dict = {"iterations": iterations or 10000, "threads": 1, "runs": {"on": [], "off": []}}
+    variants = {"on": "runner", "off": "runner (watch off)"}
+    try:
+        for r in range(pairs):
+            for which in rotate(["on", "off"], r):
+                result = e2e.run(variants[which], 1)
+                out["runs"][which].append(result)
+                log(f"watch: pair {r + 1}/{pairs} watch {which}: {result['wall']:.2f} s")
+    finally:
+        e2e.close()
+    if mnist is not None:
+        log(f"watch: the training loop alone, seed MNIST, {pairs} pair(s) off / on in one process")
+        spec = {"engine": "runner", "recipe": "mnist", "quick": quick, "threads": 1, "data": mnist, "watch_pairs": pairs}
+        out["engine"] = worker(spec)["runs"]
     return out
 
 

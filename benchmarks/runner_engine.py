@@ -135,8 +135,10 @@ def train(
     profile: bool = False,
     model_type: str = "sequential",
     keep_model: bool = False,
+    watch: bool = False,
 ) -> dict:
-    """One timed run of ``Training.run()`` (plus ``tracker.end()``, which flushes, for the tracking sink).
+    """One timed run of ``Training.run()`` (plus ``tracker.end()``, which flushes, for the tracking sink); ``watch``:
+    with a Watch of conf/config.yaml's ``watch`` section (runner.core.watch), as ``python -m runner`` has by default.
     ``model_type``: the network as a Sequential chain or as a graph (``MODELS``); the result's ``params`` is the
     digest of the final parameters (``param_digest``, computed after the timing); ``keep_model`` adds the trained
     model itself as ``model`` (in-process callers only: it is not JSON)."""
@@ -153,6 +155,13 @@ def train(
             pass
 
     training = Training(model, loss, optimizer, splits, trainer, rng, log, schedule)
+    if watch:
+        from omegaconf import OmegaConf
+
+        from runner.core.watch import Watch, WatchConfig
+
+        config = WatchConfig(**OmegaConf.to_container(_config().watch))  # type: ignore[arg-type]
+        training.watch = Watch(config, model, training.total, seed)
     timers = Timers()
     eval_timer = Timers()
     if phases:

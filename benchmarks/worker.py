@@ -89,6 +89,13 @@ def run(spec: dict) -> dict:
             call = lambda r: impl.gradcheck(r, data)  # noqa: E731
         else:
             raise SystemExit(f"unknown engine {engine!r}")
+        if engine == "runner" and spec.get("watch_pairs"):  # the watch off and on alternating, in one process
+            impl.train(warm, data, watch=True)
+            pairs: dict = {"off": [], "on": []}
+            for i in range(int(spec["watch_pairs"])):
+                for which in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                    pairs[which].append(impl.train(recipe, data, watch=which == "on"))
+            return {"runs": pairs, "blas": _blas(threadpool_info())}
         if engine == "runner" and spec.get("sink") == "tracking":  # noop and tracking alternating, in one process
             impl.train(warm, data)
             out: dict = {s: [] for s in set(sinks)}

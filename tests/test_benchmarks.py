@@ -248,3 +248,34 @@ def test_quick_cnn_conv_section_and_layer_breakdown(quick_cnn):
     assert "| forward: 3 conv2d |" in report and "| backward: 2 maxpool2d |" in report
     if results["settings"]["torch"]:
         assert pair["torch_profile"]["runs"][0]["profile"] and "`aten::" in report
+
+
+# --------------------------------------------------------------------------- the watch's cost (issue 17)
+
+
+def test_quick_watch_section_times_runs_with_the_watch_on_and_off(tmp_path):
+    """``--quick --only watch``: one interleaved pair of whole 30-step runs, the watch on and off, and its target row."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", *PLUGIN_SWITCHES)}
+    env["RUNNER_DATA_DIR"] = str(SHARED_DATA)
+    args = ["--quick", "--only", "watch", "--out", str(tmp_path / "report.md"), "--json", str(tmp_path / "results.json")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results, report = json.loads((tmp_path / "results.json").read_text()), (tmp_path / "report.md").read_text()
+    from benchmarks.report import WATCH_TARGETS, targets, watch_summary
+
+    assert results.get("errors") is None, results.get("errors")
+    watch = results["watch"]
+    assert watch["iterations"] == 30 and watch["threads"] == 1
+    assert len(watch["runs"]["on"]) == len(watch["runs"]["off"]) == 1
+    assert all(positive(r["wall"]) and positive(r["cpu"]) for runs in watch["runs"].values() for r in runs)
+    summary = watch_summary(results)
+    assert summary is not None and math.isfinite(summary["cost"]) and summary["pairs"] == 1 and positive(summary["cpu_on"])
+    loop = summary["loop"]  # the training loop alone, off and on in one process: the same training, bit for bit
+    assert loop is not None and loop["pairs"] == 1 and loop["equal"] and positive(loop["on"]) and positive(loop["off"])
+    assert all(r["steps"] == 30 for runs in watch["engine"].values() for r in runs)
+    [row] = [r for r in targets(results) if r["key"] == "watch"]
+    assert row["goal"] == "<= 3 %" and isinstance(row["pass"], bool) and row["target"].startswith(WATCH_TARGETS["watch"][0])
+    assert "## Watch (issue 17)" in report and "| off (`watch.enabled=false`) |" in report and row["target"] in report
+    assert "The training loop alone" in report and "bitwise equal" in report

@@ -238,6 +238,14 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         schedule="cosine",
         trainer=dict(epochs=6, batch_size=100),
     ),
+    "init_activations": dict(
+        dataset="mnist",
+        hidden=[100] * 5,
+        loss="softmax_cross_entropy",
+        optimizer="sgd",
+        lr=0.01,
+        trainer=dict(iterations=300, batch_size=100, sampling="replacement", clip_grad_norm=5.0),
+    ),
     "iris": dict(
         dataset="iris",
         hidden=[32],
@@ -298,6 +306,14 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         lr=0.1,
         trainer=dict(iterations=2000, batch_size=128, sampling="replacement"),
     ),
+    "vanishing_gradients": dict(
+        dataset="mnist",
+        hidden=[100] * 10,
+        loss="softmax_cross_entropy",
+        optimizer="sgd",
+        lr=0.05,
+        trainer=dict(iterations=500, batch_size=100, sampling="replacement"),
+    ),
     "regression": dict(
         dataset="regression", hidden=[16, 16], loss="mse", optimizer="sgd", lr=0.05, trainer=dict(iterations=2000, batch_size=256)
     ),
@@ -345,6 +361,29 @@ def test_experiment_sweep_points_compose(registry: Registry) -> None:
         default = OmegaConf.load(CONF / "optimizer" / f"{choice}.yaml")
         assert (plain["optimizer"]["name"], plain["optimizer"]["lr"]) == (choice, default.lr)
         assert plain["model"]["hidden"] == [100, 100, 100, 100]
+
+
+def test_the_watch_experiments_sweep_their_arms(registry: Registry) -> None:
+    """init_activations: 3 activations x 4 inits (std 1, std 0.01, Xavier, He); vanishing_gradients: sigmoid vs relu."""
+    cfg = composed("+experiment=init_activations", hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert str(params["model.activation"]).split(",") == ["sigmoid", "tanh", "relu"]
+    arms = str(params["model.linear"])
+    for init in ("{init:normal,std:1.0}", "{init:normal,std:0.01}", "{init:xavier_normal}", "{init:he_normal}"):
+        plain = check_runnable(
+            composed("+experiment=init_activations", f"model.linear={init}", "model.activation=tanh"), registry
+        )
+        assert init in arms and plain["model"]["linear"]["init"] == init.split(",")[0].removeprefix("{init:").rstrip("}")
+        assert plain["model"]["activation"] == "tanh" and plain["watch"]["enabled"]
+    assert (
+        check_runnable(composed("+experiment=init_activations", "model.linear={init:normal,std:0.01}"), registry)["model"][
+            "linear"
+        ]["std"]
+        == 0.01
+    )
+    cfg = composed("+experiment=vanishing_gradients", hydra=True)
+    assert str(cfg.hydra.sweeper.params["model.activation"]).split(",") == ["sigmoid", "relu"]
+    assert resolved(cfg)["model"]["linear"]["init"] == "he_normal"
 
 
 def test_conf_is_the_installed_package() -> None:

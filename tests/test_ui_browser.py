@@ -141,6 +141,8 @@ def test_the_mlflow_ui_shows_the_run_its_metrics_model_and_artifacts(runner_cli,
     assert run.info.status == "FINISHED"
     experiment_id, run_id, run_name = run.info.experiment_id, run.info.run_id, run.info.run_name
     accuracy = as_the_ui_shows(run.data.metrics["test/accuracy"])
+    activations = png_size(Path(result.client().download_artifacts(run_id, "plots/watch_activations.png", str(tmp_path))))
+    assert activations[0] != 1200
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
@@ -185,6 +187,32 @@ def test_the_mlflow_ui_shows_the_run_its_metrics_model_and_artifacts(runner_cli,
             )
             assert preview.count() >= 1
             screenshot(page, shots, "artifacts-page.png")
+
+            # the watch's pictures: listed beside the others, the gradient flow opened in the preview (the same size as
+            # the training curves: told apart by its source), and its counts in watch/
+            for name in ("watch_weights.png", "watch_gradients.png", "watch_activations.png", "gradient_flow.png", "watch"):
+                expect(page.get_by_text(name, exact=True).first).to_be_visible()
+            shown = page.evaluate("() => [...document.images].filter(i => i.naturalWidth > 0).map(i => i.src)")
+            page.get_by_text("gradient_flow.png", exact=True).first.click()
+            page.wait_for_function(
+                "shown => [...document.images].some(i => i.complete && i.naturalWidth === 1200 && !shown.includes(i.src))",
+                arg=shown,
+                timeout=TIMEOUT_MS,
+            )
+            screenshot(page, shots, "artifacts-watch.png")
+            page.get_by_text("watch_activations.png", exact=True).first.click()
+            page.wait_for_function(
+                "([w, h]) => [...document.images].some(i => i.complete && i.naturalWidth === w && i.naturalHeight === h)",
+                arg=list(activations),
+                timeout=TIMEOUT_MS,
+            )  # sized by the net (a panel per layer output): as the run logged it
+            page.get_by_text("watch", exact=True).first.click()
+            expect(page.get_by_text("histograms.npz", exact=True).first).to_be_visible()
         finally:
             browser.close()
-    assert sorted(p.name for p in shots.iterdir()) == ["artifacts-page.png", "experiment-page.png", "run-page.png"]
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "artifacts-page.png",
+        "artifacts-watch.png",
+        "experiment-page.png",
+        "run-page.png",
+    ]

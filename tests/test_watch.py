@@ -15,12 +15,12 @@ from conftest import SHARED_DATA
 from runner.api import DataContext, Meta
 from runner.core.model import build_model, layer_configs, mlp_layers
 from runner.core.train import TrainerConfig, Training
-from runner.core.watch import Watch, WatchConfig
+from runner.core.watch import Histograms, Watch, WatchConfig
 from runner.core.watch.statistics import (
     activation_stats,
     bin_counts,
+    dead_channel_fraction,
     dead_fraction,
-    edges_for,
     sample_entries,
     saturated_fraction,
     update_ratio,
@@ -68,15 +68,58 @@ def test_saturation_is_the_fraction_in_the_flat_tails():
     assert stats["mean"] == pytest.approx(tanh.mean()) and stats["std"] == pytest.approx(tanh.std())
 
 
-def test_histogram_edges_are_fixed_from_a_robust_range_with_under_and_overflow_bins():
-    symmetric = edges_for(np.linspace(-1.0, 1.0, 101), 4)
-    half = 1.5 * np.quantile(np.abs(np.linspace(-1.0, 1.0, 101)), 0.99)
-    assert symmetric == pytest.approx(np.linspace(-half, half, 5))
-    assert edges_for(np.array([0.0, 0.5, 2.0]), 4)[0] == 0.0  # non-negative (a ReLU's output): from 0
-    assert edges_for(np.array([0.3]), 2, "sigmoid") == pytest.approx([0.0, 0.5, 1.0])  # bounded: its range
-    assert edges_for(np.zeros(5), 2) == pytest.approx([-1.0, 0.0, 1.0])  # nothing to scale by: [-1, 1]
+def test_a_histogram_starts_on_a_power_of_two_range_from_a_robust_scale():
+    h = Histograms(8)
+    wide = np.linspace(-3.0, 3.0, 1001)  # 99th percentile of |x| 2.97: [-4, 4)
+    h.add("weights", "w", wide)
+    assert h.edges["weights"]["w"] == pytest.approx(np.linspace(-4, 4, 9))
+    h.add("activations", "r", np.array([0.0, 0.3, 0.7]))  # non-negative (a ReLU's output): from 0
+    assert h.edges["activations"]["r"] == pytest.approx(np.linspace(0, 1, 9))
+    h.add("activations", "s", np.array([0.3]), "sigmoid")  # bounded: its range, whatever the sample
+    assert h.edges["activations"]["s"] == pytest.approx(np.linspace(0, 1, 9))
+    outlier = np.concatenate([np.full(999, 0.1), [1000.0]])  # one outlier does not set the scale
+    h.add("gradients", "g", outlier)
+    assert h.edges["gradients"]["g"][-1] == 0.125 and h.counts["gradients"]["g"][0][-1] == 1  # it is counted as over
+    with pytest.raises(ValueError, match="multiple of 4"):
+        Histograms(10)
     counts = bin_counts(np.array([-5.0, -1.0, -0.5, 0.0, 0.99, 1.0, np.inf, np.nan]), np.array([-1.0, 0.0, 1.0]))
     assert counts.tolist() == [1, 2, 2, 3]  # under, [-1, 0), [0, 1), over (1.0, inf, NaN)
+
+
+def test_a_range_that_is_outgrown_doubles_and_every_earlier_count_stays_exact():
+    """Growing 2000x over 12 points: the range doubles, earlier rows are merged pairwise. Because the new bins are
+    aligned with the old ones, each row is its own sample binned directly on the final edges, but for the entries
+    that fell outside the range of its time (kept in its under- and overflow bins)."""
+    rng = np.random.default_rng(0)
+    h = Histograms(40)
+    samples = [rng.normal(0, 0.01 * 2.0**k, 3000) for k in range(12)]
+    for x in samples:
+        h.add("gradients", "g", x)
+    edges = h.edges["gradients"]["g"]
+    assert edges[0] == -edges[-1] and math.log2(edges[-1]).is_integer()  # symmetric, a power of two
+    assert edges[-1] > np.quantile(np.abs(samples[-1]), 0.99) > edges[-1] / 2  # as small as the last sample allows
+    for x, row in zip(samples, h.counts["gradients"]["g"]):
+        direct = bin_counts(x, edges)
+        outside = row[0] + row[-1] - (direct[0] + direct[-1])  # outside then, inside the final range
+        assert row.sum() == x.size and np.all(row[1:-1] <= direct[1:-1]) and (direct - row)[1:-1].sum() == outside
+        assert 0 <= outside <= 0.01 * x.size
+
+
+def test_a_range_from_zero_turns_symmetric_and_an_all_zero_array_waits_for_a_scale():
+    h = Histograms(8)
+    h.add("weights", "b", np.zeros(5))  # a bias at its start: no scale yet, counted around 0
+    assert h.edges["weights"]["b"] is None and h.arrays()["weights/b/edges"] == pytest.approx(np.linspace(-1, 1, 9))
+    h.add("weights", "b", np.array([0.0, 0.5, 1.5]))  # first non-zero, non-negative: [0, 2)
+    assert h.edges["weights"]["b"] == pytest.approx(np.linspace(0, 2, 9))
+    assert [r.tolist() for r in h.counts["weights"]["b"]] == [[0, 5, 0, 0, 0, 0, 0, 0, 0, 0], [0, 1, 0, 1, 0, 0, 0, 1, 0, 0]]
+    h.add("weights", "b", np.array([-1.0, 1.0]))  # negative entries: [-2, 2), the earlier bins merged into the upper half
+    assert h.edges["weights"]["b"] == pytest.approx(np.linspace(-2, 2, 9))
+    rows = [r.tolist() for r in h.counts["weights"]["b"]]
+    assert rows == [[0, 0, 0, 0, 0, 5, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1, 0, 1, 0], [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]]
+    state = h.state_dict()
+    again = Histograms(8)
+    again.load_state_dict(state)
+    assert all(np.array_equal(a, b) for a, b in zip(again.arrays().values(), h.arrays().values()))
 
 
 def test_sampling_keeps_small_arrays_whole_and_draws_from_large_ones():
@@ -137,6 +180,29 @@ def test_a_graph_is_watched_per_node():
     assert "watch/out.linear.W/update_ratio" in point
 
 
+def test_a_conv_relu_is_watched_per_channel_too():
+    """A ConvNet's ReLU on images: ``dead_channel_fraction`` counts whole channels (a filter lost), beside
+    ``dead_fraction`` (a channel at a position); kernels count as weight matrices for the flow and ratio checks."""
+    digits = Meta("digits", (64,), 3, "classification", ("a", "b", "c"), image_shape=(1, 8, 8))
+    cnn = {"type": "cnn", "channels": [4], "kernel": 3, "padding": 1, "pool": "maxpool2d", "activation": "relu", "hidden": []}
+    model = build_model(layer_configs(cnn, registry()), registry(), digits, np.random.default_rng(0), np.float64)
+    conv = model.layers[0]
+    conv.params["W"][...] = np.abs(conv.params["W"])  # positive pixels through positive weights: alive
+    conv.params["W"][2] *= -1  # but channel 2's are negative, and so is its bias: 0 everywhere, for every image
+    conv.params["b"][2] = -0.1
+    x = np.random.default_rng(1).random((6, 1, 8, 8))
+    target = np.eye(3)[np.arange(6) % 3]
+    point, _, _ = one_step(model, 0.1, x, target)
+    assert model.types[:3] == ["conv2d", "relu", "maxpool2d"]
+    assert point["watch/1.relu/dead_channel_fraction"] == 0.25
+    assert point["watch/1.relu/dead_fraction"] >= 0.25 and "watch/2.maxpool2d/dead_channel_fraction" not in point
+    assert point["watch/0.conv2d.W/grad_norm"] > 0 and "watch/0.conv2d.W/update_ratio" in point
+    assert Watch(WatchConfig(), model, 1, 0).matrices[0] == "0.conv2d.W"
+    images = np.zeros((2, 3, 2, 2))
+    images[1, 0, 1, 1] = 1.0  # channel 0 alive at one position of one sample; 1 and 2 dead
+    assert dead_channel_fraction(images) == 2 / 3 and dead_fraction(images) == 11 / 12
+
+
 # --------------------------------------------------------------------------- in the loop: bitwise alike, resumable
 
 
@@ -192,6 +258,8 @@ def test_the_watch_state_resumes_from_a_checkpoint_bitwise(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     path = checkpoint.save(tmp_path, resume.state_of(interrupted.model, interrupted.optimizer, interrupted, {"a": 1}, "r", "u"))
+    assert interrupted.watch is not None
+    at_checkpoint = {k: v for k, v in interrupted.watch.histograms.arrays().items() if k.endswith("/edges")}
 
     fresh, _ = mnist_like_training(watch=True, seed=7, model_seed=9)
     fresh.sink = lambda m, s: points.append((s, dict(m)))
@@ -203,6 +271,8 @@ def test_the_watch_state_resumes_from_a_checkpoint_bitwise(tmp_path):
     assert fresh.watch.steps == reference.watch.steps and fresh.watch.points == reference.watch.points
     ours, theirs = fresh.watch.histograms.arrays(), reference.watch.histograms.arrays()
     assert ours.keys() == theirs.keys() and all(ours[k].tobytes() == theirs[k].tobytes() for k in ours)
+    grown = [k for k, edges in at_checkpoint.items() if not np.array_equal(edges, ours[k])]
+    assert grown  # ranges that doubled after the checkpoint, rebinning rows from before it: alike too
     assert {"activations/1.relu/counts", "gradients/0.linear.W/counts", "weights/6.linear.b/edges"} <= set(ours)
     assert math.isfinite(fresh.watch.points[-1]["watch/0.linear.W/update_ratio"])
 
@@ -277,6 +347,53 @@ def test_the_pictures_and_the_npz_are_drawn_from_a_watch(tmp_path):
         assert saved["weights/0.linear.W/edges"].shape == (WatchConfig().bins + 1,)
         assert saved["metrics/1.relu/dead_fraction"].tolist() == [p["watch/1.relu/dead_fraction"] for p in watch.points]
         assert math.isnan(saved["metrics/0.linear.b/update_ratio"][0])  # the bias started at 0: no ratio at step 1
+    # what the sidecar draws from: the npz read back is what the watch held
+    seen, read = (
+        watch_pictures.Seen.of(watch),
+        watch_pictures.Seen.load(tmp_path / "watch" / "histograms.npz", watch.warnings, watch.matrices),
+    )
+    assert read.steps == seen.steps and read.points == seen.points and read.warnings == seen.warnings
+    for kind, arrays in seen.histograms.items():
+        assert read.histograms[kind].keys() == arrays.keys()
+        assert all(np.array_equal(read.histograms[kind][n][i], arrays[n][i]) for n in arrays for i in (0, 1))
+
+
+@pytest.mark.parametrize("kind", ["in-process", "child-process"])
+def test_the_pictures_are_drawn_where_mlflow_is_and_a_failed_one_is_a_warning(kind, tmp_path, caplog):
+    """The run's process writes the npz and hands it on (``tracker.submit``): the pictures are drawn and logged where
+    the writer is (the sidecar, or this process with ``tracking.sidecar=false``). A picture that fails is a warning
+    and the tag runner.report.failed; the others are still logged, the run stays FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from runner.report import artifacts, watch_pictures
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.store import Target, default_store
+
+    training, _ = mnist_like_training(watch=True, epochs=2)
+    training.run()
+    assert training.watch is not None
+    uri, root = default_store(tmp_path / "outputs")
+    where = Target(uri, root, "watch")
+    make = RunRecorder.in_process if kind == "in-process" else RunRecorder.child_process
+    tracker = make(where).start_run("a run")
+    artifacts._watch(tracker, tmp_path / "report", training.watch)
+    broken = tmp_path / "broken"
+    watch_pictures.write_npz(training.watch, broken / "histograms.npz")
+    tracker.submit(
+        watch_pictures.log_watch_pictures,
+        npz=str(broken / "histograms.npz"),
+        warnings=[{"kind": "dead_relu", "name": "1.relu", "step": "not a step", "message": ""}],  # 1.relu's panel
+        matrices=training.watch.matrices,
+        plots=str(broken / "plots"),
+    )
+    tracker.end("FINISHED")
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("watch").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["runner.report.failed"] == "log_watch_pictures"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert logged == {f"plots/{name}.png" for name in watch_pictures.PICTURES}
+    assert {p.name for p in (broken / "plots").iterdir()} == {"watch_weights.png", "watch_gradients.png", "gradient_flow.png"}
+    assert "report: log_watch_pictures failed: RuntimeError: watch_activations" in caplog.text
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@
     plots/watch_gradients.png   the gradients
     plots/watch_activations.png and each layer's output (step x value, log colour), warnings in red
     plots/gradient_flow.png     each weight matrix's gradient norm over training, and layer by layer
-    watch/histograms.npz        the counts, edges and watch metrics behind them (runner.report.watch_pictures)
+    watch/histograms.npz        the counts, edges and watch metrics behind them (runner.report.watch_pictures;
+                                the pictures are drawn from it in the sidecar, off the run's path)
     tables/gradcheck.csv|md     the gradient check per layer and array (alone, end to end)
     tables/per_class.csv|md     classifiers: precision, recall, f1, support per class
     summary.txt                 layers, shapes, parameter counts
@@ -82,18 +83,18 @@ def log_run_story(
         logged = tracker.latest_metrics()  # one query for the parts that need it; a failed store stops here
         metrics = lambda: logged  # noqa: E731
         described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
-        # first what only MLflow does (in the sidecar, while the figures are drawn here)
+        # first what is done where MLflow is (in the sidecar, while the figures are drawn here)
         part("inputs", log_dataset_inputs, tracker, splits, cfg)
         if options["model"] and predicted is not None:
             part("model", _model, tracker, run_dir, out, described, flat(test.x[:2], meta), predicted[:2])
+        if watch is not None and watch.steps:  # its pictures are drawn in the sidecar too
+            part("watch", _watch, tracker, out, watch)
         part("curves", _curves, tracker, out, cfg)
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
         if conv_pictures.conv_layers(model):
             part("filters", _filters, tracker, out, model, initial_kernels or {})
             part("feature_maps", _feature_maps, tracker, out, model, test.x)
-        if watch is not None and watch.steps:
-            part("watch", _watch, tracker, out, watch)
         part("gradcheck", _gradcheck, tracker, metrics, out, model, cfg)
         part("graph", _graph, tracker, metrics, out, model, cfg)
         part("summary", _summary, tracker, out, model, cfg)
@@ -170,8 +171,18 @@ def _feature_maps(tracker, out: Path, model, images: np.ndarray, shown: int = 3)
 
 
 def _watch(tracker, out: Path, watch: Watch) -> None:
-    for path in watch_pictures.draw_all(watch, out):
-        tracker.log_artifact(path, path.parent.name)  # plots/ or watch/
+    """The npz here (milliseconds); the pictures drawn from it where MLflow is written (``watch_pictures.log_watch_pictures``:
+    in the sidecar, on the other core, while this process draws the other figures)."""
+    npz = watch_pictures.write_npz(watch, out / "watch" / "histograms.npz")
+    tracker.log_artifact(npz, "watch")
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    tracker.submit(
+        watch_pictures.log_watch_pictures,
+        npz=str(npz.resolve()),
+        warnings=[dict(w) for w in watch.warnings],
+        matrices=list(watch.matrices),
+        plots=str((out / "plots").resolve()),
+    )
 
 
 def _gradcheck(tracker, logged, out: Path, model, cfg) -> None:

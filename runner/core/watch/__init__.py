@@ -5,9 +5,9 @@ anyway: every layer's output, every gradient, every parameter before and after t
 extra forward pass, no random generator of the run touched: the run's numbers are the same with the
 watch on or off. What it gives (definitions: docs/numerics.md, "What the watch measures"):
 
-    metrics     watch/<layer>/mean|std|dead_fraction|saturated_fraction   (watch/1.relu/dead_fraction)
+    metrics     watch/<layer>/mean|std|dead_fraction|dead_channel_fraction|saturated_fraction (watch/1.relu/dead_fraction)
                 watch/<parameter>/grad_norm|weight_norm|update_ratio       (watch/0.linear.W/grad_norm)
-    histograms  weights, gradients, activations: fixed bins per array, a row of counts per watched step
+    histograms  weights, gradients, activations: a row of counts per watched step, on bins that follow the data
     warnings    dead ReLUs, update ratios far from 1e-3, vanishing or exploding gradients
 
 The package, bottom up:

@@ -13,7 +13,8 @@ class WatchConfig:
     """``enabled``: watch at all (false: the loop runs exactly as without a watch, at no cost).
     ``every``: steps between watched steps; null: about ``points`` per run (``interval``).
     ``sample``: at most this many entries of an array are binned per watched step.
-    ``bins``: histogram bins per array (plus an underflow and an overflow bin)."""
+    ``bins``: histogram bins per array (plus an underflow and an overflow bin), a multiple of 4: a range that
+    doubles sums its bins pairwise (runner.core.watch.histograms)."""
 
     enabled: bool = True
     every: int | None = None
@@ -31,8 +32,9 @@ class WatchConfig:
             "a positive number of steps or null (about watch.points)",
             or_none=True,
         )
-        for key in ("points", "sample", "bins"):
+        for key in ("points", "sample"):
             option(f"watch.{key}", getattr(self, key), int, lambda v: v > 0, "a positive integer")
+        option("watch.bins", self.bins, int, lambda v: v > 0 and v % 4 == 0, "a positive multiple of 4")
 
     def interval(self, total_steps: int) -> int:
         """Steps between watched steps: ``every``, or ceil(total / points) so that a run has about ``points``."""

@@ -6,9 +6,10 @@ Every statistic here is defined in docs/numerics.md ("What the watch measures");
     update_ratio            ||W_after - W_before|| / ||W_before||: the step the optimizer really took,
                             relative to the weights (lr ||g|| / ||W|| for plain SGD)
     dead_fraction(y)        the units of a ReLU output that are 0 for every sample of the batch
+    dead_channel_fraction   of a ReLU on images (batch, channels, h, w): the channels 0 at every position
     saturated_fraction(y)   the entries of a sigmoid (tanh) output in its flat tails
-    edges_for(sample)       fixed histogram bin edges, chosen once per array from its first sample
-    bin_counts(sample)      counts in those bins, plus one underflow and one overflow bin
+    magnitude(sample)       the 99th percentile of |x|: what a histogram's range must hold (histograms.py)
+    bin_counts(sample)      counts in a histogram's bins, plus one underflow and one overflow bin
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 #: the local slope is below ~1 % of its peak and almost no gradient passes back
 SATURATION = {"sigmoid": (0.01, 0.99), "tanh": (-0.99, 0.99)}
 
-#: activations whose outputs have known bounds: their histograms span exactly that range
+#: activations whose outputs have known bounds: their histograms span exactly that range, fixed
 BOUNDED = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}
 
 #: layers whose units can die (output exactly 0 whatever the input)
@@ -55,6 +56,15 @@ def dead_fraction(y: np.ndarray) -> float:
     return 1.0 - float(np.count_nonzero(alive)) / alive.size
 
 
+def dead_channel_fraction(y: np.ndarray) -> float:
+    """A convolution's output (batch, channels, height, width): the fraction of channels that are 0 at every
+    position for every sample of the batch. A dead channel is a whole filter lost (its kernel gets no gradient);
+    ``dead_fraction`` counts positions too, so a few dead channels can hide among the border positions a padded
+    ReLU map rarely switches on."""
+    alive = (y > 0).any(axis=(0, 2, 3))
+    return float(np.count_nonzero(~alive)) / alive.size
+
+
 def saturated_fraction(kind: str, y: np.ndarray) -> float:
     """The fraction of entries in the flat tails of ``kind`` (``SATURATION``)."""
     low, high = SATURATION[kind]
@@ -64,10 +74,12 @@ def saturated_fraction(kind: str, y: np.ndarray) -> float:
 
 def activation_stats(kind: str, y: np.ndarray) -> dict[str, float]:
     """mean and std of a layer's output over the whole batch, and what its kind adds: the dead fraction of
-    a ReLU, the saturated fraction of a sigmoid or tanh."""
+    a ReLU (and of a ReLU on images, its dead channels), the saturated fraction of a sigmoid or tanh."""
     stats = {"mean": float(y.mean(dtype=np.float64)), "std": float(y.std(dtype=np.float64))}
     if kind in RECTIFIERS:
         stats["dead_fraction"] = dead_fraction(y)
+        if y.ndim == 4:
+            stats["dead_channel_fraction"] = dead_channel_fraction(y)
     if kind in SATURATION:
         stats["saturated_fraction"] = saturated_fraction(kind, y)
     return stats
@@ -82,23 +94,21 @@ def sample_entries(a: np.ndarray, limit: int, rng: np.random.Generator) -> np.nd
     return flat[rng.integers(0, flat.size, limit)].astype(np.float64)
 
 
-def edges_for(sample: np.ndarray, bins: int, kind: str = "") -> np.ndarray:
-    """``bins + 1`` evenly spaced edges, fixed for the rest of the run so that every point is counted on
-    one scale. A bounded activation (``BOUNDED``) spans its range; anything else spans 1.5 times the 99th
-    percentile of |x| (room to grow, and one outlier cannot squash the rest into one bin), from 0 when every
-    entry is >= 0 (a ReLU's output) or symmetric around 0 otherwise; an array of zeros spans [-1, 1]."""
-    if kind in BOUNDED:
-        low, high = BOUNDED[kind]
-        return np.linspace(low, high, bins + 1)
-    finite = sample[np.isfinite(sample)]
-    magnitude = float(np.quantile(np.abs(finite), 0.99)) if finite.size else 0.0
-    if magnitude == 0.0:
-        magnitude = float(np.max(np.abs(finite))) if finite.size else 0.0
-    if magnitude == 0.0:  # all zero (a bias at its start): [-1, 1], it may move either way
-        return np.linspace(-1.0, 1.0, bins + 1)
-    half = 1.5 * magnitude
-    low = 0.0 if float(finite.min()) >= 0 else -half
-    return np.linspace(low, half, bins + 1)
+def magnitude(finite: np.ndarray) -> float:
+    """The scale of a sample (its finite entries): the 99th percentile of |x|, taken as an entry (the one at rank
+    ceil(0.99 (n - 1)): at most 1 % of the entries are larger, and of fewer than 100 entries the largest), so one
+    outlier among many does not set it; the largest |x| when that is 0 (a mostly-zero array); 0 for an array of
+    zeros (or no entries)."""
+    if not finite.size:
+        return 0.0
+    size = np.abs(finite)
+    found = float(np.quantile(size, 0.99, method="higher"))
+    return found if found > 0 else float(size.max())
+
+
+def power_above(x: float) -> float:
+    """The smallest power of two above ``x`` > 0 (a histogram's range: 2^k > x, so x itself falls inside)."""
+    return math.ldexp(1.0, math.frexp(x)[1])
 
 
 def bin_counts(sample: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ def layer_labels(model) -> list[str]:
 class Watch:
     """Per watched step, as metrics ``watch/<layer>/<stat>`` and ``watch/<parameter>/<stat>``:
 
-    - each layer's output: ``mean``, ``std``; a ReLU's ``dead_fraction``; a sigmoid's or tanh's ``saturated_fraction``
+    - each layer's output: ``mean``, ``std``; a ReLU's ``dead_fraction`` (on images also ``dead_channel_fraction``);
+      a sigmoid's or tanh's ``saturated_fraction``
     - each parameter array: ``grad_norm``, ``weight_norm`` (before the step), ``update_ratio`` (the step taken)
 
     and histograms of weights, gradients and activations (``histograms``), warnings (``alerts``). Its state
