@@ -26,7 +26,7 @@ from .numpy_reference import batch_rng
 from .recipes import Recipe
 
 f32 = np.float32
-EVAL_ROWS = 51  # runner.core.evaluation.eval_rows(the recipe's model): the same chunks at evaluation (tested)
+EVAL_ROWS = 102  # runner.core.evaluation.eval_rows(the recipe's model): the same chunks at evaluation (tested)
 
 
 def layer_names(recipe: Recipe) -> list[str]:
