@@ -89,3 +89,28 @@ def duplicate_site(tmp_path_factory) -> Path:
     return pip_install(
         duplicate_distribution(tmp_path_factory.mktemp("duplicate-src")), tmp_path_factory.mktemp("duplicate-site")
     )
+
+
+# --------------------------------------------------------------------------- servers on 127.0.0.1 (tests/servers.py)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster for the session's tests (each test takes a database of its own)."""
+    from servers import Postgres
+
+    server = Postgres().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_tracking_server(postgres, tmp_path_factory):
+    """A real ``mlflow server`` whose store is a PostgreSQL database, artifacts served from a folder; the tests that
+    share it record under experiments of their own."""
+    from servers import mlflow_server
+
+    artifacts = tmp_path_factory.mktemp("pg-server") / "artifacts"
+    artifacts.mkdir()
+    with mlflow_server(postgres.create_database("mlflow"), artifacts) as url:
+        yield url

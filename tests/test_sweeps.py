@@ -3,11 +3,8 @@
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pandas as pd
 import pytest
@@ -158,56 +155,14 @@ def test_results_table_matches_the_store(runner_cli, tmp_path):
     assert bad.returncode == 1 and "--sort 'nope': no such column" in bad.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite backend and an artifact root, stopped after the test."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError as e:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("mlflow server did not start") from e
-                time.sleep(0.5)
+    from servers import mlflow_server
+
+    (tmp_path / "server-artifacts").mkdir()
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts") as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_grid_with_joblib_against_a_tracking_server(runner_cli, mlflow_server):

@@ -134,7 +134,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            return
+            pass
+        check_credentials(uri, timeout)
     except urllib.error.HTTPError as e:
         if e.code < 500:
             return  # it answered: a server without /health (or behind auth) is reachable
@@ -149,3 +150,32 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             f"tracking: the MLflow server {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI "
             "to record in the local store"
         ) from None
+
+
+def check_credentials(uri: str, timeout: float) -> None:
+    """A server behind basic auth (``mlflow server --app-name basic-auth``) answers /health to anyone: ask it something
+    with the user's credentials, so that wrong or missing ones are one line before anything starts, not a 401
+    traceback after training."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    if user is not None and password is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code != 401:
+            raise
+    if user is None and not os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        raise RunnerError(
+            f"tracking: the MLflow server {uri} asks who you are (401 Unauthorized); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to a user of that server"
+        )
+    who = f"user {user!r} (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)" if user else "MLFLOW_TRACKING_TOKEN"
+    raise RunnerError(f"tracking: the MLflow server {uri} refused the credentials of {who}: 401 Unauthorized; check them")

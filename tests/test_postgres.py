@@ -1,0 +1,154 @@
+"""A tracking server on a real PostgreSQL (issue 18): Debian's PostgreSQL started by the test in a temporary folder on
+127.0.0.1 (tests/servers.py), a real ``mlflow server`` in front of it; a parallel grid recorded there, the database
+going away mid-run, and the server's basic-auth mode."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+from servers import Postgres, mlflow_server
+from test_faults import sidecars_in
+from test_reliability import histories, start_with
+from test_sweeps import GRID
+from test_tracking import client_of
+from test_tracking_spill import ARGS, reference  # noqa: F401  (a fixture: the undisturbed histories)
+
+pytestmark = pytest.mark.slow
+
+
+def rows(postgres: Postgres, database: str, query: str) -> list[tuple]:
+    """Read the database itself: what the server wrote is in PostgreSQL, not anywhere else."""
+    import psycopg
+
+    with psycopg.connect(postgres.url(database)) as connection:
+        return connection.execute(query).fetchall()
+
+
+def test_a_parallel_grid_records_in_a_server_on_postgresql(runner_cli, postgres, pg_tracking_server):
+    result = runner_cli(
+        *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.experiment=pg-joblib",
+        env={"MLFLOW_TRACKING_URI": pg_tracking_server},
+    )  # fmt: skip
+    assert result.proc.returncode == 0, result.proc.stderr[-3000:]
+    assert not (result.cwd / "outputs" / "mlflow.db").exists()
+    client = client_of(pg_tracking_server)
+    runs = client.search_runs([client.get_experiment_by_name("pg-joblib").experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("runner.sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert all(0 < c.data.metrics["test/accuracy"] <= 1 and c.data.metrics["gradcheck/max_rel_error"] < 1e-5 for c in children)
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary.csv"))
+    assert sorted(summary["run_id"]) == sorted(c.info.run_id for c in children)
+    assert "model.npz" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
+    # the rows are PostgreSQL's: 5 runs of the experiment, and every train/loss point of each child
+    stored = dict(rows(postgres, "mlflow", "SELECT r.run_uuid, r.status FROM runs r JOIN experiments e "
+                                           "ON r.experiment_id = e.experiment_id WHERE e.name = 'pg-joblib'"))  # fmt: skip
+    assert stored == {r.info.run_id: "FINISHED" for r in runs} and len(stored) == 5
+    for child in children:
+        query = f"SELECT count(*) FROM metrics WHERE run_uuid = '{child.info.run_id}' AND key = 'train/loss'"
+        points = rows(postgres, "mlflow", query)
+        assert points[0][0] == len(client.get_metric_history(child.info.run_id, "train/loss")) > 0
+
+
+def test_the_database_going_away_mid_run_keeps_everything_and_resume_replays_it_exactly(tmp_path, reference):  # noqa: F811
+    """PostgreSQL stopped under a running server (``pg_ctl stop -m fast``: connections cut, as when the database machine
+    goes away): the server answers 500, the run ends as docs/reliability.md promises for a store gone mid-run (one line,
+    what was not written in the spill file), and once the database is back ``+resume`` gives exactly the undisturbed
+    histories."""
+    postgres = Postgres().start()
+    (tmp_path / "artifacts").mkdir()
+    try:
+        database = postgres.create_database("mlflow")
+        with mlflow_server(database, tmp_path / "artifacts") as url:
+            env = {"MLFLOW_TRACKING_URI": url}
+            proc = start_with(tmp_path, env, *ARGS)
+            seen = []
+            for line in proc.stdout:
+                seen.append(line)
+                if "epoch 100/200" in line:
+                    os.kill(proc.pid, signal.SIGSTOP)  # the run stands still while the database goes away
+                    postgres.stop("fast")
+                    os.kill(proc.pid, signal.SIGCONT)
+                    break
+            seen.append(proc.stdout.read())
+            proc.wait(timeout=180)
+            output = "".join(seen)
+            assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+            [line] = [line for line in output.splitlines() if line.startswith("runner: error: tracking:")]
+            assert f"cannot record in the MLflow store '{url}'" in line
+            kept = re.search(r"is kept in (\S+); once the store answers, continue the run with: (python -m runner .*)$", line)
+            assert kept, line
+            spill_file, resume_arg = kept.group(1), kept.group(2).split("+resume=")[1]
+            assert os.path.getsize(spill_file) > 0
+            deadline = time.time() + 30
+            while sidecars_in(tmp_path) and time.time() < deadline:
+                time.sleep(0.1)
+            assert not sidecars_in(tmp_path)
+
+            postgres.start()  # the database is back, as it was; the server reconnects (pool_pre_ping)
+            client = client_of(url)
+            [run] = client.search_runs([client.get_experiment_by_name("iris").experiment_id])
+            assert run.info.status == "RUNNING"  # its end is in the spill file, not yet in the store
+            resumed = run_cli(tmp_path, *ARGS, f"+resume={resume_arg}", env=env)
+            assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+            assert not os.path.exists(spill_file)  # replayed, renamed *.replayed
+            run = client.get_run(run.info.run_id)
+            assert run.info.status == "FINISHED" and "runner.error" not in run.data.tags
+            assert histories(client, run.info.run_id) == reference  # none lost, none twice
+    finally:
+        postgres.close()
+
+
+AUTH_INI = """[mlflow]
+default_permission = READ
+database_uri = {database}
+admin_username = admin
+admin_password = {password}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+@pytest.fixture(scope="module")
+def auth_server(postgres, tmp_path_factory):
+    """``mlflow server --app-name basic-auth``: runs and users both in PostgreSQL (two databases)."""
+    pytest.importorskip("flask_wtf", reason="pip install 'mlflow[auth]'")
+    folder = tmp_path_factory.mktemp("auth-server")
+    (folder / "artifacts").mkdir()
+    password = "s3cret-" + os.urandom(4).hex()
+    (folder / "auth.ini").write_text(AUTH_INI.format(database=postgres.create_database("mlflow_users"), password=password))
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}
+    with mlflow_server(postgres.create_database("mlflow_auth"), folder / "artifacts", "--app-name", "basic-auth", env=env) as url:
+        yield url, password
+
+
+def test_basic_auth_right_credentials_record_wrong_ones_are_one_line_and_no_run(runner_cli, auth_server, monkeypatch):
+    url, password = auth_server
+    iris = ("+experiment=iris", "trainer.epochs=2")
+    admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+    good = runner_cli(*iris, env={"MLFLOW_TRACKING_URI": url, **admin})
+    assert good.proc.returncode == 0, good.proc.stderr[-3000:]
+    bad = runner_cli(*iris, env={"MLFLOW_TRACKING_URI": url, **admin, "MLFLOW_TRACKING_PASSWORD": "wrong"})
+    output = bad.proc.stdout + bad.proc.stderr
+    assert bad.proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    [line] = [line for line in output.splitlines() if line.startswith("runner: error:")]
+    assert line == (
+        f"runner: error: tracking: the MLflow server {url} refused the credentials of user 'admin' "
+        "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD): 401 Unauthorized; check them"
+    )
+    assert "epoch" not in output  # said before training
+    nobody = runner_cli(*iris, env={"MLFLOW_TRACKING_URI": url})
+    assert nobody.proc.returncode == 1 and "Traceback" not in nobody.proc.stderr
+    assert f"the MLflow server {url} asks who you are (401 Unauthorized); set MLFLOW_TRACKING_USERNAME" in nobody.proc.stderr
+
+    for key, value in admin.items():
+        monkeypatch.setenv(key, value)  # the test's own client reads the credentials from the environment
+    client = client_of(url)
+    [run] = client.search_runs([client.get_experiment_by_name("iris").experiment_id])  # one run: the good one's
+    assert run.info.run_id in good.proc.stdout + good.proc.stderr
+    assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] > 0.5
