@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import SHARED_DATA, run_cli
 from servers import Postgres, mlflow_server
 from test_faults import sidecars_in
 from test_reliability import histories, start_with
@@ -152,3 +152,54 @@ def test_basic_auth_right_credentials_record_wrong_ones_are_one_line_and_no_run(
     [run] = client.search_runs([client.get_experiment_by_name("iris").experiment_id])  # one run: the good one's
     assert run.info.run_id in good.proc.stdout + good.proc.stderr
     assert run.info.status == "FINISHED" and run.data.metrics["test/accuracy"] > 0.5
+
+
+def test_two_sweeps_share_one_optuna_study_on_postgresql_and_a_third_continues_it(tmp_path, postgres, pg_tracking_server):
+    """Two machines' worth of workers: two sweep processes started at once on the same study name give distinct trials
+    (numbers and points), none lost, one best; a third process, later, continues the study."""
+    import optuna
+
+    storage = postgres.create_database("optuna_shared")
+    search = (
+        "--multirun", "+experiment=iris", "trainer.epochs=3", "tracking.experiment=pg-optuna", "hydra/sweeper=runner_optuna",
+        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared", "hydra.sweeper.seed=0",
+        "optimizer.lr=tag(log, interval(0.001, 0.5))", "model.hidden=choice([8],[16])",
+    )  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "MLFLOW_TRACKING_URI": pg_tracking_server}
+    machines = [tmp_path / "a", tmp_path / "b"]
+    procs = [start_in(folder, env, *search, "hydra.sweeper.n_trials=3") for folder in machines]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len({t.params["optimizer.lr"] for t in study.trials}) == 6  # the two sweeps drew different points
+
+    later = start_in(tmp_path / "c", env, *search, "hydra.sweeper.n_trials=2")
+    out, _ = later.communicate(timeout=300)
+    assert later.returncode == 0 and "6 trials before this sweep" in out, out[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert sorted(t.number for t in study.trials) == list(range(8))
+    assert len({t.params["optimizer.lr"] for t in study.trials}) == 8
+
+    client = client_of(pg_tracking_server)
+    runs = client.search_runs([client.get_experiment_by_name("pg-optuna").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len([r for r in runs if r.data.tags.get("runner.sweep") == "parent"]) == 3 and len(children) == 8
+    recorded = sorted(float(c.data.params["optimizer.lr"]) for c in children)
+    assert recorded == pytest.approx(sorted(t.params["optimizer.lr"] for t in study.trials), rel=1e-12)
+    best = max(c.data.metrics["val/accuracy"] for c in children)
+    assert study.best_value == best and study.best_trial.value == best
+
+
+def start_in(folder, env, *args):
+    """``python -m runner`` started in ``folder`` (a machine of its own), output and errors together."""
+    import subprocess
+    import sys
+
+    folder.mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=folder, env={**env, "RUNNER_DATA_DIR": str(SHARED_DATA)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip

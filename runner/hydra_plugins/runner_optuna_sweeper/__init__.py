@@ -36,6 +36,27 @@ def direction_of(value: str) -> Direction:
     raise RunnerError(f"hydra.sweeper.direction: expected 'minimize' or 'maximize', got {value!r}")
 
 
+def ask(study, distributions: dict[str, Any], seed: int | None):
+    """A new trial, its parameters drawn by a sampler seeded from (``seed``, the trial's number). One sampler seeded
+    once would draw the same points in every process that shares the study (two machines' sweeps started at once, or
+    a study continued later); the trial's number is unique in the study, so the draws differ, and a lone sweep is
+    still reproducible from its seed."""
+    import numpy as np
+    import optuna
+
+    trial = study.ask()
+    if seed is not None:
+        study.sampler = optuna.samplers.TPESampler(seed=int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0]))
+    for name, d in distributions.items():
+        if isinstance(d, optuna.distributions.FloatDistribution):
+            trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        else:
+            trial.suggest_categorical(name, d.choices)
+    return trial
+
+
 class RunnerOptunaSweeper(Sweeper):
     def __init__(
         self,
@@ -69,7 +90,7 @@ class RunnerOptunaSweeper(Sweeper):
             storage=self.storage,
             direction=self.direction,
             sampler=optuna.samplers.TPESampler(seed=self.seed),
-            load_if_exists=True,
+            load_if_exists=True,  # a study on a shared storage is created by whichever process comes first
         )
         done_before = len(study.trials)
         log.info(
@@ -81,9 +102,7 @@ class RunnerOptunaSweeper(Sweeper):
         )
         job_index = 0
         while job_index < self.n_trials:
-            trials = [
-                study.ask(fixed_distributions=space.distributions) for _ in range(min(self.n_jobs, self.n_trials - job_index))
-            ]
+            trials = [ask(study, space.distributions, self.seed) for _ in range(min(self.n_jobs, self.n_trials - job_index))]
             returns = launcher.launch([trial_overrides(space, t) for t in trials], initial_job_idx=job_index)
             for trial, job_return in zip(trials, returns):
                 value = objective_value(job_return)
