@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA, run_cli
+from conftest import ROOT, SHARED_DATA, run_cli
 from servers import Postgres, mlflow_server
 from test_faults import sidecars_in
 from test_reliability import histories, start_with
@@ -203,3 +204,18 @@ def start_in(folder, env, *args):
         [sys.executable, "-m", "runner", *args], cwd=folder, env={**env, "RUNNER_DATA_DIR": str(SHARED_DATA)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def test_sixteen_runs_writing_at_once_lose_no_point(postgres, pg_tracking_server):
+    """Load: 16 runs logging at once through runner's recorder (benchmarks/server_load.py, whose figures are in
+    docs/benchmarks.md): every run FINISHED with every point of every key, once, within a bounded time."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.server_load import KEYS, load
+
+    result = load(pg_tracking_server, "pg-load", writers=16, steps=1000, timeout=240)
+    assert len(set(result["run_ids"])) == 16
+    stored = rows(postgres, "mlflow", "SELECT r.run_uuid, r.status, m.key, count(*), count(DISTINCT m.step), max(m.step) "
+                  "FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id JOIN metrics m ON m.run_uuid = r.run_uuid "
+                  "WHERE e.name = 'pg-load' GROUP BY r.run_uuid, r.status, m.key")  # fmt: skip
+    assert sorted(stored) == sorted((run, "FINISHED", key, 1000, 1000, 999) for run in result["run_ids"] for key in KEYS)
+    assert result["points_per_s"] > 0 and result["points"] == 16 * 1000 * len(KEYS)
