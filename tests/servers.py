@@ -114,17 +114,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, *extra: str, env: dict | No
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError as e:
-                if server.poll() is not None or time.time() > deadline:
-                    log = (artifacts.parent / f"mlflow-server-{port}.log").read_text()[-3000:]
-                    raise RuntimeError(f"mlflow server did not start:\n{log}") from e
-                time.sleep(0.5)
+        wait_until_healthy(url, server, artifacts.parent / f"mlflow-server-{port}.log")
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -134,3 +124,19 @@ def mlflow_server(backend_uri: str, artifacts: Path, *extra: str, env: dict | No
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path | None = None, timeout: float = 90) -> None:
+    """Until the server at ``url`` answers ``/health`` (its migrations done); a server that exits first, or not in
+    ``timeout`` seconds, is an error with the end of its log."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError as e:
+            if server.poll() is not None or time.time() > deadline:
+                said = log.read_text()[-3000:] if log is not None and log.exists() else ""
+                raise RuntimeError(f"mlflow server did not start:\n{said}") from e
+            time.sleep(0.3)

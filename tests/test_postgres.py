@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import time
 
@@ -18,7 +17,7 @@ from test_faults import sidecars_in
 from test_reliability import histories, start_with
 from test_sweeps import GRID
 from test_tracking import client_of
-from test_tracking_spill import ARGS, reference  # noqa: F401  (a fixture: the undisturbed histories)
+from test_tracking_spill import ARGS, disturb_at, reference  # noqa: F401  (a fixture: the undisturbed histories)
 
 pytestmark = pytest.mark.slow
 
@@ -69,17 +68,7 @@ def test_the_database_going_away_mid_run_keeps_everything_and_resume_replays_it_
         with mlflow_server(database, tmp_path / "artifacts") as url:
             env = {"MLFLOW_TRACKING_URI": url}
             proc = start_with(tmp_path, env, *ARGS)
-            seen = []
-            for line in proc.stdout:
-                seen.append(line)
-                if "epoch 100/200" in line:
-                    os.kill(proc.pid, signal.SIGSTOP)  # the run stands still while the database goes away
-                    postgres.stop("fast")
-                    os.kill(proc.pid, signal.SIGCONT)
-                    break
-            seen.append(proc.stdout.read())
-            proc.wait(timeout=180)
-            output = "".join(seen)
+            output = disturb_at(proc, "epoch 100/200", lambda: postgres.stop("fast"))
             assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
             [line] = [line for line in output.splitlines() if line.startswith("runner: error: tracking:")]
             assert f"cannot record in the MLflow store '{url}'" in line

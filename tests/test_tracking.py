@@ -11,11 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import free_port, wait_until_healthy
 from test_faults import server_503  # noqa: F401  (a fixture: a server answering 503 to everything)
 
 from runner.api import RunnerError
@@ -200,12 +200,6 @@ def test_a_run_in_a_store_that_does_not_answer_is_one_line_at_once(kind, server_
 # --------------------------------------------------------------------------- a store that stops answering: the spill file
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A real ``mlflow server`` on 127.0.0.1 (a SQLite backend, an artifact root), stopped and started again at will."""
 
@@ -227,16 +221,7 @@ class Server:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.3)
+        wait_until_healthy(self.url, self.proc)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -29,6 +29,22 @@ def reference(tmp_path_factory):
     return found
 
 
+def disturb_at(proc, marker: str, disturb) -> str:
+    """Read a run's output until a line holding ``marker``; there, with the run standing still (SIGSTOP), ``disturb()``
+    (the store goes away); then let it go on to its end. Returns everything it printed."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            os.kill(proc.pid, signal.SIGSTOP)
+            disturb()
+            os.kill(proc.pid, signal.SIGCONT)
+            break
+    seen.append(proc.stdout.read())
+    proc.wait(timeout=180)
+    return "".join(seen)
+
+
 @pytest.mark.parametrize("sidecar_killed", [False, True], ids=["server-down", "server-down-and-sidecar-killed"])
 def test_a_server_gone_mid_run_keeps_what_was_not_written_and_resume_replays_it_exactly(tmp_path, reference, sidecar_killed):
     """Was: `tracking: cannot record in the MLflow store ...`, every point not yet written lost, and the run left RUNNING
@@ -38,20 +54,14 @@ def test_a_server_gone_mid_run_keeps_what_was_not_written_and_resume_replays_it_
     try:
         env = {"MLFLOW_TRACKING_URI": server.url}
         proc = start_with(tmp_path, env, *ARGS)
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "epoch 100/200" in line:
-                os.kill(proc.pid, signal.SIGSTOP)  # the run stands still while the server goes away
-                sidecar = sidecar_of(proc.pid)
-                server.stop()
-                if sidecar_killed:
-                    os.kill(sidecar, signal.SIGKILL)
-                os.kill(proc.pid, signal.SIGCONT)
-                break
-        seen.append(proc.stdout.read())
-        proc.wait(timeout=180)
-        output = "".join(seen)
+
+        def take_the_server_away():
+            sidecar = sidecar_of(proc.pid)
+            server.stop()
+            if sidecar_killed:
+                os.kill(sidecar, signal.SIGKILL)
+
+        output = disturb_at(proc, "epoch 100/200", take_the_server_away)
         assert proc.returncode == 1, output[-3000:]
         assert "Traceback" not in output
         [line] = [line for line in output.splitlines() if line.startswith("runner: error: tracking:")]

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from servers import free_port
 
 CHROMIUM = Path(os.environ.get("RUNNER_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -53,12 +53,6 @@ pytestmark = [
     pytest.mark.slow,  # a run, an mlflow server and headless Chromium
     pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
