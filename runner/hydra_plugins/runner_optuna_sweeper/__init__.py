@@ -11,6 +11,8 @@ Hydra imports this module while building ``Plugins.instance()``.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,25 @@ def direction_of(value: str) -> Direction:
     if value == "maximize":
         return "maximize"
     raise RunnerError(f"hydra.sweeper.direction: expected 'minimize' or 'maximize', got {value!r}")
+
+
+def open_storage(url: str | None, attempts: int = 5):
+    """An Optuna storage URL opened as an ``RDBStorage``. Optuna creates its tables the first time a database is
+    opened: sweeps started at once on a fresh database race (on PostgreSQL the loser fails with a duplicate key on the
+    ``trialstate`` enum type); the loser finds the tables made on its next try."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    if url is None or "://" not in url:
+        return url
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+    return url
 
 
 def ask(study, distributions: dict[str, Any], seed: int | None):
@@ -87,7 +108,7 @@ class RunnerOptunaSweeper(Sweeper):
         space = search_space(self.params, arguments)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self.storage,
+            storage=open_storage(self.storage),
             direction=self.direction,
             sampler=optuna.samplers.TPESampler(seed=self.seed),
             load_if_exists=True,  # a study on a shared storage is created by whichever process comes first
