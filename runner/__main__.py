@@ -17,6 +17,7 @@ import hydra
 from hydra.core.plugins import Plugins
 
 from hydra_plugins.runner_optuna_sweeper import RunnerOptunaSweeper
+from hydra_plugins.runner_ray_launcher import RunnerRayLauncher
 from runner.api import RunnerError
 from runner.plugins.configs import main_config_dir
 from runner.plugins.search_path import install as install_plugin_configs
@@ -33,6 +34,7 @@ main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="conf
 def run() -> None:
     """Plugin configs on the search path, then Hydra; a plugin config problem is one line and exit 1."""
     Plugins.instance().register(RunnerOptunaSweeper)  # hydra/sweeper=runner_optuna, editable installs too
+    Plugins.instance().register(RunnerRayLauncher)  # hydra/launcher=ray_cluster, likewise
     install_config_sources()  # a YAML syntax error in a config file: one line naming the file, line and column
     try:
         install_plugin_configs(Path(CONFIG_PATH))

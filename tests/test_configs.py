@@ -188,10 +188,11 @@ def test_hydra_sweeper_option(option: str) -> None:
     assert cfg.hydra.sweeper.n_trials > 0 and cfg.hydra.sweeper.direction in ("minimize", "maximize")
 
 
-#: hydra/launcher options and the Hydra plugin each needs (an optional extra: runner[slurm], runner[ray])
+#: hydra/launcher options, the Hydra plugin each needs (an optional extra: runner[slurm], runner[ray]) and its launcher
+#: class (ray_cluster: runner's own, on hydra-ray-launcher's job function: runner.sweeps.ray_launch)
 LAUNCHERS = {
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
-    "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"),
+    "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "hydra_plugins.runner_ray_launcher.RunnerRayLauncher"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +122,36 @@ def objective(cfg: DictConfig, meta) -> tuple[str, str]:
 
 
 def blas_threads(cfg: DictConfig, hydra_cfg) -> int:
-    """BLAS threads for this job: ``threads``, or the cores shared among the launcher's parallel jobs."""
+    """BLAS threads for this job: ``threads``, or the CPUs of the Ray task it runs in, or the cores shared among the
+    launcher's parallel jobs."""
     if cfg.threads is not None:
         return option("threads", cfg.threads, int, lambda v: v >= 1, "a positive number of BLAS threads or null (auto)")
+    task = ray_task()
+    if task is not None:  # Ray counts on the task using the CPUs it was given (hydra.launcher.ray.remote.num_cpus), no more
+        return max(1, int(task.get_assigned_resources().get("CPU", 0)))
     parallel = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.get("launcher") else None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if isinstance(parallel, int) and parallel > 0:
         return max(1, cores // min(parallel, cores))
     return cores
+
+
+def ray_task():
+    """The runtime context of the Ray task this job runs in (hydra/launcher=ray_cluster), else None. Ray is looked up,
+    never imported: a Ray worker has loaded it already, and a process that has not is in no Ray task."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return context if context.worker.mode == ray.WORKER_MODE else None  # not the driver (the sweep's launching process)
+
+
+def ray_tags() -> dict[str, str]:
+    """Where the job ran, when in a Ray task: its node's id and IP (``ray.nodes()`` lists them)."""
+    task = ray_task()
+    if task is None:
+        return {}
+    return {"runner.ray.node_id": task.get_node_id(), "runner.ray.node_ip": sys.modules["ray"].util.get_node_ip_address()}
 
 
 def lr_schedule(cfg: DictConfig, optimizer, total_steps: int):

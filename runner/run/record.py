@@ -19,7 +19,7 @@ from runner.core.train import targets_for
 from runner.plugins.registry import Entry
 from runner.run import resume
 from runner.run.build import Built
-from runner.run.compose import git_commit, plain, threadpool_info
+from runner.run.compose import git_commit, plain, ray_tags, threadpool_info
 from runner.run.sweep_job import supersede, without_resume
 from runner.tracking import runs
 from runner.tracking.recorder import RunRecorder
@@ -103,6 +103,7 @@ def record_start(cfg: DictConfig, hydra_cfg, tracker, built: Built, seed: int) -
     tags["runner.seed"] = seed
     tags["runner.objective"] = f"{built.direction} {built.metric}"
     tags["runner.blas_threads"] = threadpool_info()
+    tags.update(ray_tags())
     commit = git_commit(Path.cwd())
     if commit:
         tags["mlflow.source.git.commit"] = commit

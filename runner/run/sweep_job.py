@@ -105,8 +105,9 @@ def supersede(note: SweepNote, overrides: list[str], run_id: str) -> None:
             )
 
 
-def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str) -> None:
-    """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep)."""
+def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error: str, status: str = "FAILED") -> None:
+    """A FAILED child run for a job that failed before its run started (e.g. a bad value in the sweep); KILLED for one
+    whose process died before (runner.sweeps.ray_launch)."""
     tracker = runs.start_run(
         Target(note.uri, None, note.experiment),
         note.job_name(job_num, overrides),
@@ -117,7 +118,7 @@ def record_failed_job(note: SweepNote, job_num: int, overrides: list[str], error
             "runner.error": error,
         },
     )
-    tracker.end("FAILED")
+    tracker.end(status)
     if note.resuming:
         supersede(note, overrides, tracker.run_id)
 

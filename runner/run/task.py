@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from runner.api import RunnerError
 from runner.run import clock, record, resume
 from runner.run.build import build
-from runner.run.compose import blas_threads, dtype_of, model_as_chosen
+from runner.run.compose import blas_threads, dtype_of, model_as_chosen, ray_tags
 from runner.run.interrupt import Interrupted, Signals
 from runner.run.preflight import seed_of
 from runner.run.sweep_job import finished_job, interrupted_job, read_note, record_failed_job
@@ -128,7 +128,7 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
         try:
             if resumed:
                 resume.restore(resumed, built.model, built.optimizer, training)
-                tracker.set_tags({"runner.resumed_after_step": training.step})
+                tracker.set_tags({"runner.resumed_after_step": training.step, **ray_tags()})  # where it runs now
             else:
                 record.record_start(cfg, hydra_cfg, tracker, built, seed)
                 if cfg.gradcheck.enabled:

@@ -113,16 +113,27 @@ class SweepTracking(Callback):
     def _abandoned(self) -> None:
         """At exit, a sweep that never reached its end (a job's process died, the launcher raised) says so."""
         if self.parent is not None and not self.ended:
-            command = self.note.resume_command() if self.note else f"+resume_sweep={self.parent.run_id} and the same overrides"
-            print(f"runner: sweep {self.parent.run_id} stopped before its end; continue it with: {command}", file=sys.stderr)
-            self.parent.set_tags({"runner.error": f"the sweep stopped before its end; continue it with: {command}"})
-            self.parent.end("FAILED")
+            self._stopped()
+
+    def _stopped(self, why: str = "") -> None:
+        """The parent run FAILED with the command that continues the sweep (``+resume_sweep``), said in one line."""
+        assert self.parent is not None
+        command = self.note.resume_command() if self.note else f"+resume_sweep={self.parent.run_id} and the same overrides"
+        print(f"runner: sweep {self.parent.run_id} stopped before its end{why}; continue it with: {command}", file=sys.stderr)
+        self.parent.set_tags({"runner.error": f"the sweep stopped before its end{why}; continue it with: {command}"})
+        self.parent.end("FAILED")
+        self.ended = True
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or self.parent is None:
             return
         note = read_note(config.hydra.sweep.dir) or self.note  # the note this process left, if the folder lost it
-        failed = summarize(self.parent, note) if note else 0
+        table = summarize(self.parent, note) if note else None
+        killed = killed_jobs(table)
+        if killed:  # e.g. a lost Ray worker (runner.sweeps.ray_launch): the sweep is not done, +resume_sweep continues them
+            self._stopped(f" ({'; '.join(killed)}; the other jobs' results are kept)")
+            raise SystemExit(1)
+        failed = 0 if table is None or table.empty else int((table["status"] != "FINISHED").sum())
         if failed:
             log.warning("%d job(s) of the sweep failed: see the summary's status and error columns", failed)
         self.parent.end("FINISHED")  # the sweep itself ran; its failed jobs are FAILED children
@@ -132,6 +143,13 @@ class SweepTracking(Callback):
 
 def raise_interrupted(signum: int, frame) -> None:
     raise Interrupted(signum)
+
+
+def killed_jobs(table) -> list[str]:
+    """``job N KILLED: <why>`` for each job of the summary stopped from outside before its end (a lost Ray worker)."""
+    if table is None or table.empty:
+        return []
+    return [f"job {row.job} KILLED: {row.error}" for row in table[table["status"] == "KILLED"].itertuples()]
 
 
 def sweep_command(config: DictConfig) -> str:
@@ -154,12 +172,12 @@ def resumed_parent(where: Target, run_id: str, spill_dir: Path | None = None) ->
     return parent
 
 
-def summarize(parent: Recorder, note: SweepNote) -> int:
-    """The table of every child run as CSV and markdown artifacts; the best child tagged. Returns #failed."""
+def summarize(parent: Recorder, note: SweepNote):
+    """The table of every child run (``sweep_table``) as CSV and markdown artifacts; the best child tagged. Returns the table."""
     table = sweep_table(parent.uri, parent.run_id)
     if table.empty:
         log.warning("the sweep recorded no job runs")
-        return 0
+        return table
     metric, direction = note.metric, note.direction
     if not metric and table["objective"].any():  # auto: what the jobs reported they optimise
         direction, metric = table.loc[table["objective"] != "", "objective"].iloc[0].split(" ", 1)
@@ -178,7 +196,7 @@ def summarize(parent: Recorder, note: SweepNote) -> int:
     parent.log_metrics({"sweep/jobs": len(table), "sweep/failed": int((table["status"] != "FINISHED").sum())}, 0)
     parent.log_text(table.to_csv(index=False), "summary.csv")
     parent.log_text(table.to_markdown(index=False), "summary.md")
-    return int((table["status"] != "FINISHED").sum())
+    return table
 
 
 def sweep_table(uri: str, parent_run_id: str):
