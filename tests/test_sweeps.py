@@ -100,14 +100,14 @@ def test_optuna_search_with_a_diverging_trial_goes_on_and_continues(runner_cli):
         "+experiment=iris",
         "hparams_search=mnist_optuna",
         "trainer.epochs=5",
-        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.n_trials=4",
         "optimizer.lr=choice(0.05,1e30)",
         "model.hidden=choice([8],[16])",
     )
     result = runner_cli(*args)
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     parents, children = children_and_parent(result, "iris")
-    assert len(children) == 5
+    assert len(children) == 4
     statuses = {c.data.params["optimizer.lr"]: c.info.status for c in children}
     assert statuses.get("1e+30", statuses.get("1e30")) == "FAILED" and statuses["0.05"] == "FINISHED"
     best = [c for c in children if c.data.tags.get("runner.best") == "true"]
@@ -116,11 +116,11 @@ def test_optuna_search_with_a_diverging_trial_goes_on_and_continues(runner_cli):
 
     study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
-    assert len(states) == 5 and "FAIL" in states and "COMPLETE" in states
-    again = run_cli(result.cwd, *args[:-3], "hydra.sweeper.n_trials=2", *args[-2:])  # the study goes on
+    assert len(states) == 4 and "FAIL" in states and "COMPLETE" in states
+    again = run_cli(result.cwd, *args[:-3], "hydra.sweeper.n_trials=1", *args[-2:])  # the study goes on
     assert again.proc.returncode == 0, again.proc.stderr[-3000:]
     assert (
-        len(optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}").trials) == 7
+        len(optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{result.cwd / 'outputs' / 'optuna.db'}").trials) == 5
     )
 
 
