@@ -46,6 +46,16 @@ class Run:
         return runs[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_cache(tmp_path_factory) -> Path:
+    """The user cache of decoded datasets (plugins/datasets/decoded.py), for data folders that take no cache
+    beside them (../shared/data is read-only): a folder of this session, inherited by ``run_cli``'s processes,
+    never the developer's ~/.cache."""
+    folder = tmp_path_factory.mktemp("decoded-cache")
+    os.environ["RUNNER_CACHE_DIR"] = str(folder)
+    return folder
+
+
 def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
     full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR", *PLUGIN_SWITCHES)}
     full_env.update({"RUNNER_DATA_DIR": str(SHARED_DATA), **(env or {})})

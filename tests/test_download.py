@@ -68,7 +68,8 @@ DIGESTS = MNIST.digests[TEST_LABELS]
 
 def test_download_into_empty_data_dir_then_load(server, tmp_path):
     splits = MnistDataset(mirrors=[f"{server}/good/"], val_size=100).load(DataContext(tmp_path, seed=0))
-    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(p.name for p in MNIST_DIR.iterdir())
+    downloaded = sorted(p.name for p in (tmp_path / "mnist").iterdir())
+    assert downloaded == sorted([".decoded", *(p.name for p in MNIST_DIR.iterdir())])  # and their decoded cache
     assert (len(splits.train), len(splits.val), len(splits.test)) == (59900, 100, 10000)
     assert splits.train.x.dtype == np.float32 and splits.test.x.max() == 1.0
     # now local: loads again with an unreachable mirror, checksums verified

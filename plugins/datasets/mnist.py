@@ -4,11 +4,14 @@ Lookup per file: ``<data_dir>/<name>/`` (``data_dir`` option, else the run's dat
 directory), then system copies (Debian's ``/usr/share/datasets/fashion-mnist/``),
 else a download into ``<data_dir>/<name>/``. A seeded permutation of the 60000
 training images gives val (``val_size``) and train; test is the t10k files.
+
+The decoded arrays are kept in a cache (``cache`` option, decoded.py): ``<data_dir>/<name>/.decoded/``,
+or the user cache for system copies and read-only data dirs. ``verify`` checks the sha256 of the
+content a run trains on, whether decoded from the ``.gz`` or read from the cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ import numpy as np
 
 from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits, option
 
-from . import idx
+from . import decoded
 from .download import Digests, check_url, download
 
 log = logging.getLogger("runner.data")
@@ -103,11 +106,13 @@ class MnistDataset(Dataset):
         mirrors: list[str] | None = None,
         verify: bool = True,
         timeout: float = 30.0,
+        cache: bool = True,
     ):
         option("data_dir", data_dir, (str, os.PathLike), expected="a directory path", or_none=True)
         val_size = option("val_size", val_size, int, lambda v: v >= 0, "a whole number >= 0")
         verify = option("verify", verify, bool)
         timeout = option("timeout", timeout, float, lambda v: v > 0, "a positive number of seconds")
+        self.cache = option("cache", cache, bool)
         chosen = self.flavour.mirrors if mirrors is None else [mirrors] if isinstance(mirrors, str) else mirrors
         self.mirrors = [str(m) for m in chosen]
         for m in self.mirrors:
@@ -155,17 +160,19 @@ class MnistDataset(Dataset):
 
     def _read(self, home: Path, filename: str, ndim: int) -> tuple[np.ndarray, Path]:
         path = self._find(home, filename) or self._download(home, filename)
-        data = idx.read_bytes(path)
+        # beside the files only in the data dir the runner downloads into, never in a system copy's folder
+        cache = decoded.cache_folder(path.parent, beside=path.parent == home) if self.cache else None
+        known = self.flavour.digests[filename].content_sha256
+        found = decoded.read(path, ndim, cache, expected=known if self.verify else None)
         if self.verify:
-            known = self.flavour.digests[filename].content_sha256
-            actual = hashlib.sha256(data).hexdigest()
+            actual = found.sha256
             if actual not in known:
                 raise RunnerError(
                     f"{path}: checksum mismatch: sha256 of the decompressed content is {actual}, "
                     f"expected {' or '.join(sorted(known))} (delete the file to download it again, "
                     f"or set verify: false to use it anyway)"
                 )
-        return idx.parse_idx(data, path, ndim=ndim), path
+        return found.array, path
 
     def _find(self, home: Path, filename: str) -> Path | None:
         for folder in (home, *self.flavour.system_dirs):
