@@ -124,6 +124,7 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
     run_dir = Path(hydra_cfg.runtime.output_dir)
     tracker, resumed = record.open_run(cfg, hydra_cfg, note, where, sidecar, built, started_ms, run_dir)
     training = training_of(built, tracker, resumed, batch_seed, watch_seed)
+    early = False  # the report's parts known before training: handed over then (a continued run draws them at its end)
     with Signals() as signals:
         try:
             if resumed:
@@ -131,10 +132,12 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
                 tracker.set_tags({"runner.resumed_after_step": training.step, **ray_tags()})  # where it runs now
             else:
                 record.record_start(cfg, hydra_cfg, tracker, built, seed)
+                checked = None
                 if cfg.gradcheck.enabled:
-                    record.gradient_check(cfg, built, int(check_seed.generate_state(1)[0]), tracker)
+                    checked = record.gradient_check(cfg, built, int(check_seed.generate_state(1)[0]), tracker)
+                early = record.early_story(cfg, run_dir, tracker, built, checked)  # drawn while it trains
             final = train(cfg, hydra_cfg, training, built, tracker, run_dir, signals)
-            record.finish_artifacts(cfg, run_dir, tracker, built, training.watch)
+            record.finish_artifacts(cfg, run_dir, tracker, built, training.watch, early)
             resume.in_store(tracker)  # every artifact copied, or refused
             if tracker.artifact_failure:
                 raise artifacts_refused(tracker, run_dir, hydra_cfg)
