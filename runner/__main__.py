@@ -62,10 +62,11 @@ def exit_without_teardown() -> None:
     them one by one took 0.3-0.4 s after the last line was printed. The atexit handlers still run
     (logging's flushes and closes runner.log, a sweep's executors shut down), then the
     streams are flushed and the process ends. It returns, leaving the exit to the interpreter, when
-    any other thread is alive (the interpreter would wait for it) or a profiler or tracer is on
+    a thread that is not a daemon is alive (the interpreter would wait for it) or a profiler or tracer is on
     (``python -m cProfile -m runner`` writes its figures after this returns).
     """
-    if threading.active_count() > 1 or sys.getprofile() is not None or sys.gettrace() is not None:
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if others or sys.getprofile() is not None or sys.gettrace() is not None:
         return
     atexit._run_exitfuncs()
     sys.stdout.flush()

@@ -41,6 +41,7 @@ import numpy as np
 from runner.core.watch import Watch
 from runner.report import conv_pictures, figures, watch_pictures
 from runner.report.inputs import flat, log_dataset_inputs
+from runner.tracking.painter import Drawn
 
 log = logging.getLogger("runner.story")
 
@@ -81,7 +82,7 @@ def log_early_story(tracker, model, splits, cfg, run_dir: Path, check_metrics: M
     model's graph and summary. Returns whether the report is on (``log_run_story`` then skips these parts)."""
     if not settings(cfg)["enabled"]:
         return False
-    tracker.submit(warm)  # first: the imports overlap the dataset inputs' digests here
+    tracker.paint(warm)  # first: the imports overlap the dataset inputs' digests here
     part = _Parts(tracker)
     _before_training(tracker, part, model, splits, cfg, Path(run_dir) / "report", dict(check_metrics or {}))
     return True
@@ -115,7 +116,7 @@ def log_run_story(
     meta, test = splits.meta, splits.test
     with no_collector_pauses():
         if not early:
-            tracker.submit(warm)
+            tracker.paint(warm)
             logged = tracker.latest_metrics()  # a failed store stops here
             part("early", _before_training, tracker, part, model, splits, cfg, out, logged)
         described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
@@ -123,7 +124,7 @@ def log_run_story(
             part("model", _model, tracker, run_dir, out, described, flat(test.x[:2], meta), predicted[:2])
         if watch is not None and watch.steps:
             part("watch", _watch, tracker, out, watch)
-        tracker.submit(log_curves, history=tracker.history(CURVES), out=str(out.resolve()))
+        tracker.paint(draw_curves, history=tracker.history(CURVES), out=str(out.resolve()))
         if meta.task in ("classification", "binary") and predicted is not None:
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
         if conv_pictures.conv_layers(model):
@@ -180,10 +181,12 @@ def _classes(tracker, out: Path, test, predicted: np.ndarray, meta, limit: int) 
     shape = figures.image_shape(meta.input_shape, test.x[:1000])
     grid = None
     if shape is not None and limit > 0:
-        grid = {"images": figures.shown_images(test.x, y, predicted, limit), "shape": shape, "limit": limit}
-    tracker.submit(
-        log_classes, y=y, predicted=np.asarray(predicted), n=n, classes=list(meta.classes), grid=grid, out=str(out.resolve())
-    )
+        shown = figures.shown_images(test.x, y, predicted, limit)
+        grid = {"indices": list(shown), "images": np.array(list(shown.values())), "shape": shape, "limit": limit}
+    predicted, classes = np.asarray(predicted), list(meta.classes)
+    tracker.paint(draw_classes, y=y, predicted=predicted, n=n, classes=classes, grid=None, out=str(out.resolve()))
+    if grid is not None:  # a painting of its own: the sidecar and its painter share them
+        tracker.paint(draw_misclassified, y=y, predicted=predicted, classes=classes, grid=grid, out=str(out.resolve()))
 
 
 def _conv(tracker, out: Path, model, initial_kernels: dict, images: np.ndarray, shown: int = 3) -> None:
@@ -192,8 +195,8 @@ def _conv(tracker, out: Path, model, initial_kernels: dict, images: np.ndarray, 
     name = next(f"{label}.{k}" for k, p in model.layers[index].params.items() if np.ndim(p) == 4)
     after = conv_pictures.first_filters(model)
     maps = conv_pictures.feature_maps(model, images[:shown])
-    tracker.submit(
-        log_conv_pictures,
+    tracker.paint(
+        draw_conv_pictures,
         before=initial_kernels.get(name),
         after=after,
         label=label,
@@ -204,18 +207,20 @@ def _conv(tracker, out: Path, model, initial_kernels: dict, images: np.ndarray, 
 
 
 def _watch(tracker, out: Path, watch: Watch) -> None:
-    """The npz here (milliseconds); the pictures drawn from it where MLflow is written (``watch_pictures.log_watch_pictures``:
-    in the sidecar, on the other core, while this process draws the other figures)."""
+    """The npz here (milliseconds); the pictures drawn from it where MLflow is written (``watch_pictures.draw_watch_pictures``:
+    in the sidecar or its painter, on the other core)."""
     npz = watch_pictures.write_npz(watch, out / "watch" / "histograms.npz")
     tracker.log_artifact(npz, "watch")
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    tracker.submit(
-        watch_pictures.log_watch_pictures,
-        npz=str(npz.resolve()),
-        warnings=[dict(w) for w in watch.warnings],
-        matrices=list(watch.matrices),
-        plots=str((out / "plots").resolve()),
-    )
+    for picture in watch_pictures.PICTURES:  # one painting each: the sidecar and its painter share them
+        tracker.paint(
+            watch_pictures.draw_watch_pictures,
+            npz=str(npz.resolve()),
+            warnings=[dict(w) for w in watch.warnings],
+            matrices=list(watch.matrices),
+            plots=str((out / "plots").resolve()),
+            only=[picture],
+        )
 
 
 def _gradcheck(tracker, metrics: Mapping[str, float], out: Path, model, cfg) -> None:
@@ -235,7 +240,7 @@ def _gradcheck(tracker, metrics: Mapping[str, float], out: Path, model, cfg) -> 
     for name, value in model.params.items():
         shapes[name] = shapes[f"model/{name}"] = value.shape
     shapes.update({r["metric"]: (samples, *model.shapes[-1]) for r in rows if r["layer"].startswith("loss.")})
-    tracker.submit(log_gradcheck, rows=rows, threshold=float(cfg.gradcheck.threshold), shapes=shapes, out=str(out))
+    tracker.paint(draw_gradcheck, rows=rows, threshold=float(cfg.gradcheck.threshold), shapes=shapes, out=str(out))
 
 
 def _graph(tracker, metrics: Mapping[str, float], out: Path, model, cfg) -> None:
@@ -246,8 +251,8 @@ def _graph(tracker, metrics: Mapping[str, float], out: Path, model, cfg) -> None
     nodes, edges = graph_picture.structure(model)
     threshold = float(cfg.gradcheck.threshold) if cfg.get("gradcheck") is not None else 1e-6
     checks = {k: float(v) for k, v in metrics.items() if k.startswith("gradcheck/")}
-    tracker.submit(
-        log_graph,
+    tracker.paint(
+        draw_graph,
         nodes=nodes,
         edges=edges,
         input_shape=tuple(model.shapes[0]),
@@ -263,7 +268,7 @@ def _summary(tracker, out: Path, model) -> None:
     dtype = str(next(iter(model.params.values())).dtype) if model.params else ""
     graph = getattr(model, "names", None) is not None
     rows = figures.summary_rows(model)
-    tracker.submit(log_summary, rows=rows, head=f"model {model.summary()}", dtype=dtype, graph=graph, out=str(out))
+    tracker.paint(draw_summary, rows=rows, head=f"model {model.summary()}", dtype=dtype, graph=graph, out=str(out))
 
 
 def _model(tracker, run_dir: Path, out: Path, described: dict, example: np.ndarray, predicted: np.ndarray) -> None:
@@ -314,80 +319,76 @@ def log_pyfunc_model(
 # ----------------------------------------------- drawn where MLflow is written (report parts: the sidecar)
 
 
-def warm(client, run_id: str, experiment_id: str) -> None:
-    """matplotlib (its font loaded) and pandas imported where the pictures will be drawn, while the run trains."""
+def warm() -> Drawn:
+    """(A painting, sent first) matplotlib (its font loaded) and pandas imported where pictures are drawn, while the run
+    trains; then the collector leaves the imports' objects alone (``gc.freeze``; see ``runner.tracking.sidecar._warm``).
+    In the sidecar it also starts the painter process, which warms itself the same way."""
     import pandas  # noqa: F401
 
     from runner.report.watch_pictures import warm_pictures
 
-    warm_pictures(client, run_id, experiment_id)
+    warm_pictures()
+    gc.freeze()  # in the run's process (tracking.sidecar=false) training freezes it as well, and unfreezes after
+    return [], None
 
 
-def _log(client, run_id: str, paths, folder: str | None) -> None:
-    for path in paths:
-        client.log_artifact(run_id, str(path), folder)
+def _files(paths, folder: str | None) -> list[tuple[str, str | None]]:
+    return [(str(path), folder) for path in paths]
 
 
-def log_curves(client, run_id: str, experiment_id: str, *, history: dict, out: str) -> None:
+def draw_curves(*, history: dict, out: str) -> Drawn:
     """plots/training_curves.png from the run's history (metric -> [(step, value)])."""
-    _log(client, run_id, [figures.training_curves(history, Path(out) / "plots" / "training_curves.png")], "plots")
+    return _files([figures.training_curves(history, Path(out) / "plots" / "training_curves.png")], "plots"), None
 
 
-def log_classes(
-    client,
-    run_id: str,
-    experiment_id: str,
-    *,
-    y: np.ndarray,
-    predicted: np.ndarray,
-    n: int,
-    classes: list,
-    grid: dict | None,
-    out: str,
-) -> None:
-    """plots/confusion_matrix.png, tables/per_class.csv|md and, for grey images, plots/misclassified.png."""
+def draw_classes(*, y, predicted, n: int, classes: list, grid: dict | None, out: str) -> Drawn:
+    """plots/confusion_matrix.png, tables/per_class.csv|md and, for grey images, plots/misclassified.png (``grid``: the
+    shown images and their indices, the image shape, how many are shown)."""
     out_path = Path(out)
     matrix = figures.confusion_matrix(y, predicted, n)
-    _log(client, run_id, [figures.plot_confusion_matrix(matrix, classes, out_path / "plots" / "confusion_matrix.png")], "plots")
-    _log(
-        client,
-        run_id,
-        figures.write_table(figures.per_class_table(y, predicted, classes, n), out_path / "tables", "per_class"),
-        "tables",
-    )
+    files = _files([figures.plot_confusion_matrix(matrix, classes, out_path / "plots" / "confusion_matrix.png")], "plots")
+    table = figures.per_class_table(y, predicted, classes, n)
+    files += _files(figures.write_table(table, out_path / "tables", "per_class"), "tables")
     if grid is not None:
-        path = figures.misclassified_grid(
-            grid["images"], y, predicted, classes, out_path / "plots" / "misclassified.png", grid["shape"], grid["limit"]
-        )
-        _log(client, run_id, [path], "plots")
+        files += draw_misclassified(y=y, predicted=predicted, classes=classes, grid=grid, out=out)[0]
+    return files, None
 
 
-def log_gradcheck(client, run_id: str, experiment_id: str, *, rows: list, threshold: float, shapes: dict, out: str) -> None:
+def draw_misclassified(*, y, predicted, classes: list, grid: dict, out: str) -> Drawn:
+    """plots/misclassified.png: ``grid`` holds the shown images and their indices, the image shape, how many are shown."""
+    shown = dict(zip((int(i) for i in grid["indices"]), grid["images"]))
+    path = figures.misclassified_grid(
+        shown, y, predicted, classes, Path(out) / "plots" / "misclassified.png", tuple(grid["shape"]), int(grid["limit"])
+    )
+    return _files([path], "plots"), None
+
+
+def draw_gradcheck(*, rows: list, threshold: float, shapes: dict, out: str) -> Drawn:
     """plots/gradcheck.png and tables/gradcheck.csv|md from the check's rows (``figures.gradcheck_rows``)."""
-    table = figures.gradcheck_table(rows, threshold, shapes)
-    _log(client, run_id, [figures.plot_gradcheck(table, threshold, Path(out) / "plots" / "gradcheck.png")], "plots")
-    _log(client, run_id, figures.write_table(table, Path(out) / "tables", "gradcheck", floatfmt=".3e"), "tables")
+    table = figures.gradcheck_table(rows, threshold, {k: tuple(v) for k, v in shapes.items()})
+    files = _files([figures.plot_gradcheck(table, threshold, Path(out) / "plots" / "gradcheck.png")], "plots")
+    return files + _files(figures.write_table(table, Path(out) / "tables", "gradcheck", floatfmt=".3e"), "tables"), None
 
 
-def log_graph(client, run_id: str, experiment_id: str, *, out: str, **drawn: Any) -> None:
+def draw_graph(*, out: str, **drawn: Any) -> Drawn:
     """plots/graph.png and graph.svg (``graph_picture.render``'s arguments as keywords)."""
     from runner.report.graph_picture import render
 
-    _log(client, run_id, render(directory=Path(out) / "plots", **drawn), "plots")
+    return _files(render(directory=Path(out) / "plots", **drawn), "plots"), None
 
 
-def log_summary(client, run_id: str, experiment_id: str, *, rows: list, head: str, dtype: str, graph: bool, out: str) -> None:
+def draw_summary(*, rows: list, head: str, dtype: str, graph: bool, out: str) -> Drawn:
     """summary.txt: layers, shapes, parameter counts."""
     path = Path(out) / "summary.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(figures.format_summary(rows, head, dtype, graph))
-    _log(client, run_id, [path], None)
+    return _files([path], None), None
 
 
-def log_conv_pictures(
-    client, run_id: str, experiment_id: str, *, before, after, label: str, images: np.ndarray, maps: list, out: str
-) -> None:
+def draw_conv_pictures(*, before, after, label: str, images, maps: list, out: str) -> Drawn:
     """plots/filters.png (the first convolution's filters before and after training) and plots/feature_maps.png."""
     plots = Path(out) / "plots"
-    _log(client, run_id, [conv_pictures.filters_figure(before, after, label, plots / "filters.png")], "plots")
-    _log(client, run_id, [conv_pictures.feature_maps_figure(images, maps, plots / "feature_maps.png")], "plots")
+    maps = [(name, np.asarray(output)) for name, output in maps]
+    drawn = [conv_pictures.filters_figure(before, np.asarray(after), label, plots / "filters.png")]
+    drawn.append(conv_pictures.feature_maps_figure(np.asarray(images), maps, plots / "feature_maps.png"))
+    return _files(drawn, "plots"), None
