@@ -26,10 +26,17 @@ from runner.plugins.search_path import install as install_plugin_configs
 from runner.run.config_sources import install as install_config_sources
 from runner.run.hydra_store import install as install_store_copies
 from runner.run.interrupt import Interrupted
-from runner.run.task import task
 
 # conf/ is the package runner.conf (the checkout's conf/ in an editable install).
 CONFIG_PATH = str(main_config_dir())
+
+
+def task(cfg):
+    """The Hydra task, ``runner.run.task.task``, imported when a run starts (``--help`` does without it)."""
+    from runner.run.task import task as run_task
+
+    return run_task(cfg)
+
 
 main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)
 

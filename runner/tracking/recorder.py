@@ -93,11 +93,12 @@ class RunRecorder(Exchange):
         return cls(InProcess(writer), where, spill_dir, opened=writer is not None and writer.client is not None)
 
     @classmethod
-    def child_process(cls, where: Target, spill_dir: Path | None = None) -> RunRecorder:
-        """Recording in a child process, started now: its ``import mlflow`` overlaps whatever the run does next."""
+    def child_process(cls, where: Target, spill_dir: Path | None = None, painter: bool = True) -> RunRecorder:
+        """Recording in a child process, started now: its ``import mlflow`` overlaps whatever the run does next.
+        ``painter``: it may start a second process to draw pictures in (runner.tracking.painter)."""
         from runner.tracking.child_process import ChildProcess
 
-        return cls(ChildProcess(), where, spill_dir)
+        return cls(ChildProcess(painter), where, spill_dir)
 
     @property
     def client(self):

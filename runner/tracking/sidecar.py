@@ -8,6 +8,9 @@ same class the in-process transport calls) and answered on stdout, ``(seq, statu
 (``Writer.apply``: after the store's first failure later requests are dropped, the run's end is still
 tried). The run's process keeps what has not been answered, to write it itself if this process dies.
 
+``--no-painter``: it draws the run's pictures alone, without the second process of runner.tracking.painter
+(given when the run's BLAS threads leave no core over).
+
 Ctrl-C reaches every process of the terminal's group: this one ignores SIGINT and SIGTERM and lets
 the run's process decide (it records KILLED, then closes the pipe). At end of input it has carried
 out everything it was sent, and exits.
@@ -36,7 +39,7 @@ def _read(stream, requests: queue.Queue) -> None:
         requests.put(_EOF)
 
 
-def serve(stdin, stdout) -> None:
+def serve(stdin, stdout, painter: bool = True) -> None:
     requests: queue.Queue = queue.Queue()
     # NumPy first, whole, in this thread: requests carry arrays, and unpickling one in the reader thread
     # while this thread's ``import mlflow`` is importing NumPy would see it half-initialised
@@ -48,7 +51,7 @@ def serve(stdin, stdout) -> None:
     _warm()  # while the run's process loads its data
     from runner.tracking.writer import Writer
 
-    writer = Writer(painter=True)  # pictures drawn here and in a second process (runner.tracking.painter)
+    writer = Writer(painter=painter)  # pictures drawn here and in a second process (runner.tracking.painter)
     while True:
         request = requests.get()
         if request is _EOF:
@@ -87,7 +90,7 @@ def main() -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr  # anything printed goes to the terminal, not into the answers
-    serve(stdin, stdout)
+    serve(stdin, stdout, painter="--no-painter" not in sys.argv[1:])
 
 
 if __name__ == "__main__":
