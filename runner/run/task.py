@@ -120,7 +120,8 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed, watch_seed = np.random.SeedSequence(seed).spawn(4)  # the first three as ever
     in_process = not cfg.get("resume") and sidecar is None  # MLflow's import and the store go on while the data loads
-    built = build(cfg, seed, dtype, init_seed, before_data=(lambda: prepare(where)) if in_process else (lambda: None))
+    store = (lambda: prepare(where)) if in_process else (lambda: None)
+    built = build(cfg, seed, dtype, init_seed, before_data=store, reuse_data=note is not None)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     tracker, resumed = record.open_run(cfg, hydra_cfg, note, where, sidecar, built, started_ms, run_dir)
     training = training_of(built, tracker, resumed, batch_seed, watch_seed)
