@@ -23,12 +23,14 @@ from pathlib import Path
 from . import recipes as R
 from .data import ROOT, cache_dataset, default_data_dir
 
-SECTIONS = ("gemm", "engines", "conv", "graph", "breakdown", "tracking", "cli", "scaling", "sweep", "watch")
+SECTIONS = ("gemm", "engines", "conv", "graph", "breakdown", "tracking", "cli", "scaling", "sweep", "watch", "overhead")
 #: What --quick leaves out unless --only names it: the sweep, the conv section (which brings the CNN recipe) and the
 #: watch (two more whole runs: ``--quick --only watch`` runs it alone).
-QUICK_SKIPS = ("sweep", "conv", "watch")
+QUICK_SKIPS = ("sweep", "conv", "watch", "overhead")
 #: the watch section: at least this many interleaved pairs (on, off) of whole runs (a few % of a 7 s run is in the noise)
 WATCH_PAIRS = 5
+#: at least this many timings of each short command (--help, the plugin listing): a few tenths of a second each
+COMMAND_REPEATS = 7
 #: The recipes the graph section trains twice (a Sequential chain, the same chain as a graph): seed MNIST (the target) and iris.
 GRAPH_RECIPES = ("mnist", "tiny")
 #: OpenBLAS settings that may be set on this machine: never changed, only (together) left out of one extra row.
@@ -304,6 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
                 section("sweep", lambda: measure_sweep(data_dir, repeats, quick))
             if "watch" in sections:
                 section("watch", lambda: measure_watch(data_dir, repeats, quick, paths.get("mnist")))
+            if "overhead" in sections:
+                section("overhead", lambda: measure_overhead(data_dir, repeats, quick))
 
         if quick:  # figures are meaningless in quick mode: overlap the two halves to finish sooner
             from concurrent.futures import ThreadPoolExecutor
@@ -549,6 +553,24 @@ def measure_watch(data_dir: Path, repeats: int, quick: bool, mnist: str | None =
         log(f"watch: the training loop alone, seed MNIST, {pairs} pair(s) off / on in one process")
         spec = {"engine": "runner", "recipe": "mnist", "quick": quick, "threads": 1, "data": mnist, "watch_pairs": pairs}
         out["engine"] = worker(spec)["runs"]
+    return out
+
+
+def measure_overhead(data_dir: Path, repeats: int, quick: bool) -> dict:
+    """Issue 19's: ``python -m runner --help`` and ``python -m runner.plugins`` (interleaved, at least
+    ``COMMAND_REPEATS`` each), and the 9-job grid sequential (``benchmarks.cli.grid``; quick: 20 steps a job)."""
+    from .cli import command, grid
+
+    out: dict = {"runs": {"help": [], "plugins": []}, "grid": []}
+    for r in range(1 if quick else max(repeats, COMMAND_REPEATS)):
+        for which in rotate(["help", "plugins"], r):
+            result = command(which, data_dir)
+            out["runs"][which].append(result)
+            log(f"overhead: repeat {r + 1} {which}: {result['wall']:.2f} s")
+    for _ in range(1 if quick else min(repeats, 2)):
+        result = grid(data_dir, 20 if quick else None)
+        out["grid"].append(result)
+        log(f"overhead: the 9-job grid: {result['wall']:.1f} s, training {sum(j['training'] for j in result['jobs']):.1f} s")
     return out
 
 

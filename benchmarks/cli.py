@@ -215,3 +215,42 @@ def _jobs(store: Path) -> list[dict]:
                 }
             )
     return sorted(jobs, key=lambda j: int(j["job"] or 0))
+
+
+#: issue 19's grid: 9 jobs, one after another (Hydra's basic launcher)
+GRID = ("optimizer.lr=0.01,0.1,0.5", "model.hidden=[50],[100],[100,100]")
+
+
+def command(which: str, data_dir: Path) -> dict:
+    """``python -m runner --help`` (``help``) or ``python -m runner.plugins`` (``plugins``), timed, in a fresh directory."""
+    args = {"help": ["-m", "runner", "--help"], "plugins": ["-m", "runner.plugins"]}[which]
+    work = Path(tempfile.mkdtemp(prefix="runner-bench-command-"))
+    try:
+        return timed([sys.executable, *args], work, env_for(data_dir), 120)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def grid(data_dir: Path, iterations: int | None = None, timeout: float = 1800) -> dict:
+    """The 9-job grid of ``+experiment=mnist`` (``GRID``), sequential, in a fresh directory: the sweep's wall time and
+    each job's training time, the sum of its ``time/epoch_s`` (the training steps; evaluation not included), read
+    from the store, and the seconds between its run's start and end as the store has them."""
+    work = Path(tempfile.mkdtemp(prefix="runner-bench-grid-"))
+    try:
+        args = [sys.executable, "-m", "runner", "--multirun", "+experiment=mnist", "threads=1", *GRID]
+        if iterations:
+            args.append(f"trainer.iterations={iterations}")
+        result = timed(args, work, env_for(data_dir), timeout)
+        with sqlite3.connect(work / "outputs" / "mlflow.db") as db:
+            rows = db.execute(
+                "select r.run_uuid, r.status, r.start_time, r.end_time, "
+                "(select sum(value) from metrics m where m.run_uuid = r.run_uuid and m.key = 'time/epoch_s') "
+                "from runs r where exists (select 1 from tags t where t.run_uuid = r.run_uuid and t.key = 'runner.job.num')"
+            ).fetchall()
+        result["jobs"] = [
+            {"status": status, "training": float(train or 0.0), "run_s": (end - start) / 1000 if end and start else None}
+            for _, status, start, end, train in rows
+        ]
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

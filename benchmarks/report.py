@@ -29,6 +29,16 @@ WATCH_TARGETS = {
 }
 
 
+#: Issue 19's targets: the runner costs nothing end to end (the cli and overhead sections).
+OVERHEAD_TARGETS = {
+    "cli_numpy": ("`python -m runner +experiment=mnist` vs the bare NumPy script, end to end", "<= 1.2x", "le", 1.2),
+    "cli_torch2": ("`python -m runner +experiment=mnist` vs the bare PyTorch script, end to end", "<= 0.8x", "le", 0.8),
+    "help": ("`python -m runner --help`, wall", "<= 0.6 s", "le", 0.6),
+    "plugins": ("`python -m runner.plugins`, wall", "<= 0.5 s", "le", 0.5),
+    "grid": ("9-job grid, sequential: the sweep's wall time vs the sum of its jobs' training steps", "<= 1.25x", "le", 1.25),
+}
+
+
 def median(xs) -> float:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else float("nan")
@@ -191,6 +201,59 @@ def cli_summary(results: dict) -> dict:
     return out
 
 
+def overhead_summary(results: dict) -> dict:
+    """Medians of the overhead section: each command's wall time; the grid's wall, training, ratio (the median run)."""
+    o = results.get("overhead", {})
+    out: dict = {}
+    for which, runs in o.get("runs", {}).items():
+        if runs:
+            out[which] = {"wall": median(r["wall"] for r in runs), "runs": [r["wall"] for r in runs]}
+    grids = [
+        {
+            "wall": g["wall"],
+            "training": sum(j["training"] for j in g["jobs"]),
+            "run_s": sum(j["run_s"] or 0.0 for j in g["jobs"]),
+            "jobs": len(g["jobs"]),
+            "finished": sum(j["status"] == "FINISHED" for j in g["jobs"]),
+        }
+        for g in o.get("grid", [])
+        if g.get("jobs")
+    ]
+    for g in grids:
+        g["ratio"] = g["wall"] / g["training"] if g["training"] else float("nan")
+    if grids:
+        out["grid"] = sorted(grids, key=lambda g: g["ratio"])[len(grids) // 2]
+        out["grids"] = grids
+    return out
+
+
+def overhead_section(results: dict) -> str:
+    o = overhead_summary(results)
+    if not o:
+        return ""
+    rows = [
+        [f"`{c}`", fmt_s(o[k]["wall"]), ", ".join(f"{x:.2f}" for x in o[k]["runs"])]
+        for k, c in (("help", "python -m runner --help"), ("plugins", "python -m runner.plugins"))
+        if k in o
+    ]
+    text = "## Start-up and sweeps\n\nWhole processes, wall time from the outside, interleaved.\n\n" + table(
+        ["command", "median wall s", "runs (s)"], rows
+    )
+    if "grids" in o:
+        grid_rows = [
+            [fmt_s(g["wall"]), fmt_s(g["training"]), fmt_ratio(g["ratio"]), fmt_s(g["run_s"]), f"{g['finished']}/{g['jobs']}"]
+            for g in o["grids"]
+        ]
+        text += (
+            "\n\nThe 9-job grid `python -m runner --multirun +experiment=mnist threads=1 optimizer.lr=0.01,0.1,0.5 "
+            "model.hidden=[50],[100],[100,100]`, Hydra's basic launcher (one job after another, in one process): its wall "
+            "time against the sum of its jobs' training steps (their `time/epoch_s`), and the sum of the seconds between "
+            "each run's start and end.\n\n"
+            + table(["sweep wall s", "training steps s", "ratio", "runs' start to end s", "FINISHED"], grid_rows)
+        )
+    return text
+
+
 def cli_breakdown(results: dict, t: str) -> dict | None:
     """Median seconds per category over the instrumented runs at ``t`` threads, with the process's wall time."""
     runs = results.get("cli", {}).get("runs", {}).get(t, {}).get("runner (instrumented)", [])
@@ -225,7 +288,7 @@ def targets(results: dict) -> list[dict]:
 
     def add(key: str, label: str, value: float, shown: str, note: str = "", informative: bool = False) -> None:
         """One row; ``informative``: the same figure for something the target does not cover (no goal, no pass)."""
-        what, goal, op, threshold = {**TARGETS, **CNN_TARGETS, **WATCH_TARGETS}[key]
+        what, goal, op, threshold = {**TARGETS, **CNN_TARGETS, **WATCH_TARGETS, **OVERHEAD_TARGETS}[key]
         ok = None if value != value or informative else (value <= threshold if op == "le" else value >= threshold)
         rows.append(
             {
@@ -297,6 +360,42 @@ def targets(results: dict) -> list[dict]:
                 f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['torch script']['wall'])} s"
                 + (f"; numpy script {fmt_s(c['numpy script']['wall'])} s" if "numpy script" in c else ""),
             )
+    for t in sorted(cli, key=int):
+        c = cli[t]
+        runner = "runner" if "runner" in c else "runner (instrumented)"
+        threads = f"{t} thread{'s' if t != '1' else ''}"
+        if t == t1 and runner in c and "numpy script" in c:
+            ratio = c[runner]["wall"] / c["numpy script"]["wall"]
+            add(
+                "cli_numpy",
+                threads,
+                ratio,
+                fmt_ratio(ratio),
+                f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['numpy script']['wall'])} s",
+            )
+        if t == "2" and runner in c and "torch script" in c:
+            ratio = c[runner]["wall"] / c["torch script"]["wall"]
+            add(
+                "cli_torch2",
+                threads,
+                ratio,
+                fmt_ratio(ratio),
+                f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['torch script']['wall'])} s",
+            )
+    o = overhead_summary(results)
+    for which in ("help", "plugins"):
+        if which in o:
+            add(which, "", o[which]["wall"], f"{o[which]['wall']:.2f} s", f"median of {len(o[which]['runs'])}")
+    if "grid" in o:
+        g = o["grid"]
+        add(
+            "grid",
+            "",
+            g["ratio"],
+            fmt_ratio(g["ratio"]),
+            f"{fmt_s(g['wall'])} s vs {fmt_s(g['training'])} s of training steps in {g['jobs']} jobs "
+            f"({fmt_s(g['run_s'])} s between the runs' starts and ends)",
+        )
     for row in gemm_fractions(results):
         if row["recipe"] == "mlp512" and row["engine"] == "runner" and row["threads"] == t1:
             add(
@@ -443,6 +542,7 @@ def markdown(results: dict) -> str:
         scaling_section,
         sweep_section,
         watch_section,
+        overhead_section,
     ):
         text = section(results)
         if text:

@@ -90,7 +90,7 @@ def test_targets_are_all_measured(quick):
     from benchmarks.report import TARGETS, targets
 
     rows = targets(results)
-    assert {r["key"] for r in rows} == set(TARGETS)
+    assert {r["key"] for r in rows} == set(TARGETS) | {"cli_numpy"}  # quick mode: no overhead section, 1 thread
     for row in rows:
         assert math.isfinite(row["value"]), row
         assert isinstance(row["pass"], bool) or (row["informative"] and row["pass"] is None), row
@@ -279,3 +279,30 @@ def test_quick_watch_section_times_runs_with_the_watch_on_and_off(tmp_path):
     assert row["goal"] == "<= 3 %" and isinstance(row["pass"], bool) and row["target"].startswith(WATCH_TARGETS["watch"][0])
     assert "## Watch (issue 17)" in report and "| off (`watch.enabled=false`) |" in report and row["target"] in report
     assert "The training loop alone" in report and "bitwise equal" in report
+
+
+def test_the_overhead_targets_read_the_commands_and_the_grid():
+    """Issue 19's rows from the overhead section's raw results (synthetic: the section itself takes a minute)."""
+    from benchmarks.report import overhead_summary, targets
+
+    job = {"status": "FINISHED", "training": 2.0, "run_s": 2.5}
+    results = {
+        "settings": {"recipes": [], "threads": [1], "quick": False},
+        "overhead": {
+            "runs": {"help": [{"wall": w} for w in (0.5, 0.7, 0.55)], "plugins": [{"wall": w} for w in (0.4, 0.45, 0.6)]},
+            "grid": [{"wall": 21.6, "jobs": [job] * 9}, {"wall": 27.0, "jobs": [job] * 8 + [{**job, "status": "FAILED"}]}],
+        },
+    }
+    summary = overhead_summary(results)
+    assert summary["help"]["wall"] == 0.55 and summary["plugins"]["wall"] == 0.45
+    assert [g["ratio"] for g in summary["grids"]] == pytest.approx([1.2, 1.5]) and summary["grids"][1]["finished"] == 8
+    rows = {r["key"]: r for r in targets(results)}
+    assert rows["help"]["pass"] is True and rows["plugins"]["pass"] is True
+    assert rows["grid"]["value"] == 1.5 and rows["grid"]["pass"] is False  # the median of two: the upper one
+    assert "| 21.6 | 18.0 | 1.20x | 22.5 | 9/9 |" in markdown_of(results)
+
+
+def markdown_of(results: dict) -> str:
+    from benchmarks.report import overhead_section
+
+    return overhead_section(results)

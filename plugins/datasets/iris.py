@@ -6,10 +6,10 @@ when given (a fixed split whatever the run's seed), else by the run's seed.
 
 from __future__ import annotations
 
+import csv
 from importlib import resources
 
 import numpy as np
-import pandas as pd
 
 from runner.api import DataContext, Dataset, Meta, RunnerError, Split, Splits, option
 
@@ -18,11 +18,15 @@ SETOSA = "Iris-setosa"
 
 
 def read_iris() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Features (150, 4) float64, species codes int64, species names (sorted; code = index)."""
-    with resources.files(__package__).joinpath("iris.csv").open("r") as f:
-        table = pd.read_csv(f)
-    species = pd.Categorical(table["species"])
-    return table[FEATURES].to_numpy(np.float64), species.codes.astype(np.int64), tuple(species.categories)
+    """Features (150, 4) float64, species codes int64, species names (sorted; code = index).
+
+    The csv module, not pandas: 150 rows do not need it, and importing pandas (with pyarrow) cost every
+    run 0.45 s, since plugin discovery imports this module whatever the dataset."""
+    text = resources.files(__package__).joinpath("iris.csv").read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    features = np.array([[float(row[name]) for name in FEATURES] for row in rows], np.float64).reshape(-1, len(FEATURES))
+    names, codes = np.unique([row["species"] for row in rows], return_inverse=True)
+    return features, codes.astype(np.int64), tuple(str(n) for n in names)
 
 
 def stratified_split(

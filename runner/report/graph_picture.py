@@ -47,30 +47,52 @@ def structure(model) -> tuple[list[dict], list[tuple[str, str, str]]]:
     return nodes, edges
 
 
-def draw(model, metrics: Mapping[str, float], threshold: float, directory: Path, loss: str = "", title: str = "") -> list[Path]:
-    """Write ``graph.png`` and ``graph.svg`` into ``directory``; returns their paths ([] when Graphviz
-    is missing: said once per process)."""
+def available() -> bool:
+    """Whether the graph can be drawn here (the graphviz package and Graphviz's dot); when not, says so once per process."""
     global _skipped_said
     try:
         import graphviz
     except ImportError:
         graphviz = None
-    if graphviz is None or shutil.which("dot") is None:
-        if not _skipped_said:
-            what = "the graphviz Python package is" if graphviz is None else "Graphviz's dot program is"
-            log.warning(
-                "report: plots/graph.png and graph.svg skipped: %s not installed (pip install graphviz; "
-                "apt-get install graphviz)",
-                what,
-            )
-            _skipped_said = True
+    if graphviz is not None and shutil.which("dot") is not None:
+        return True
+    if not _skipped_said:
+        what = "the graphviz Python package is" if graphviz is None else "Graphviz's dot program is"
+        log.warning(
+            "report: plots/graph.png and graph.svg skipped: %s not installed (pip install graphviz; apt-get install graphviz)",
+            what,
+        )
+        _skipped_said = True
+    return False
+
+
+def draw(model, metrics: Mapping[str, float], threshold: float, directory: Path, loss: str = "", title: str = "") -> list[Path]:
+    """Write ``graph.png`` and ``graph.svg`` into ``directory``; returns their paths ([] when Graphviz
+    is missing: said once per process)."""
+    if not available():
         return []
     nodes, edges = structure(model)
+    return render(nodes, edges, model.shapes[0], title or f"model {model.summary()}", metrics, threshold, directory, loss)
+
+
+def render(
+    nodes: list[dict],
+    edges: list[tuple[str, str, str]],
+    input_shape,
+    title: str,
+    metrics: Mapping[str, float],
+    threshold: float,
+    directory: Path,
+    loss: str = "",
+) -> list[Path]:
+    """``draw`` from plain data: ``structure``'s nodes and edges, the data's shape, the title."""
+    import graphviz
+
     g = graphviz.Digraph("model", format="png")
-    g.attr(rankdir="TB", fontname="Helvetica", fontsize="11", label=title or f"model {model.summary()}", labelloc="t")
+    g.attr(rankdir="TB", fontname="Helvetica", fontsize="11", label=title, labelloc="t")
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10")
     g.attr("edge", fontname="Helvetica", fontsize="8", color="#555555")
-    g.node("x", f"x (data)\n{_shape(model.shapes[0])}", shape="ellipse", fillcolor="#e3f2fd", color="#1565c0")
+    g.node("x", f"x (data)\n{_shape(input_shape)}", shape="ellipse", fillcolor="#e3f2fd", color="#1565c0")
     for node in nodes:
         errors = node_checks(metrics, node["label"], node["type"])
         status = None if not errors else "passed" if max(errors) <= threshold else "failed"

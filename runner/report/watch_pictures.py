@@ -14,9 +14,10 @@ below and above the dashed lines count the entries outside the range of their ti
 was raised, in the panel of the array it names. Plain data in, files out; matplotlib only when drawing.
 
 Off the run's path: the run's process writes only the npz (``write_npz``, milliseconds) and hands its path to
-where MLflow is written (``log_watch_pictures``, a report part: in the sidecar process, on the other core, while
-the run draws its other figures; ``warm_pictures``, sent when training starts, has matplotlib loaded there by
-then); ``Seen`` reads the npz back there. With ``tracking.sidecar=false`` the same parts run in the run's process.
+where MLflow is written (``draw_watch_pictures``, a painting: in the sidecar or its painter process, on the other
+core, runner.tracking.painter; ``warm_pictures`` has matplotlib loaded there while the run trains); ``Seen`` reads
+the npz back there. ``log_watch_pictures`` is the same as a report part that logs its files itself. With
+``tracking.sidecar=false`` the same parts run in the run's process.
 """
 
 from __future__ import annotations
@@ -246,19 +247,19 @@ def write_npz(watch: Watch, path: Path) -> Path:
 PICTURES = tuple(f"watch_{kind}" for kind in KINDS) + ("gradient_flow",)
 
 
-def draw_pictures(seen: Seen, plots: Path) -> tuple[list[Path], dict[str, str]]:
-    """The three histogram pictures and the gradient flow in ``plots``: (the files drawn, ``{picture: why it
-    failed}``). One picture failing leaves the others drawn."""
+def draw_pictures(seen: Seen, plots: Path, only: tuple[str, ...] = PICTURES) -> tuple[list[Path], dict[str, str]]:
+    """The three histogram pictures and the gradient flow in ``plots`` (``only``: those of these names): (the files
+    drawn, ``{picture: why it failed}``). One picture failing leaves the others drawn."""
     drawn, failed = [], {}
     for kind in KINDS:
         arrays = seen.histograms.get(kind) or {}
-        if arrays:
-            name = f"watch_{kind}"
+        name = f"watch_{kind}"
+        if arrays and name in only:
             try:
                 drawn.append(histograms_figure(kind, arrays, seen.steps, seen.warnings, plots / f"{name}.png"))
             except Exception as e:  # a picture is worth less than the others
                 failed[name] = f"{type(e).__name__}: {e}"
-    if seen.matrices or (seen.points and any(k.endswith("/grad_norm") for k in seen.points[0])):
+    if "gradient_flow" in only and (seen.matrices or (seen.points and any(k.endswith("/grad_norm") for k in seen.points[0]))):
         try:
             drawn.append(gradient_flow_figure(seen, plots / "gradient_flow.png"))
         except Exception as e:
@@ -275,7 +276,7 @@ def draw_all(watch: Watch, out: Path) -> list[Path]:
     return [*drawn, npz]
 
 
-def warm_pictures(client, run_id: str, experiment_id: str) -> None:
+def warm_pictures(client=None, run_id: str | None = None, experiment_id: str | None = None) -> None:
     """(A report part, sent when training starts) matplotlib imported and its font loaded where the pictures will
     be drawn, while the run trains: about 0.3 s less on the sidecar's work at the run's end."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -285,6 +286,17 @@ def warm_pictures(client, run_id: str, experiment_id: str) -> None:
     FigureCanvasAgg(fig).draw()
     fig.text(0, 0, "0", fontsize=7)
     fig.canvas.draw()
+
+
+def draw_watch_pictures(
+    *, npz: str, warnings: list[dict], matrices: list[str], plots: str, only: list[str] | None = None
+) -> tuple[list, str | None]:
+    """(A painting, where the writer is: runner.tracking.writer.Writer.paint) the pictures of ``npz`` drawn into
+    ``plots`` (``only``: those named, else all four; the run asks for each alone, so that the sidecar and its painter
+    share them): (the files, for the run's plots/; why a picture failed, or None). The others are drawn all the same."""
+    seen = Seen.load(Path(npz), warnings, matrices)
+    drawn, failed = draw_pictures(seen, Path(plots), tuple(only) if only else PICTURES)
+    return [(str(path), "plots") for path in drawn], "; ".join(f"{k}: {v}" for k, v in failed.items()) or None
 
 
 def log_watch_pictures(

@@ -59,11 +59,50 @@ def step_flops(model, batch_size: int) -> float:
     return dense + sum(3.0 * batch_size * getattr(layer, "matmul_flops", 0) for layer in model.layers)
 
 
+#: A sweep's jobs run one after another in one process (Hydra's basic launcher, a joblib worker): the splits the last
+#: job loaded, with what they were loaded from; a job that loads the same dataset (plugin, options, data folder, seed,
+#: dtype) takes them instead of loading again (0.5 s of a default MNIST job). Their arrays are read-only: training only
+#: reads them, and a write would otherwise reach the next job.
+_last_splits: dict[tuple, Splits] = {}
+
+
+def load_splits(entry: Entry, dataset: Any, section: DictConfig, context: DataContext, reuse: bool) -> Splits:
+    """``dataset.load(context)``, or, with ``reuse`` (a sweep's job), the last job's splits when they were loaded from
+    the same plugin, options, folder, seed and dtype."""
+    import json
+
+    key = (
+        str(entry.provider),
+        json.dumps(plain(section), sort_keys=True, default=str),
+        str(context.data_dir),
+        context.seed,
+        str(context.dtype),
+    )
+    if reuse and key in _last_splits:
+        log.debug("dataset %s: the splits of the sweep's previous job", section.name)
+        return _last_splits[key]
+    splits = dataset.load(context)
+    _last_splits.clear()
+    if reuse:
+        for split in (splits.train, splits.val, splits.test):
+            for array in (split.x, split.y):
+                if isinstance(array, np.ndarray):
+                    array.flags.writeable = False
+        _last_splits[key] = splits
+    return splits
+
+
 def build(
-    cfg: DictConfig, seed: int, dtype: np.dtype, init_seed: np.random.SeedSequence, before_data: Callable[[], Any] = lambda: None
+    cfg: DictConfig,
+    seed: int,
+    dtype: np.dtype,
+    init_seed: np.random.SeedSequence,
+    before_data: Callable[[], Any] = lambda: None,
+    reuse_data: bool = False,
 ) -> Built:
     """Plugins from the registry, the dataset loaded, the model built; ``before_data`` runs once the
-    config is checked and before the data loads (the store is prepared meanwhile)."""
+    config is checked and before the data loads (the store is prepared meanwhile); ``reuse_data``: a sweep's
+    job, which may take the previous job's splits (``load_splits``)."""
     registry: Registry = load_registry(cfg.get("plugins"))  # plugins.disable / allow / strict (docs/plugins.md)
     used: list[Entry] = []
 
@@ -73,6 +112,7 @@ def build(
         return entry.create(options(section, "name"), f"{key} ({section.name})")
 
     dataset = plugin("dataset", cfg.dataset, "dataset")
+    dataset_entry = used[-1]
     layers = layer_configs(plain(cfg.model), registry)
     loss = plugin("loss", cfg.loss, "loss")
     optimizer = plugin("optimizer", cfg.optimizer, "optimizer")
@@ -80,7 +120,7 @@ def build(
     watch = WatchConfig(**options(cfg.watch)) if cfg.get("watch") is not None else WatchConfig(enabled=False)
     watch.validate()
     store = before_data()
-    splits = dataset.load(DataContext(data_dir(cfg), seed, dtype))
+    splits = load_splits(dataset_entry, dataset, cfg.dataset, DataContext(data_dir(cfg), seed, dtype), reuse_data)
     model = build_model(layers, registry, splits.meta, np.random.default_rng(init_seed), dtype)
     splits = shaped_for(model, splits)  # images for a model that starts with a convolution
     used[1:1] = [registry.get("layer", t, "model") for t in dict.fromkeys(model.types)]  # dataset, layers, loss, optimizer

@@ -136,6 +136,17 @@ def blas_threads(cfg: DictConfig, hydra_cfg) -> int:
     return cores
 
 
+def spare_core(cfg: DictConfig, hydra_cfg) -> bool:
+    """Whether a core is left over by this job's BLAS threads and the jobs beside it (the sidecar's painter process
+    draws there; where there is none, it would only slow the training down: runner.tracking.painter)."""
+    if ray_task() is not None:
+        return False  # the node's other CPUs are Ray's to give
+    parallel = hydra_cfg.launcher.get("n_jobs") if hydra_cfg.get("launcher") else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = parallel if isinstance(parallel, int) and parallel > 0 else 1
+    return blas_threads(cfg, hydra_cfg) * jobs < cores
+
+
 def ray_task():
     """The runtime context of the Ray task this job runs in (hydra/launcher=ray_cluster), else None. Ray is looked up,
     never imported: a Ray worker has loaded it already, and a process that has not is in no Ray task."""

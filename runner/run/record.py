@@ -110,9 +110,10 @@ def record_start(cfg: DictConfig, hydra_cfg, tracker, built: Built, seed: int) -
     tracker.set_tags(tags)
 
 
-def gradient_check(cfg: DictConfig, built: Built, seed: int, tracker) -> None:
+def gradient_check(cfg: DictConfig, built: Built, seed: int, tracker) -> dict[str, float]:
     """Backprop against central differences on a float64 copy before training: each layer alone at
-    the inputs it receives, the loss alone, and every parameter end to end (runner.core.gradcheck)."""
+    the inputs it receives, the loss alone, and every parameter end to end (runner.core.gradcheck).
+    Returns the metrics it logged."""
     gc, model, splits = cfg.gradcheck, built.model, built.splits
     loss_entry: Entry | None = next((e for e in built.used if e.kind == "loss"), None)
     sample = (
@@ -141,6 +142,7 @@ def gradient_check(cfg: DictConfig, built: Built, seed: int, tracker) -> None:
         if gc.fail:
             raise RunnerError(message)
         log.warning(message)
+    return metrics
 
 
 def end_run(tracker, run_dir: Path, status: str, reason: str, trace: str | None = None) -> None:
@@ -174,9 +176,18 @@ def print_run(e: BaseException) -> None:
         print(f"runner: run {run_id} is recorded {status}; browse it with: {ui}", file=sys.stderr)
 
 
-def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built, watch=None) -> None:
+def early_story(cfg: DictConfig, run_dir: Path, tracker, built: Built, checked: dict[str, float] | None) -> bool:
+    """The parts of the report known before training (``checked``: the gradient check's metrics), drawn while
+    the run trains (runner.report.artifacts.log_early_story); whether they were handed over."""
+    from runner.report.artifacts import log_early_story
+
+    return log_early_story(tracker, built.model, built.splits, cfg, run_dir, checked)
+
+
+def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built, watch=None, early: bool = False) -> None:
     """The run's report: the final weights, the resolved config, Hydra's files, the pictures and tables
-    (runner.report.artifacts; ``watch``: the training's Watch, for its pictures), and the job log."""
+    (runner.report.artifacts; ``watch``: the training's Watch, for its pictures; ``early``: ``early_story``
+    handed over its parts), and the job log."""
     import numpy as np
 
     weights = run_dir / "model.npz"
@@ -187,6 +198,6 @@ def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built, watc
     tracker.log_artifact(run_dir / ".hydra", "hydra")
     from runner.report.artifacts import log_run_story  # matplotlib and pandas load only now, after training
 
-    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir, built.initial_kernels, watch)
+    log_run_story(tracker, built.model, built.loss, built.splits, cfg, run_dir, built.initial_kernels, watch, early)
     if (run_dir / "runner.log").is_file():
         tracker.log_artifact(run_dir / "runner.log")

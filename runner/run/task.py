@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from runner.api import RunnerError
 from runner.run import clock, record, resume
 from runner.run.build import build
-from runner.run.compose import blas_threads, dtype_of, model_as_chosen, ray_tags
+from runner.run.compose import blas_threads, dtype_of, model_as_chosen, ray_tags, spare_core
 from runner.run.interrupt import Interrupted, Signals
 from runner.run.preflight import seed_of
 from runner.run.sweep_job import finished_job, interrupted_job, read_note, record_failed_job
@@ -107,7 +107,7 @@ def execute(cfg: DictConfig, hydra_cfg) -> float:
     # MLflow in a process of its own, started now: its import overlaps everything up to training
     run_dir = Path(hydra_cfg.runtime.output_dir)  # a spill file goes there if the store stops answering
     child = cfg.tracking.get("sidecar", True) and not cfg.get("resume")
-    sidecar = RunRecorder.child_process(where, spill_dir=run_dir) if child else None
+    sidecar = RunRecorder.child_process(where, spill_dir=run_dir, painter=spare_core(cfg, hydra_cfg)) if child else None
     try:
         return run(cfg, hydra_cfg, note, where, sidecar, seed, started_ms)
     finally:
@@ -120,10 +120,12 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
     dtype = dtype_of(cfg)
     init_seed, batch_seed, check_seed, watch_seed = np.random.SeedSequence(seed).spawn(4)  # the first three as ever
     in_process = not cfg.get("resume") and sidecar is None  # MLflow's import and the store go on while the data loads
-    built = build(cfg, seed, dtype, init_seed, before_data=(lambda: prepare(where)) if in_process else (lambda: None))
+    store = (lambda: prepare(where)) if in_process else (lambda: None)
+    built = build(cfg, seed, dtype, init_seed, before_data=store, reuse_data=note is not None)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     tracker, resumed = record.open_run(cfg, hydra_cfg, note, where, sidecar, built, started_ms, run_dir)
     training = training_of(built, tracker, resumed, batch_seed, watch_seed)
+    early = False  # the report's parts known before training: handed over then (a continued run draws them at its end)
     with Signals() as signals:
         try:
             if resumed:
@@ -131,10 +133,12 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
                 tracker.set_tags({"runner.resumed_after_step": training.step, **ray_tags()})  # where it runs now
             else:
                 record.record_start(cfg, hydra_cfg, tracker, built, seed)
+                checked = None
                 if cfg.gradcheck.enabled:
-                    record.gradient_check(cfg, built, int(check_seed.generate_state(1)[0]), tracker)
+                    checked = record.gradient_check(cfg, built, int(check_seed.generate_state(1)[0]), tracker)
+                early = record.early_story(cfg, run_dir, tracker, built, checked)  # drawn while it trains
             final = train(cfg, hydra_cfg, training, built, tracker, run_dir, signals)
-            record.finish_artifacts(cfg, run_dir, tracker, built, training.watch)
+            record.finish_artifacts(cfg, run_dir, tracker, built, training.watch, early)
             resume.in_store(tracker)  # every artifact copied, or refused
             if tracker.artifact_failure:
                 raise artifacts_refused(tracker, run_dir, hydra_cfg)

@@ -69,10 +69,6 @@ def train(cfg: DictConfig, hydra_cfg, training: Training, built: Built, tracker,
             signals.check()
 
     training.after_epoch, training.after_step = after_epoch, stop_on_signal
-    if training.watch is not None and report_enabled(cfg):
-        from runner.report.watch_pictures import warm_pictures
-
-        tracker.submit(warm_pictures)  # matplotlib loaded where the watch's pictures are drawn, while this trains
     gc.freeze()  # the imports' objects live on: the collector need not scan them (docs/benchmarks.md)
     try:
         with signals.deferred():
@@ -81,11 +77,6 @@ def train(cfg: DictConfig, hydra_cfg, training: Training, built: Built, tracker,
         gc.unfreeze()  # back to the collector (a sweep runs jobs one after another in this process)
     tag_warnings(tracker, training)
     return final
-
-
-def report_enabled(cfg: DictConfig) -> bool:
-    section = cfg.get("report")
-    return section is None or bool(section.get("enabled", True))
 
 
 def tag_warnings(tracker, training: Training) -> None:

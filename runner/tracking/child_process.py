@@ -26,11 +26,10 @@ log = logging.getLogger("runner.tracking")
 class ChildProcess:
     """Requests to the child process, answers from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, painter: bool = True) -> None:
         bound_http_retries()  # inherited by the child
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.tracking.sidecar"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
-        )
+        command = [sys.executable, "-m", "runner.tracking.sidecar", *([] if painter else ["--no-painter"])]
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self.pid = self._proc.pid
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin, self._stdout = self._proc.stdin, self._proc.stdout

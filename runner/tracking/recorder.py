@@ -60,6 +60,7 @@ class Recorder(Protocol):
     def log_dict(self, obj: Any, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def submit(self, part: Callable, *args: Any, **kwargs: Any) -> None: ...
+    def paint(self, function: Callable, **kwargs: Any) -> None: ...
     def report_failed(self, name: str, reason: str | None = None) -> None: ...
     def in_store(self) -> None: ...
     def latest_metrics(self) -> dict[str, float]: ...
@@ -92,11 +93,12 @@ class RunRecorder(Exchange):
         return cls(InProcess(writer), where, spill_dir, opened=writer is not None and writer.client is not None)
 
     @classmethod
-    def child_process(cls, where: Target, spill_dir: Path | None = None) -> RunRecorder:
-        """Recording in a child process, started now: its ``import mlflow`` overlaps whatever the run does next."""
+    def child_process(cls, where: Target, spill_dir: Path | None = None, painter: bool = True) -> RunRecorder:
+        """Recording in a child process, started now: its ``import mlflow`` overlaps whatever the run does next.
+        ``painter``: it may start a second process to draw pictures in (runner.tracking.painter)."""
         from runner.tracking.child_process import ChildProcess
 
-        return cls(ChildProcess(), where, spill_dir)
+        return cls(ChildProcess(painter), where, spill_dir)
 
     @property
     def client(self):
@@ -205,6 +207,12 @@ class RunRecorder(Exchange):
         that is MLflow's own work. ``part`` is a module-level function (a child process gets it by reference). Not
         waited for; its failure is a warning and a name in the tag ``runner.report.failed``, not the run's."""
         self._send("report_part", part, args, kwargs)
+
+    def paint(self, function: Callable, **kwargs: Any) -> None:
+        """``function(**kwargs)`` draws pictures where the writer is and returns (files, failure); the files are logged
+        (runner.tracking.writer.Writer.paint: in the sidecar, beside a painter process). ``function``: module-level,
+        plain data in. Not waited for; a failure is a warning and a name in the tag ``runner.report.failed``."""
+        self._send("paint", function, kwargs)
 
     def report_failed(self, name: str, reason: str | None = None) -> None:
         """A part of the run's report failed (here or where the writer is): named in the tag ``runner.report.failed``

@@ -15,7 +15,7 @@ crash is the last one, and is left out on replay):
 - then one request a line, in the order the run made them: ``{"seq": n, "op": ..., "args": [...], "kwargs":
   {...}}``, ``op`` one of ``runner.tracking.writer.Writer``'s writes (``create_run``, ``log_batch`` with
   ``metrics`` as ``[key, value, timestamp ms, step]``, ``log_artifact`` with the file's path, ``log_dict``,
-  ``log_text``, ``report_part``, ``end``). A NumPy array is ``{"$ndarray": base64, "dtype": ..., "shape":
+  ``log_text``, ``report_part``, ``paint``, ``end``). A NumPy array is ``{"$ndarray": base64, "dtype": ..., "shape":
   [...]}``; a report part's function ``{"$function": "module:name"}``, resolved on replay only within
   runner's own modules. Metric points keep their timestamps: a point written twice is one point (MLflow's
   SQL store ignores an exact duplicate), so a replay cut short can be run again.
@@ -45,7 +45,7 @@ log = logging.getLogger("runner.tracking")
 NAME = "tracking.spill.jsonl"
 FORMAT = "runner-spill/1"
 #: the requests a spill file keeps (reads and barriers are not replayed)
-REPLAYED = frozenset({"create_run", "log_batch", "log_artifact", "log_dict", "log_text", "report_part", "end"})
+REPLAYED = frozenset({"create_run", "log_batch", "log_artifact", "log_dict", "log_text", "report_part", "paint", "end"})
 
 
 def _encode(value: Any) -> Any:

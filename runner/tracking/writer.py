@@ -60,6 +60,7 @@ REQUESTS = frozenset(
         "log_text",
         "end",
         "report_part",
+        "paint",
         "barrier",
         "continue_after",
     }
@@ -71,9 +72,13 @@ ANSWERS = ("reopen",)
 
 
 class Writer:
-    """The store, experiment and run the requests refer to, and every write to them."""
+    """The store, experiment and run the requests refer to, and every write to them. ``painter``: pictures may be
+    drawn in a second process too (the sidecar's writer: runner.tracking.painter)."""
 
-    def __init__(self) -> None:
+    def __init__(self, painter: bool = False) -> None:
+        self._may_paint = painter
+        self._painter: Any = None  # the painter's executor, once the first picture is drawn
+        self._paintings: list[tuple[str, Future]] = []  # sent to the painter, not logged yet
         self.client: Any = None  # an MlflowClient, once open
         self.uri: str | None = None
         self.run_id: Any = None  # str, once the run is created or attached
@@ -214,6 +219,14 @@ class Writer:
     def end(self, status: str, tags: Mapping[str, str] | None = None) -> None:
         """The run's end, with its tags (``runner.error``): tried even after an earlier request failed."""
         try:
+            self._collect()  # what the painter drew, logged (normally done at the barrier before the end)
+        except PartFailed:
+            pass  # said at that barrier; an end for a failure does not wait for its pictures to be right
+        finally:
+            if self._painter is not None:
+                self._painter.shutdown()
+            self._painter, self._may_paint = None, False
+        try:
             if tags:
                 self.log_batch(tags=list(tags.items()))
         finally:
@@ -228,8 +241,66 @@ class Writer:
         except Exception as e:
             raise PartFailed(getattr(function, "__name__", str(function)), f"{type(e).__name__}: {e}") from None
 
+    def paint(self, function: Callable, kwargs: Mapping | None = None) -> None:
+        """``function(**kwargs)`` draws pictures and returns (files, failure) (runner.tracking.painter.Drawn); its files
+        are logged. Sent to the painter process when it is idle (started with the first painting, where the writer
+        may paint: the sidecar), drawn here otherwise; what the painter drew is logged at the next barrier. A failure is
+        ``PartFailed``."""
+        name, kwargs = getattr(function, "__name__", str(function)), dict(kwargs or {})
+        if self._may_paint and self._painter is None:
+            from runner.tracking import painter
+
+            self._painter = painter.start()
+            try:
+                if self._painter is not None:  # the first painting (the report's warm-up) is done there as well
+                    self._painter.submit(function, **kwargs)
+            except Exception as e:
+                log.debug("no painter (%s: %s): drawing here", type(e).__name__, e)
+                self._painter = None
+            self._may_paint = self._painter is not None
+        elif self._painter is not None and self._painter.idle():
+            try:
+                self._paintings.append((name, self._painter.submit(function, **kwargs)))
+                return
+            except Exception as e:  # a broken painter: this process draws from now on
+                log.debug("the painter is gone (%s: %s): drawing here", type(e).__name__, e)
+                self._painter, self._may_paint = None, False
+        try:
+            drawn = function(**kwargs)
+        except Exception as e:
+            raise PartFailed(name, f"{type(e).__name__}: {e}") from None
+        self._log_drawn(name, drawn)
+
+    def _log_drawn(self, name: str, drawn) -> None:
+        files, failure = drawn
+        try:
+            for path, folder in files:
+                self.client.log_artifact(self.run_id, str(path), folder)
+        except Exception as e:
+            failure = "; ".join(filter(None, [failure, f"{type(e).__name__}: {e}"]))
+        if failure:
+            raise PartFailed(name, failure)
+
+    def _collect(self) -> None:
+        """Wait for what was sent to the painter, log it; the paintings that failed are one ``PartFailed``."""
+        failed: list[PartFailed] = []
+        while self._paintings:
+            name, future = self._paintings.pop(0)
+            try:
+                drawn = future.result()
+            except Exception as e:
+                failed.append(PartFailed(name, f"{type(e).__name__}: {e}"))
+                continue
+            try:
+                self._log_drawn(name, drawn)
+            except PartFailed as e:
+                failed.append(e)
+        if failed:
+            raise PartFailed(", ".join(e.name for e in failed), "; ".join(e.reason for e in failed))
+
     def barrier(self) -> None:
-        """Nothing: its answer says every earlier request has been carried out."""
+        """Its answer says every earlier request has been carried out (what the painter drew logged first)."""
+        self._collect()
 
 
 def prepare(where: Target, background: bool = True) -> Future:

@@ -32,10 +32,11 @@ from runner.report.figures.classifiers import (
     misclassified_grid,
     per_class_table,
     plot_confusion_matrix,
+    shown_images,
 )
 from runner.report.figures.curves import History, training_curves
 from runner.report.figures.gradient_check import REL_ERROR_FLOOR, SUMMARY_METRICS, gradcheck_rows, gradcheck_table, plot_gradcheck
-from runner.report.figures.tables import model_summary, write_table
+from runner.report.figures.tables import format_summary, model_summary, summary_rows, write_table
 
 __all__ = [
     "DPI",
@@ -45,6 +46,7 @@ __all__ = [
     "History",
     "class_names",
     "confusion_matrix",
+    "format_summary",
     "gradcheck_rows",
     "gradcheck_table",
     "image_shape",
@@ -53,6 +55,8 @@ __all__ = [
     "per_class_table",
     "plot_confusion_matrix",
     "plot_gradcheck",
+    "shown_images",
+    "summary_rows",
     "training_curves",
     "write_table",
 ]

@@ -5,7 +5,7 @@ the misclassified ones in a grid (plots/misclassified.png)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +121,7 @@ def image_shape(input_shape: Sequence[int], x: np.ndarray | None = None) -> tupl
 
 
 def misclassified_grid(
-    images: np.ndarray,
+    images: np.ndarray | Mapping[int, np.ndarray],
     y_true: np.ndarray,
     y_pred: np.ndarray,
     classes: Sequence[str],
@@ -131,7 +131,8 @@ def misclassified_grid(
     title: str = "",
 ) -> Path:
     """The first ``limit`` misclassified images (in test order) in a square grid, each labelled
-    ``true → predicted``; a figure saying so when there is none.
+    ``true → predicted``; a figure saying so when there is none. ``images``: the test images, or only the
+    shown ones by their index (``shown_images``: what travels to where the picture is drawn).
 
     One mosaic image on one axes (not an axes per image): a few times faster to draw.
     """
@@ -173,6 +174,12 @@ def misclassified_grid(
         fontsize=11,
     )
     return save(fig, path)
+
+
+def shown_images(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, limit: int) -> dict[int, np.ndarray]:
+    """The images ``misclassified_grid`` shows (the first ``limit`` misclassified), by their index."""
+    wrong = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))[: max(limit, 0)]
+    return {int(i): np.asarray(images[i]) for i in wrong}
 
 
 def _grey_with_background():

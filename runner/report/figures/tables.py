@@ -22,8 +22,14 @@ def model_summary(model, dtype: str = "", title: str = "") -> str:
 
     ``model``: a ``runner.model.Sequential`` (uses ``layers``, ``types``, ``shapes``, ``origins``).
     """
-    import pandas as pd
+    return format_summary(
+        summary_rows(model), title or f"model {model.summary()}", dtype, graph=getattr(model, "names", None) is not None
+    )
 
+
+def summary_rows(model) -> list[dict]:
+    """The rows of ``model_summary``'s table, plain data (read off the model where it trains; formatted where
+    pandas is loaded: the sidecar)."""
     rows = []
     graph = getattr(model, "names", None) is not None  # a graph: its nodes' names and inputs
     for i, (layer, kind) in enumerate(zip(model.layers, model.types)):
@@ -44,11 +50,17 @@ def model_summary(model, dtype: str = "", title: str = "") -> str:
                 "from": model.origins[i] if i < len(getattr(model, "origins", [])) else "",
             }
         )
+    return rows
+
+
+def format_summary(rows: list[dict], head: str, dtype: str = "", graph: bool = False) -> str:
+    """summary.txt from ``summary_rows``: the head line, the table, the total."""
+    import pandas as pd
+
     table = pd.DataFrame(rows)
     if (table["buffers"] == "-").all():
         table = table.drop(columns="buffers")
     total = int(table["count"].sum())
-    head = title or f"model {model.summary()}"
     lines = [
         f"{head}: {len(rows)} {'nodes' if graph else 'layers'}, {total:,} trainable parameters"
         + (f" ({dtype})" if dtype else ""),
