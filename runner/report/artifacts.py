@@ -130,6 +130,7 @@ def log_run_story(
         if conv_pictures.conv_layers(model):
             part("conv", _conv, tracker, out, model, initial_kernels or {}, test.x)
     log.info("report: %s", ", ".join(f"{k} {v:.2f} s" for k, v in part.timings.items()))
+    tracker.in_store()  # drawn and logged where MLflow is written: the story is told when this returns
     return part.timings
 
 
