@@ -306,8 +306,8 @@ def log_watch_pictures(
     the pictures of ``npz`` (``write_npz``'s file) drawn into ``plots`` and logged under the run's plots/. The
     pictures drawn are logged even when another failed; a failure is raised (a warning, and the tag
     ``runner.report.failed``: the run is not failed by it)."""
-    drawn, failed = draw_pictures(Seen.load(Path(npz), warnings, matrices), Path(plots))
-    for path in drawn:
-        client.log_artifact(run_id, str(path), "plots")
-    if failed:
-        raise RuntimeError("; ".join(f"{k}: {v}" for k, v in failed.items()))
+    files, failure = draw_watch_pictures(npz=npz, warnings=warnings, matrices=matrices, plots=plots)
+    for path, folder in files:
+        client.log_artifact(run_id, path, folder)
+    if failure:
+        raise RuntimeError(failure)
