@@ -1,14 +1,17 @@
 """The sidecar's painter (runner.tracking.painter): a second process that draws the run's pictures beside the sidecar.
 
 A picture is a painting: plain data in, (files, failure) out (``Writer.paint``). The first painting (the report's
-warm-up) starts the painter and is done in both processes; later ones go to the painter when it is idle and are
+warm-up) is drawn in the writer's process, which then starts the painter (on Linux a fork of itself, as it is then;
+elsewhere a fresh interpreter that is handed the first painting too); later ones go to the painter when it is idle and are
 drawn where the writer is otherwise; what the painter drew is logged at the next barrier, and a painting that
 failed there is a part of the report that failed (a warning and the tag ``runner.report.failed``), not the run.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,17 @@ def note_pid(*, out: str, name: str) -> tuple[list, None]:
     """A painting: a file naming the process that drew it."""
     path = Path(out) / f"{name}.txt"
     path.write_text(str(os.getpid()))
+    return [(str(path), "notes")], None
+
+
+#: set by a test in this process before the painter starts: a forked painter sees it, a fresh interpreter would not
+INHERITED: dict[str, str] = {}
+
+
+def family(*, out: str) -> tuple[list, None]:
+    """A painting: a file naming the process that drew it, its parent, and what it inherited."""
+    path = Path(out) / "family.json"
+    path.write_text(json.dumps({"pid": os.getpid(), "parent": os.getppid(), "inherited": INHERITED.get("mark")}))
     return [(str(path), "notes")], None
 
 
@@ -53,7 +67,7 @@ def pids(client: MlflowClient, run_id: str, tmp_path: Path) -> dict[str, int]:
 
 def wait_idle(writer: Writer, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
-    while not writer._painter.idle():  # the painter's imports take about a second
+    while not writer._painter.idle():  # a spawned painter's imports take about a second
         assert time.monotonic() < deadline, "the painter never finished warming up"
         time.sleep(0.05)
 
@@ -73,6 +87,28 @@ def test_paintings_go_to_the_idle_painter_and_are_logged_at_the_barrier(tmp_path
     writer.end("FINISHED")
     assert writer._painter is None
     assert client.get_run(writer.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the painter is forked on Linux only")
+def test_on_linux_the_painter_is_a_fork_of_the_warmed_writer_process(tmp_path):
+    from runner.tracking import painter
+
+    assert painter.forks()
+    writer, client = opened(tmp_path, painter=True)
+    INHERITED["mark"] = "set before the first painting"
+    try:
+        writer.paint(note_pid, {"out": str(tmp_path), "name": "warm"})
+        wait_idle(writer)
+        writer.paint(family, {"out": str(tmp_path)})
+        writer.barrier()
+    finally:
+        INHERITED.clear()
+    got = Path(client.download_artifacts(writer.run_id, "notes/family.json", str(tmp_path / "down")))
+    drawn = json.loads(got.read_text())
+    assert drawn["pid"] != os.getpid() and drawn["parent"] == os.getpid()
+    assert drawn["inherited"] == "set before the first painting"  # this process's memory, as it was: no imports again
+    writer.end("FINISHED")
+    assert writer._painter is None and not [c for c in __import__("multiprocessing").active_children() if c.is_alive()]
 
 
 def test_a_painting_that_fails_in_the_painter_is_a_failed_part_at_the_barrier(tmp_path):

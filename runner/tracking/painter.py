@@ -3,10 +3,18 @@
 The sidecar (runner.tracking.sidecar) writes the run and draws its report; at the run's end that was
 one process doing the pyfunc model, the watch's four pictures, the curves and the classifier's figures
 one after another (0.6 s on an idle machine) while the run's process waited. The painter is a
-``ProcessPoolExecutor`` of one worker, a fresh interpreter (the ``spawn`` start method: nothing is
-forked from a process with threads, and starting it does not wait for its imports) that imports
-matplotlib and pandas first (``PRELOAD``), started by the first painting (the report's warm-up, sent as the run starts
-training), which it then carries out too.
+``ProcessPoolExecutor`` of one worker, started after the first painting (the report's warm-up, sent as the
+run starts training) has been drawn in the sidecar. Where processes can be forked (Linux) the worker is a
+fork of the sidecar at that moment: MLflow, matplotlib, pandas and the report's modules already imported and
+the collector frozen (``gc.freeze``), so it starts in milliseconds and shares those pages. A fresh interpreter
+(``spawn``) importing them again took about a second of CPU while the run trained, which cost the training
+more than the painter saved at the end (docs/benchmarks.md). Elsewhere it is spawned and imports ``PRELOAD``
+itself, and is handed the first painting too.
+
+The fork is safe with the sidecar's reader thread: the worker only runs paintings of modules the sidecar has
+imported, and touches nothing that thread holds (the request pipe, its queue). The sidecar holds no store lock
+then (runner.tracking.sqlite_store's ``flock`` is released once the store is open).
+
 The writer sends a picture to it when it is idle and draws it itself otherwise
 (``runner.tracking.writer.Writer.paint``), so the end waits for the longer of two queues, not their sum.
 
@@ -21,6 +29,8 @@ import importlib
 import logging
 import multiprocessing
 import signal
+import sys
+import warnings
 from concurrent.futures import Executor, Future
 
 log = logging.getLogger("runner.tracking")
@@ -32,11 +42,21 @@ PRELOAD = ["runner.report.artifacts", "runner.report.watch_pictures", "matplotli
 Drawn = tuple[list[tuple[str, str | None]], str | None]
 
 
-def _init() -> None:
+def _ignore_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _init() -> None:
+    """A spawned worker's start: what a forked one inherits."""
+    _ignore_signals()
     for module in PRELOAD:
         importlib.import_module(module)
+
+
+def forks() -> bool:
+    """Whether the worker is a fork of this process (Linux), else a fresh interpreter."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 class Painter:
@@ -63,13 +83,25 @@ class Painter:
             child.join(timeout=5)
 
 
-def start() -> Painter | None:
-    """The painter (its imports under way); None where it cannot be started (said at debug level)."""
+def start(first=None) -> Painter | None:
+    """The painter, None where it cannot be started (said at debug level). Forked: at once, from this process as it
+    is. Spawned: its imports under way, and ``first`` (function, kwargs), the painting this process has just drawn, is
+    done there too (the warm-up's figure and font)."""
     try:
         from concurrent.futures import ProcessPoolExecutor
 
-        context = multiprocessing.get_context("spawn")
-        return Painter(ProcessPoolExecutor(1, mp_context=context, initializer=_init))
+        if forks():
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_signals)
+            painter = Painter(pool)
+            with warnings.catch_warnings():  # Python >= 3.12 warns of any fork beside threads (see the module's doc)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pool.submit(_ignore_signals)  # the fork, now: a fork context starts its workers at the first submit
+            return painter
+        painter = Painter(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init))
+        if first is not None:
+            function, kwargs = first
+            painter.submit(function, **kwargs)
+        return painter
     except Exception as e:  # no processes left: the sidecar draws alone
         log.debug("no painter process: %s: %s", type(e).__name__, e)
         return None

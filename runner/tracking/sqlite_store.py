@@ -22,6 +22,14 @@ dies, even by SIGKILL), one process at a time:
 - a revision this MLflow does not know (a store of a newer MLflow): left to MLflow's own error.
 
 The lock is held while MLflow itself first opens the store (which adds the Default experiment).
+
+A new store's schema is MLflow's own: ``_initialize_tables`` runs every migration of its history, about
+1 s. The first store this MLflow creates on a machine is kept, empty, as a template in the user cache
+(``$RUNNER_CACHE_DIR/mlflow-stores``, else ``$XDG_CACHE_HOME/runner/mlflow-stores``), named after the
+versions that made it (MLflow, its schema revision, SQLAlchemy, Alembic); later new stores are copies of
+it (milliseconds). A copy is used only when it reads as pristine: this MLflow's revision, every table,
+no migration's leftovers, nothing recorded, and SQLite's ``quick_check``; anything else is rebuilt by
+MLflow, and the template with it.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -211,16 +220,13 @@ def prepare_locked(db: Path, uri: str) -> None:
 
 
 def create(db: Path) -> None:
-    """A complete schema in a temporary file beside ``db``, renamed into place."""
-    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
-
+    """A complete schema in a temporary file beside ``db`` (a copy of the template, else MLflow's migrations), renamed
+    into place."""
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
-    try:
-        _initialize_tables(engine)
-    finally:
-        engine.dispose()
+    if not from_template(tmp):
+        _initialize(tmp)
+        keep_as_template(tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, db)
@@ -231,6 +237,84 @@ def create(db: Path) -> None:
         finally:
             os.close(directory)
     log.info("tracking: created the MLflow store %s", db)
+
+
+def _initialize(path: Path) -> None:
+    """MLflow's own creation of an empty store: its first tables, then every migration."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def cache_folder() -> Path:
+    """Where the template lives: ``$RUNNER_CACHE_DIR/mlflow-stores``, else ``$XDG_CACHE_HOME/runner/mlflow-stores``."""
+    root = os.environ.get("RUNNER_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "runner"
+    return base / "mlflow-stores"
+
+
+def template_path() -> Path:
+    """The template of this MLflow, schema revision, SQLAlchemy and Alembic (any of them changed: another file)."""
+    import alembic
+    import mlflow
+    import sqlalchemy
+
+    versions = f"mlflow-{mlflow.__version__}-{schema()[0]}-sqlalchemy-{sqlalchemy.__version__}-alembic-{alembic.__version__}"
+    return cache_folder() / f"{versions}.db"
+
+
+def pristine(path: Path) -> bool:
+    """An empty store of this MLflow's schema, intact: what MLflow's creation leaves, nothing recorded."""
+    head, _, tables = schema()
+    try:
+        state = read_state(path, writable=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as con:
+            intact = con.execute("pragma quick_check").fetchall() == [("ok",)]
+    except sqlite3.DatabaseError:
+        return False
+    return intact and state.revision == head and not state.leftovers and tables <= state.tables and not state.holds_data
+
+
+def from_template(tmp: Path) -> bool:
+    """``tmp`` made a copy of the template, when there is one and the copy is pristine (else the template is removed)."""
+    try:
+        template = template_path()
+        if not template.is_file():
+            return False
+        shutil.copyfile(template, tmp)
+    except OSError as e:
+        log.debug("tracking: no template store (%s); MLflow creates the schema", e)
+        tmp.unlink(missing_ok=True)
+        return False
+    if pristine(tmp):
+        return True
+    log.warning("tracking: the template store %s is not an empty store of MLflow's schema: made anew", template)
+    tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        template.unlink()
+    return False
+
+
+def keep_as_template(made: Path) -> None:
+    """A copy of ``made`` (an empty store MLflow just created) kept as the template, written whole under its name at
+    once; a cache that cannot be written is left as it is (said at debug level)."""
+    partial = None
+    try:
+        template = template_path()
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f".{template.name}.{os.getpid()}")
+        shutil.copyfile(made, partial)
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, template)
+    except OSError as e:
+        log.debug("tracking: could not keep a template store (%s)", e)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
 
 
 def drop_leftovers(db: Path, state: State) -> None:

@@ -243,22 +243,11 @@ class Writer:
 
     def paint(self, function: Callable, kwargs: Mapping | None = None) -> None:
         """``function(**kwargs)`` draws pictures and returns (files, failure) (runner.tracking.painter.Drawn); its files
-        are logged. Sent to the painter process when it is idle (started with the first painting, where the writer
-        may paint: the sidecar), drawn here otherwise; what the painter drew is logged at the next barrier. A failure is
-        ``PartFailed``."""
+        are logged. Sent to the painter process when it is idle (started once the first painting is drawn here, where
+        the writer may paint: the sidecar), drawn here otherwise; what the painter drew is logged at the next barrier.
+        A failure is ``PartFailed``."""
         name, kwargs = getattr(function, "__name__", str(function)), dict(kwargs or {})
-        if self._may_paint and self._painter is None:
-            from runner.tracking import painter
-
-            self._painter = painter.start()
-            try:
-                if self._painter is not None:  # the first painting (the report's warm-up) is done there as well
-                    self._painter.submit(function, **kwargs)
-            except Exception as e:
-                log.debug("no painter (%s: %s): drawing here", type(e).__name__, e)
-                self._painter = None
-            self._may_paint = self._painter is not None
-        elif self._painter is not None and self._painter.idle():
+        if self._painter is not None and self._painter.idle():
             try:
                 self._paintings.append((name, self._painter.submit(function, **kwargs)))
                 return
@@ -269,6 +258,12 @@ class Writer:
             drawn = function(**kwargs)
         except Exception as e:
             raise PartFailed(name, f"{type(e).__name__}: {e}") from None
+        finally:
+            if self._may_paint and self._painter is None:  # after the first painting (the warm-up): see painter.start
+                from runner.tracking import painter
+
+                self._painter = painter.start(first=(function, kwargs))
+                self._may_paint = self._painter is not None
         self._log_drawn(name, drawn)
 
     def _log_drawn(self, name: str, drawn) -> None:
