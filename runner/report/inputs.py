@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 
+from runner.tracking.store import retrying
+
 
 def log_dataset_inputs(tracker, splits, cfg) -> None:
     """The train/val/test splits as MLflow dataset inputs: name, digest, source (the dataset plugin and its
@@ -65,7 +67,23 @@ def log_inputs(client, run_id: str, experiment_id: str, name: str, source_tags: 
         digest = numpy_digest(features, targets, heads=(x[0], y[0]))
         dataset = from_numpy(features, source=source, targets=targets, name=name, digest=digest)
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    client.log_inputs(run_id, datasets=inputs)
+    for attempt in range(3):
+        try:
+            retrying(lambda: client.log_inputs(run_id, datasets=inputs), "log dataset inputs")
+            return
+        except Exception as e:
+            if not logged_meanwhile(e) or attempt == 2:
+                raise
+            # another run of the experiment logged the same dataset at the same moment: it is there now, and found
+
+
+def logged_meanwhile(error: Exception) -> bool:
+    """MLflow looks for a run's datasets in the experiment, then inserts those it did not find: two runs of one experiment
+    logging the same dataset at once (parallel sweep jobs, runs started together) both insert it, and the second one's
+    transaction fails on the datasets' unique key (SQLite: ``UNIQUE constraint failed: datasets...``; PostgreSQL:
+    ``duplicate key value violates unique constraint``), rolled back whole."""
+    text = str(error).lower()
+    return "datasets" in text and ("unique constraint" in text or "duplicate key" in text)
 
 
 def _stand_in(head: np.ndarray, shape: tuple[int, ...], dtype: str) -> np.ndarray:
