@@ -139,6 +139,22 @@ def test_without_a_painter_everything_is_drawn_here(tmp_path):
     writer.end("FINISHED")
 
 
+def test_the_painter_wherever_it_is_forked_and_else_only_where_a_core_is_left_over(monkeypatch):
+    """``runner.run.compose.painter_allowed``: a forked painter costs nothing until it draws; a spawned one only where a core
+    is left over; never in a Ray task."""
+    from omegaconf import OmegaConf
+
+    from runner.run import compose
+    from runner.tracking import painter
+
+    cores = len(os.sched_getaffinity(0))
+    busy, basic = OmegaConf.create({"threads": cores}), OmegaConf.create({"launcher": {}})
+    assert compose.painter_allowed(busy, basic) == painter.forks()
+    monkeypatch.setattr(painter, "forks", lambda: False)
+    assert not compose.painter_allowed(busy, basic)
+    assert compose.painter_allowed(OmegaConf.create({"threads": 1}), basic) == (cores > 1)
+
+
 def test_the_painter_only_where_a_core_is_left_over():
     """``runner.run.compose.spare_core``: the run's BLAS threads times the jobs beside it must leave a core."""
     from omegaconf import OmegaConf

@@ -147,6 +147,18 @@ def spare_core(cfg: DictConfig, hydra_cfg) -> bool:
     return blas_threads(cfg, hydra_cfg) * jobs < cores
 
 
+def painter_allowed(cfg: DictConfig, hydra_cfg) -> bool:
+    """Whether the sidecar may draw in a second process (runner.tracking.painter). Not in a Ray task: the node's other
+    CPUs are Ray's to give. A forked painter (Linux) costs nothing until it draws, and then it draws what the sidecar
+    would have drawn, while the run waits for it at its end: always. A spawned one imports for about a second of CPU
+    while the run trains: only where a core is left over (``spare_core``)."""
+    from runner.tracking.painter import forks
+
+    if ray_task() is not None:
+        return False
+    return forks() or spare_core(cfg, hydra_cfg)
+
+
 def ray_task():
     """The runtime context of the Ray task this job runs in (hydra/launcher=ray_cluster), else None. Ray is looked up,
     never imported: a Ray worker has loaded it already, and a process that has not is in no Ray task."""

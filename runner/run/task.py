@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from runner.api import RunnerError
 from runner.run import clock, record, resume
 from runner.run.build import build
-from runner.run.compose import blas_threads, dtype_of, model_as_chosen, ray_tags, spare_core
+from runner.run.compose import blas_threads, dtype_of, model_as_chosen, painter_allowed, ray_tags
 from runner.run.interrupt import Interrupted, Signals
 from runner.run.preflight import seed_of
 from runner.run.sweep_job import finished_job, interrupted_job, read_note, record_failed_job
@@ -107,7 +107,7 @@ def execute(cfg: DictConfig, hydra_cfg) -> float:
     # MLflow in a process of its own, started now: its import overlaps everything up to training
     run_dir = Path(hydra_cfg.runtime.output_dir)  # a spill file goes there if the store stops answering
     child = cfg.tracking.get("sidecar", True) and not cfg.get("resume")
-    sidecar = RunRecorder.child_process(where, spill_dir=run_dir, painter=spare_core(cfg, hydra_cfg)) if child else None
+    sidecar = RunRecorder.child_process(where, spill_dir=run_dir, painter=painter_allowed(cfg, hydra_cfg)) if child else None
     try:
         return run(cfg, hydra_cfg, note, where, sidecar, seed, started_ms)
     finally:
