@@ -1,10 +1,12 @@
-"""The sidecar's painter (runner.tracking.painter): a second process that draws the run's pictures beside the sidecar.
+"""The sidecar's painter (runner.tracking.painter): processes that draw the run's pictures beside the sidecar.
 
 A picture is a painting: plain data in, (files, failure) out (``Writer.paint``). The first painting (the report's
-warm-up) is drawn in the writer's process, which then starts the painter (on Linux a fork of itself, as it is then;
-elsewhere a fresh interpreter that is handed the first painting too); later ones go to the painter when it is idle and are
-drawn where the writer is otherwise; what the painter drew is logged at the next barrier, and a painting that
-failed there is a part of the report that failed (a warning and the tag ``runner.report.failed``), not the run.
+warm-up) is drawn in the writer's process, which then starts the painter: on Linux two forks of itself, as it is
+then, that take every later painting from one queue; elsewhere one fresh interpreter that is handed the first
+painting too, and later ones when it is idle (drawn where the writer is otherwise). What the painter drew is logged
+at the next barrier, in the order the paintings were asked for, and a painting that failed there is a part of the
+report that failed (a warning and the tag ``runner.report.failed``), not the run. A painting that waits behind other
+requests in the sidecar is handed to the painter as soon as it is read (``Writer.early``).
 """
 
 from __future__ import annotations
@@ -72,11 +74,14 @@ def wait_idle(writer: Writer, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_paintings_go_to_the_idle_painter_and_are_logged_at_the_barrier(tmp_path):
+def test_a_spawned_painter_takes_paintings_when_idle_and_they_are_logged_at_the_barrier(tmp_path, monkeypatch):
+    from runner.tracking import painter
+
+    monkeypatch.setattr(painter, "forks", lambda: False)  # as on macOS and Windows: one fresh interpreter
     writer, client = opened(tmp_path, painter=True)
     out = str(tmp_path)
     writer.paint(note_pid, {"out": out, "name": "warm"})  # starts the painter; drawn here (and there, unlogged)
-    assert writer._painter is not None
+    assert writer._painter is not None and writer._painter.workers == 1
     wait_idle(writer)
     writer.paint(note_pid, {"out": out, "name": "there"})  # the painter is idle: it takes it
     writer.paint(note_pid, {"out": out, "name": "here"})  # the painter is busy: drawn here at once
@@ -87,6 +92,99 @@ def test_paintings_go_to_the_idle_painter_and_are_logged_at_the_barrier(tmp_path
     writer.end("FINISHED")
     assert writer._painter is None
     assert client.get_run(writer.run_id).info.status == "FINISHED"
+
+
+def slow_note(*, out: str, name: str, seconds: float) -> tuple[list, None]:
+    """A painting that takes ``seconds``, naming the process that drew it."""
+    time.sleep(seconds)
+    return note_pid(out=out, name=name)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the painter is forked on Linux only")
+def test_two_forked_painters_share_the_paintings_and_they_are_logged_in_order(tmp_path):
+    writer, client = opened(tmp_path, painter=True)
+    out = str(tmp_path)
+    writer.paint(note_pid, {"out": out, "name": "warm"})
+    assert writer._painter.workers == 2
+    for name in ("first", "second"):  # each takes long enough that one worker cannot take both
+        writer.paint(slow_note, {"out": out, "name": name, "seconds": 0.5})
+    writer.paint(note_pid, {"out": out, "name": "third"})  # both painters busy: it waits in their queue, not drawn here
+    writer.barrier()
+    drawn = pids(client, writer.run_id, tmp_path)
+    assert drawn["warm"] == os.getpid()
+    assert os.getpid() not in (drawn["first"], drawn["second"], drawn["third"])
+    assert drawn["first"] != drawn["second"]  # drawn side by side
+    logged = [m.path for m in client.list_artifacts(writer.run_id, "notes")]
+    assert sorted(logged) == ["notes/first.txt", "notes/second.txt", "notes/third.txt", "notes/warm.txt"]
+    writer.end("FINISHED")
+    assert writer._painter is None and not [c for c in __import__("multiprocessing").active_children() if c.is_alive()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the painter is forked on Linux only")
+def test_a_painting_handed_over_early_is_drawn_before_its_turn_and_logged_once_at_its_turn(tmp_path):
+    from runner.tracking.writer import DROPPED, OK
+
+    writer, client = opened(tmp_path, painter=True)
+    out = str(tmp_path)
+    writer.paint(note_pid, {"out": out, "name": "warm"})
+    writer.early(7, "paint", (slow_note, {"out": out, "name": "early", "seconds": 0.3}), {})
+    writer.early(8, "log_batch", (), {"tags": [("a", "b")]})  # not a painting: left to its turn
+    assert list(writer._early) == [7]
+    assert writer.apply(8, "log_batch", (), {"tags": [("a", "b")]})[1] == OK
+    assert writer.apply(7, "paint", (slow_note, {"out": out, "name": "early", "seconds": 0.3}), {}) == (7, OK, None)
+    assert not writer._early  # its turn took note of it: not drawn a second time
+    writer.barrier()
+    assert pids(client, writer.run_id, tmp_path)["early"] != os.getpid()
+    writer.failure = "the store went away"  # after a failure nothing more is handed over: its turn is dropped
+    writer.early(9, "paint", (note_pid, {"out": out, "name": "late"}), {})
+    assert not writer._early and writer.apply(9, "paint", (note_pid, {"out": out, "name": "late"}), {})[1] == DROPPED
+    writer.end("FINISHED")
+
+
+def stamped(*, out: str, name: str) -> tuple[list, None]:
+    """A painting that notes when it was drawn."""
+    path = Path(out) / f"{name}.txt"
+    path.write_text(repr(time.time()))
+    return [(str(path), "stamps")], None
+
+
+def slow_part(client, run_id: str, experiment_id: str, *, out: str, seconds: float) -> None:
+    """A part of the report that is MLflow's own work and takes ``seconds``; notes when it ended."""
+    time.sleep(seconds)
+    (Path(out) / "slow_part_ended.txt").write_text(repr(time.time()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the painter is forked on Linux only")
+def test_the_sidecar_draws_a_painting_while_the_requests_before_it_are_carried_out(tmp_path, monkeypatch):
+    """A real sidecar process: a painting sent behind a slow request is drawn before that request ends."""
+    from runner.tracking.child_process import ChildProcess
+    from runner.tracking.writer import OK
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    uri, root = default_store(tmp_path / "outputs")
+    out = str(tmp_path)
+    child = ChildProcess(painter=True)
+    try:
+        child.send((1, "open", (uri, "early", root), {}))
+        child.send((2, "create_run", ("a run", {}), {}))
+        child.send((3, "paint", (stamped, {"out": out, "name": "warm"}), {}))  # starts the painters
+        answers = [child.receive(timeout=120) for _ in range(3)]
+        assert [a[1] for a in answers] == [OK] * 3, answers
+        run_id = answers[1][2]
+        child.send((4, "report_part", (slow_part, (), {"out": out, "seconds": 1.5}), {}))
+        child.send((5, "paint", (stamped, {"out": out, "name": "behind"}), {}))
+        child.send((6, "barrier", (), {}))
+        answers = [child.receive(timeout=120) for _ in range(3)]
+        assert [a[:2] for a in answers] == [(4, OK), (5, OK), (6, OK)], answers
+        child.send((7, "end", ("FINISHED",), {}))
+        assert child.receive(timeout=120)[:2] == (7, OK)
+    finally:
+        child.close()
+    drawn = float((tmp_path / "behind.txt").read_text())
+    assert drawn < float((tmp_path / "slow_part_ended.txt").read_text()) - 0.5  # not after the slow part: beside it
+    client = MlflowClient(uri)
+    assert {a.path for a in client.list_artifacts(run_id, "stamps")} == {"stamps/warm.txt", "stamps/behind.txt"}
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the painter is forked on Linux only")

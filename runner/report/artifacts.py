@@ -120,8 +120,6 @@ def log_run_story(
             logged = tracker.latest_metrics()  # a failed store stops here
             part("early", _before_training, tracker, part, model, splits, cfg, out, logged)
         described, predicted = part("predict", _predict, model, loss, cfg, meta, test.x) or (None, None)
-        if options["model"] and predicted is not None:
-            part("model", _model, tracker, run_dir, out, described, flat(test.x[:2], meta), predicted[:2])
         if watch is not None and watch.steps:
             part("watch", _watch, tracker, out, watch)
         tracker.paint(draw_curves, history=tracker.history(CURVES), out=str(out.resolve()))
@@ -129,6 +127,8 @@ def log_run_story(
             part("classes", _classes, tracker, out, test, predicted, meta, int(options["misclassified"]))
         if conv_pictures.conv_layers(model):
             part("conv", _conv, tracker, out, model, initial_kernels or {}, test.x)
+        if options["model"] and predicted is not None:  # last: MLflow's work, while the painters draw the pictures
+            part("model", _model, tracker, run_dir, out, described, flat(test.x[:2], meta), predicted[:2])
     log.info("report: %s", ", ".join(f"{k} {v:.2f} s" for k, v in part.timings.items()))
     tracker.in_store()  # drawn and logged where MLflow is written: the story is told when this returns
     return part.timings

@@ -1,26 +1,28 @@
-"""A second process that draws the run's pictures beside the sidecar: ``start()`` gives it, as an executor.
+"""The processes that draw the run's pictures beside the sidecar: ``start()`` gives them, as an executor.
 
 The sidecar (runner.tracking.sidecar) writes the run and draws its report; at the run's end that was
 one process doing the pyfunc model, the watch's four pictures, the curves and the classifier's figures
 one after another (0.6 s on an idle machine) while the run's process waited. The painter is a
-``ProcessPoolExecutor`` of one worker, started after the first painting (the report's warm-up, sent as the
-run starts training) has been drawn in the sidecar. Where processes can be forked (Linux) the worker is a
-fork of the sidecar at that moment: MLflow, matplotlib, pandas and the report's modules already imported and
-the collector frozen (``gc.freeze``), so it starts in milliseconds and shares those pages. A fresh interpreter
+``ProcessPoolExecutor``, started after the first painting (the report's warm-up, sent as the run starts
+training) has been drawn in the sidecar. Where processes can be forked (Linux) it has two workers
+(``FORKED``), forks of the sidecar at that moment: MLflow, matplotlib, pandas and the report's modules already
+imported and the collector frozen (``gc.freeze``), so they start in milliseconds and share those pages. They
+take every painting from one queue, while the sidecar does MLflow's own work (the last metrics, the pyfunc
+model): at the run's end the seven pictures are drawn two at a time, beside the model. A fresh interpreter
 (``spawn``) importing them again took about a second of CPU while the run trained, which cost the training
-more than the painter saved at the end (docs/benchmarks.md). Elsewhere it is spawned and imports ``PRELOAD``
-itself, and is handed the first painting too.
+more than the painter saved at the end (docs/benchmarks.md). Elsewhere it is one spawned worker that imports
+``PRELOAD`` itself and is handed the first painting too; the sidecar sends it a painting when it is idle and
+draws the painting itself otherwise, so the end waits for the longer of two queues, not their sum
+(``runner.tracking.writer.Writer.paint``).
 
-The fork is safe with the sidecar's reader thread: the worker only runs paintings of modules the sidecar has
-imported, and touches nothing that thread holds (the request pipe, its queue). The sidecar holds no store lock
+The fork is safe with the sidecar's reader thread: the workers only run paintings of modules the sidecar has
+imported, and touch nothing that thread holds (the request pipe, its queue). The sidecar holds no store lock
 then (runner.tracking.sqlite_store's ``flock`` is released once the store is open).
 
-The writer sends a picture to it when it is idle and draws it itself otherwise
-(``runner.tracking.writer.Writer.paint``), so the end waits for the longer of two queues, not their sum.
-
 A painting is ``function(**kwargs) -> (files, failure)``: ``files`` a list of (path, artifact folder),
-``failure`` None or why a part of it failed; the writer logs the files. The worker ignores SIGINT and
-SIGTERM as the sidecar does: the run's process decides what an interrupt means.
+``failure`` None or why a part of it failed; the writer logs the files, in the order the paintings were asked
+for, at the next barrier. The workers ignore SIGINT and SIGTERM as the sidecar does: the run's process decides
+what an interrupt means.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 import warnings
 from concurrent.futures import Executor, Future
 
@@ -59,40 +62,48 @@ def forks() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-class Painter:
-    """The worker process, and whether it is busy with what it was given."""
+#: forked workers: two, taking paintings from one queue. The run's end drew its pictures on the sidecar and one
+#: painter, each deciding alone: 0.62 s from the last step to the recorded run; with two painters 0.50 s (8 rounds).
+FORKED = 2
 
-    def __init__(self, pool: Executor):
-        self._pool = pool
+
+class Painter:
+    """The worker processes (``workers``), and whether they are done with what they were given."""
+
+    def __init__(self, pool: Executor, workers: int = 1):
+        self._pool, self.workers = pool, workers
         self._given: list[Future] = []
+        self._lock = threading.Lock()  # the sidecar's reader thread submits too (Writer.early)
 
     def idle(self) -> bool:
-        self._given = [f for f in self._given if not f.done()]
-        return not self._given
+        with self._lock:
+            self._given = [f for f in self._given if not f.done()]
+            return not self._given
 
     def submit(self, function, **kwargs) -> Future:
         future = self._pool.submit(function, **kwargs)
-        self._given.append(future)
+        with self._lock:
+            self._given.append(future)
         return future
 
     def shutdown(self) -> None:
         """Stop it now (what it drew has been collected): a short run's end does not wait for its imports to finish."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for child in multiprocessing.active_children():  # the worker: the only child process the sidecar starts
+        for child in multiprocessing.active_children():  # the workers: the only child processes the sidecar starts
             child.kill()
             child.join(timeout=5)
 
 
 def start(first=None) -> Painter | None:
-    """The painter, None where it cannot be started (said at debug level). Forked: at once, from this process as it
-    is. Spawned: its imports under way, and ``first`` (function, kwargs), the painting this process has just drawn, is
+    """The painter, None where it cannot be started (said at debug level). Forked: ``FORKED`` workers at once, from this
+    process as it is. Spawned: one worker, its imports under way, and ``first`` (function, kwargs), the painting this process has just drawn, is
     done there too (the warm-up's figure and font)."""
     try:
         from concurrent.futures import ProcessPoolExecutor
 
         if forks():
-            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_signals)
-            painter = Painter(pool)
+            pool = ProcessPoolExecutor(FORKED, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_signals)
+            painter = Painter(pool, FORKED)
             with warnings.catch_warnings():  # Python >= 3.12 warns of any fork beside threads (see the module's doc)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pool.submit(_ignore_signals)  # the fork, now: a fork context starts its workers at the first submit

@@ -7,9 +7,13 @@ while the run loads its data and trains. Requests come pickled, one after anothe
 same class the in-process transport calls) and answered on stdout, ``(seq, status, value)``
 (``Writer.apply``: after the store's first failure later requests are dropped, the run's end is still
 tried). The run's process keeps what has not been answered, to write it itself if this process dies.
+A painting is handed to the painter processes as soon as the reader thread has read it (``Writer.early``),
+whatever requests are before it: at the run's end the pictures are drawn while this process writes the last
+metrics and the pyfunc model; their files are still logged in order, at the next barrier.
 
-``--no-painter``: it draws the run's pictures alone, without the second process of runner.tracking.painter
-(given when the run's BLAS threads leave no core over).
+``--no-painter``: it draws the run's pictures alone, without the processes of runner.tracking.painter
+(given where runner.run.compose.painter_allowed says no: in a Ray task, or where a spawned painter finds no core
+left over).
 
 Ctrl-C reaches every process of the terminal's group: this one ignores SIGINT and SIGTERM and lets
 the run's process decide (it records KILLED, then closes the pipe). At end of input it has carried
@@ -30,11 +34,15 @@ import threading
 _EOF = object()
 
 
-def _read(stream, requests: queue.Queue) -> None:
-    """Read requests as fast as they come (the run's process never waits on a full pipe), into ``requests``."""
+def _read(stream, requests: queue.Queue, early: list) -> None:
+    """Read requests as fast as they come (the run's process never waits on a full pipe), into ``requests``; each is
+    shown first to ``early[0]`` once there is one (``Writer.early``: a painting starts drawing as soon as it is read)."""
     try:
         while True:
-            requests.put(pickle.load(stream))
+            request = pickle.load(stream)
+            if early and isinstance(request, tuple) and len(request) == 4:
+                early[0](*request)
+            requests.put(request)
     except (EOFError, OSError, pickle.UnpicklingError, AttributeError, ImportError):
         requests.put(_EOF)
 
@@ -47,11 +55,13 @@ def serve(stdin, stdout, painter: bool = True) -> None:
     # arrived before MLflow's import had finished)
     import numpy  # noqa: F401
 
-    threading.Thread(target=_read, args=(stdin, requests), daemon=True, name="runner-sidecar-reader").start()
+    early: list = []
+    threading.Thread(target=_read, args=(stdin, requests, early), daemon=True, name="runner-sidecar-reader").start()
     _warm()  # while the run's process loads its data
     from runner.tracking.writer import Writer
 
-    writer = Writer(painter=painter)  # pictures drawn here and in a second process (runner.tracking.painter)
+    writer = Writer(painter=painter)  # pictures drawn here and in painter processes (runner.tracking.painter)
+    early.append(writer.early)
     while True:
         request = requests.get()
         if request is _EOF:

@@ -79,6 +79,7 @@ class Writer:
         self._may_paint = painter
         self._painter: Any = None  # the painter's executor, once the first picture is drawn
         self._paintings: list[tuple[str, Future]] = []  # sent to the painter, not logged yet
+        self._early: dict[int, tuple[str, Future]] = {}  # paint requests handed to the painters before their turn
         self.client: Any = None  # an MlflowClient, once open
         self.uri: str | None = None
         self.run_id: Any = None  # str, once the run is created or attached
@@ -92,6 +93,9 @@ class Writer:
             return seq, FAILED, f"unknown request {op!r}"
         if self.failure is not None and op != "end":
             return seq, DROPPED, f"an earlier request failed: {self.failure}"
+        if op == "paint" and seq in self._early:  # drawing since it came in (``early``): logged at the next barrier
+            self._paintings.append(self._early.pop(seq))
+            return seq, OK, None
         try:
             result = getattr(self, op)(*args, **(kwargs or {}))
         except PartFailed as e:
@@ -243,11 +247,11 @@ class Writer:
 
     def paint(self, function: Callable, kwargs: Mapping | None = None) -> None:
         """``function(**kwargs)`` draws pictures and returns (files, failure) (runner.tracking.painter.Drawn); its files
-        are logged. Sent to the painter process when it is idle (started once the first painting is drawn here, where
-        the writer may paint: the sidecar), drawn here otherwise; what the painter drew is logged at the next barrier.
-        A failure is ``PartFailed``."""
+        are logged. The painter (started once the first painting is drawn here, where the writer may paint: the
+        sidecar) takes it: forked workers always (they share one queue), a single spawned one when it is idle, and it is
+        drawn here otherwise; what the painter drew is logged at the next barrier. A failure is ``PartFailed``."""
         name, kwargs = getattr(function, "__name__", str(function)), dict(kwargs or {})
-        if self._painter is not None and self._painter.idle():
+        if self._painter is not None and (self._painter.workers > 1 or self._painter.idle()):
             try:
                 self._paintings.append((name, self._painter.submit(function, **kwargs)))
                 return
@@ -265,6 +269,19 @@ class Writer:
                 self._painter = painter.start(first=(function, kwargs))
                 self._may_paint = self._painter is not None
         self._log_drawn(name, drawn)
+
+    def early(self, seq: int, op: str, args: tuple = (), kwargs: Mapping | None = None) -> None:
+        """A request as it is read (the sidecar's reader thread), before its turn: a painting is handed to the painters
+        now (their queue is shared, runner.tracking.painter), while this process carries out the writes before it (the
+        last metrics, the pyfunc model). Its turn (``apply``) only takes note of it. Pictures depend on nothing written
+        before them: plain data in, files out; their files are still logged in order, at the next barrier."""
+        if op != "paint" or not args or self.failure is not None or self._painter is None or self._painter.workers < 2:
+            return
+        function, given = args[0], dict(args[1] if len(args) > 1 else {})
+        try:
+            self._early[seq] = (getattr(function, "__name__", str(function)), self._painter.submit(function, **given))
+        except Exception as e:  # a broken painter: the painting is drawn in its turn, as it would have been
+            log.debug("the painter is gone (%s: %s): drawing in turn", type(e).__name__, e)
 
     def _log_drawn(self, name: str, drawn) -> None:
         files, failure = drawn
