@@ -96,8 +96,8 @@ class Painter:
 
 def start(first=None) -> Painter | None:
     """The painter, None where it cannot be started (said at debug level). Forked: ``FORKED`` workers at once, from this
-    process as it is. Spawned: one worker, its imports under way, and ``first`` (function, kwargs), the painting this process has just drawn, is
-    done there too (the warm-up's figure and font)."""
+    process as it is. Spawned: one worker, its imports under way, and ``first`` (function, kwargs), the painting this
+    process has just drawn, is done there too (the warm-up's figure and font)."""
     try:
         from concurrent.futures import ProcessPoolExecutor
 
