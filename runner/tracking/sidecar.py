@@ -41,7 +41,10 @@ def _read(stream, requests: queue.Queue, early: list) -> None:
         while True:
             request = pickle.load(stream)
             if early and isinstance(request, tuple) and len(request) == 4:
-                early[0](*request)
+                try:
+                    early[0](*request)
+                except Exception:  # only a head start: the request is carried out in its turn whatever happened here
+                    pass
             requests.put(request)
     except (EOFError, OSError, pickle.UnpicklingError, AttributeError, ImportError):
         requests.put(_EOF)
