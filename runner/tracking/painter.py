@@ -62,8 +62,8 @@ def forks() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-#: forked workers: two, taking paintings from one queue. The run's end drew its pictures on the sidecar and one
-#: painter, each deciding alone: 0.62 s from the last step to the recorded run; with two painters 0.50 s (8 rounds).
+#: forked workers: two, taking paintings from one queue, instead of the sidecar and one painter each deciding alone
+#: which of them draws (the run's end, measured both ways: docs/benchmarks.md, issue 19's fourth slice)
 FORKED = 2
 
 
