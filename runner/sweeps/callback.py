@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.api import RunnerError
 from runner.run.interrupt import Interrupted
 from runner.run.sweep_job import NOTE, SUPERSEDED, SweepNote, read_note, tag_run, without_resume
-from runner.tracking import runs
+from runner.tracking import runs, zygote
 from runner.tracking.recorder import Recorder
 from runner.tracking.store import Target, flatten, open_client, target
 
@@ -50,6 +50,8 @@ class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
+        if sidecars_here(config):  # its imports overlap the parent run's start, here
+            zygote.start()
         try:
             self._start(config)
         except Exception as e:  # Hydra would only warn and run the jobs unrecorded: stop instead
@@ -139,6 +141,17 @@ class SweepTracking(Callback):
         self.parent.end("FINISHED")  # the sweep itself ran; its failed jobs are FAILED children
         self.ended = True
         log.info("sweep summary logged to parent run %s; browse it with: %s", self.parent.run_id, self.parent.ui_command())
+
+
+#: Hydra's launcher that runs every job in the sweep's process, one after another
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def sidecars_here(config: DictConfig) -> bool:
+    """Whether the sweep's jobs start their sidecars from this process: Hydra's basic launcher (an Optuna search's
+    too), with the sidecar on. Their sidecars are then forked from a warm zygote (runner.tracking.zygote)."""
+    launcher = config.hydra.get("launcher") or {}
+    return launcher.get("_target_") == BASIC_LAUNCHER and bool(config.get("tracking", {}).get("sidecar", True))
 
 
 def raise_interrupted(signum: int, frame) -> None:

@@ -4,7 +4,8 @@ The run's process never imports MLflow: the child is started at once (its ``impo
 overlaps the run's data loading), and every request is a pickle on its stdin (microseconds), carried
 out in order by the same ``runner.tracking.writer.Writer`` the in-process transport uses, on the other
 core. Answers come back on its stdout, read by a thread as they come. A request may carry a report
-part's function: pickle sends it by reference (module and name), the child imports it.
+part's function: pickle sends it by reference (module and name), the child imports it. In a sweep's process the
+child is a fork of the sweep's warm zygote instead, with everything imported (runner.tracking.zygote).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 
+from runner.tracking import zygote
 from runner.tracking.store import bound_http_retries
 from runner.tracking.transport import LOST, Lost
 
@@ -28,11 +30,15 @@ class ChildProcess:
 
     def __init__(self, painter: bool = True) -> None:
         bound_http_retries()  # inherited by the child
-        command = [sys.executable, "-m", "runner.tracking.sidecar", *([] if painter else ["--no-painter"])]
-        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        forked = zygote.sidecar(painter)  # in a sweep's process (Hydra's basic launcher): a fork of its warm zygote
+        if forked is not None:
+            self._proc, self._stdin, self._stdout = forked
+        else:
+            command = [sys.executable, "-m", "runner.tracking.sidecar", *([] if painter else ["--no-painter"])]
+            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         self.pid = self._proc.pid
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         # the answers, read by a thread as they come: a failure the child reports is seen at the next check even
         # when it arrived with an earlier answer (a select() on the pipe misses what the reader's buffer holds)
         self._inbox: queue.Queue = queue.Queue()

@@ -82,6 +82,36 @@ def _warm() -> None:
     gc.freeze()
 
 
+def warm_up() -> None:
+    """Everything a sidecar and its painters import, and the report's warm-up drawn, the collector frozen after it: done
+    once by a sweep's zygote (runner.tracking.zygote) for every sidecar it forks. Nothing is opened: no store, no
+    thread of ours."""
+    import importlib
+
+    import numpy  # noqa: F401
+
+    _warm()
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (opening the default SQLite store imports it)
+
+    from runner.report.artifacts import warm
+    from runner.tracking import painter, writer  # noqa: F401
+
+    for module in painter.PRELOAD:
+        importlib.import_module(module)
+    warm()  # matplotlib's font loaded; gc.freeze
+
+
+def forked(requests: int, answers: int, painter: bool, env: dict) -> None:
+    """A sidecar forked by a sweep's zygote (runner.tracking.zygote): ``main``'s set-up, on the pipes it was handed
+    (file descriptors), in the job's environment."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdout = sys.stderr
+    serve(os.fdopen(requests, "rb"), os.fdopen(answers, "wb"), painter=painter)
+
+
 def _send(stdout, answer) -> None:
     try:
         pickle.dump(answer, stdout, protocol=pickle.HIGHEST_PROTOCOL)
