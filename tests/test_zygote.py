@@ -74,7 +74,7 @@ def test_a_forked_sidecar_runs_in_the_jobs_environment_and_one_killed_is_said_an
     )
     script = textwrap.dedent(
         """
-        import multiprocessing.forkserver, os, signal, sys
+        import multiprocessing.forkserver, os, signal, sys, time
         sys.path.insert(0, os.getcwd())
         import marks
         from runner.tracking import zygote
@@ -99,6 +99,14 @@ def test_a_forked_sidecar_runs_in_the_jobs_environment_and_one_killed_is_said_an
         tracker.flush()
         tracker.end("FINISHED")
         print("run", tracker.run_id)
+        dead = multiprocessing.forkserver._forkserver._forkserver_pid
+        os.kill(dead, signal.SIGKILL)  # the zygote gone: the next fork starts it again
+        while open(f"/proc/{dead}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+        again = RunRecorder.child_process(Target(sys.argv[1], None, "zygote")).start_run("another run")
+        again.log_metrics({"x": 1.0}, 0)
+        again.end("FINISHED")
+        print("another", again.run_id, "zygote", multiprocessing.forkserver._forkserver._forkserver_pid)
         """
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -118,6 +126,9 @@ def test_a_forked_sidecar_runs_in_the_jobs_environment_and_one_killed_is_said_an
     sidecar = words[words.index("before") + 1]
     assert run.data.tags["mark"] == f"set after the zygote started in {tmp_path} pid {sidecar}"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "x")] == list(range(200))  # none lost, none twice
+    another = client.get_run(words[words.index("another") + 1])
+    assert another.info.status == "FINISHED" and another.data.metrics["x"] == 1.0
+    assert int(words[-1]) != zygote_pid  # a new zygote
 
 
 @pytest.mark.parametrize(
