@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 
 from runner.api import RunnerError
 from runner.core.gradcheck import check_run, failure_message, metrics_of
@@ -120,7 +121,10 @@ def gradient_check(cfg: DictConfig, built: Built, seed: int, tracker) -> dict[st
         splits.train.x[: gc.samples],
         targets_for(splits.train.y[: gc.samples], splits.meta, built.loss, splits.train.x.dtype),
     )
-    rows = check_run(model, built.loss, *sample, eps=gc.eps, max_entries=gc.max_entries, seed=seed, loss_name=cfg.loss.name)
+    # one BLAS thread whatever the run's: its products are a few samples wide (as fast on one thread), and a second
+    # thread stalls whenever the sidecar, starting on the other core, holds it (docs/benchmarks.md, issue 19)
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows = check_run(model, built.loss, *sample, eps=gc.eps, max_entries=gc.max_entries, seed=seed, loss_name=cfg.loss.name)
     metrics = metrics_of(rows)
     tracker.log_metrics(metrics, 0)
     names = getattr(model, "names", None)  # a graph's rows name its nodes, a chain's their indices
