@@ -101,7 +101,8 @@ def test_a_forked_sidecar_runs_in_the_jobs_environment_and_one_killed_is_said_an
         print("run", tracker.run_id)
         dead = multiprocessing.forkserver._forkserver._forkserver_pid
         os.kill(dead, signal.SIGKILL)  # the zygote gone: the next fork starts it again
-        while open(f"/proc/{dead}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        # dead to waitpid once it is a zombie with its threads (OpenBLAS's) gone; the next fork finds it so
+        while open(f"/proc/{dead}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" or len(os.listdir(f"/proc/{dead}/task")) > 1:
             time.sleep(0.01)
         again = RunRecorder.child_process(Target(sys.argv[1], None, "zygote")).start_run("another run")
         again.log_metrics({"x": 1.0}, 0)
@@ -111,8 +112,10 @@ def test_a_forked_sidecar_runs_in_the_jobs_environment_and_one_killed_is_said_an
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RUNNER_TEST_MARK")}
-    proc = subprocess.run([sys.executable, "-c", script, uri], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    (tmp_path / "script.py").write_text(script)  # a file without a __main__ guard: never run again in the sidecar
+    proc = subprocess.run([sys.executable, "script.py", uri], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("parent") == 1, proc.stdout
     words = proc.stdout.split()
     parent, zygote_pid, me = (int(words[words.index(k) + 1]) for k in ("parent", "zygote", "me"))
     assert parent == zygote_pid != me  # the sidecar is the zygote's child, not the process's

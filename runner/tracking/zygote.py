@@ -77,7 +77,9 @@ def sidecar(painter: bool):
     requests_r, requests_w = os.pipe()
     answers_r, answers_w = os.pipe()
     try:
-        process = _context.Process(
+        from runner.tracking.zygote_process import SidecarProcess
+
+        process = SidecarProcess(
             target=_serve, args=(_Fd(requests_r), _Fd(answers_w), painter, dict(os.environ)), name="runner-sidecar"
         )
         process.start()
