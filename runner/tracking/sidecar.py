@@ -93,12 +93,11 @@ def warm_up() -> None:
     _warm()
     from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (opening the default SQLite store imports it)
 
-    from runner.report.artifacts import warm
     from runner.tracking import painter, writer  # noqa: F401
 
-    for module in painter.PRELOAD:
+    for module in painter.PRELOAD:  # by name: the report imports tracking, not the other way round
         importlib.import_module(module)
-    warm()  # matplotlib's font loaded; gc.freeze
+    importlib.import_module("runner.report.artifacts").warm()  # the run's first painting: the font loaded; gc.freeze
 
 
 def forked(requests: int, answers: int, painter: bool, env: dict) -> None:

@@ -27,7 +27,7 @@ class _Popen(popen_forkserver.Popen):
         with _launching:  # multiprocessing reads spawn.get_preparation_data as it launches: swapped for this launch only
             spawn.get_preparation_data = _without_main
             try:
-                super()._launch(process_obj)
+                super()._launch(process_obj)  # type: ignore[misc]
             finally:
                 spawn.get_preparation_data = _preparation_data
 
