@@ -145,3 +145,25 @@ def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends
     assert run.info.status == "FINISHED" and run.data.metrics["m"] == 2.0
     assert run.data.tags["runner.report.failed"] == "log_inputs" and run.data.tags["after"] == "yes"
     assert "report: log_inputs failed: ValueError" in caplog.text  # said by the run's process
+
+
+def test_a_sidecar_whose_run_process_stopped_reading_exits_quietly(tmp_path):
+    """Its answers cannot be delivered (the run's process was killed hard: seen when a Ray test killed a job's worker).
+    Was: a BrokenPipeError traceback on the terminal and exit 1 at its end, from the answer left in its buffer."""
+    import pickle
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.tracking.sidecar", "--no-painter"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=env(),
+    )
+    proc.stdout.close()  # nobody reads the answers any more
+    for request in [(1, "open", (f"sqlite:///{tmp_path / 'mlflow.db'}", "gone", None), {}), (2, "barrier", (), {})]:
+        pickle.dump(request, proc.stdin)
+    proc.stdin.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err[-3000:]
+    assert (tmp_path / "mlflow.db").is_file()  # what it was sent is still carried out

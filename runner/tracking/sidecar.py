@@ -68,7 +68,10 @@ def serve(stdin, stdout, painter: bool = True) -> None:
     while True:
         request = requests.get()
         if request is _EOF:
-            stdout.flush()
+            try:
+                stdout.flush()
+            except (BrokenPipeError, OSError, ValueError):  # the run's process is gone (an answer could not be sent)
+                pass
             os._exit(0)  # everything asked for is written: skip MLflow's exit handlers (~0.5 s)
         _send(stdout, writer.apply(*request))
 
