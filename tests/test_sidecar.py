@@ -149,11 +149,16 @@ def test_a_story_part_failing_in_the_sidecar_is_a_warning_and_the_run_still_ends
 
 def test_a_sidecar_whose_run_process_stopped_reading_exits_quietly(tmp_path):
     """Its answers cannot be delivered (the run's process was killed hard: seen when a Ray test killed a job's worker).
-    Was: a BrokenPipeError traceback on the terminal and exit 1 at its end, from the answer left in its buffer."""
+    Was: a BrokenPipeError traceback on the terminal and exit 1 at its end, from the answer left in its buffer; and,
+    once that was caught, its painter processes left waiting for work forever (holding the terminal's pipe)."""
     import pickle
 
+    from test_zygote import processes_in
+
+    from runner.report.artifacts import warm
+
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner.tracking.sidecar", "--no-painter"],
+        [sys.executable, "-m", "runner.tracking.sidecar"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -161,9 +166,14 @@ def test_a_sidecar_whose_run_process_stopped_reading_exits_quietly(tmp_path):
         env=env(),
     )
     proc.stdout.close()  # nobody reads the answers any more
-    for request in [(1, "open", (f"sqlite:///{tmp_path / 'mlflow.db'}", "gone", None), {}), (2, "barrier", (), {})]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for request in [(1, "open", (uri, "gone", None), {}), (2, "paint", (warm, {}), {}), (3, "barrier", (), {})]:
         pickle.dump(request, proc.stdin)
     proc.stdin.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err[-3000:]
     assert (tmp_path / "mlflow.db").is_file()  # what it was sent is still carried out
+    deadline = time.time() + 10
+    while processes_in(tmp_path) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not processes_in(tmp_path)  # its painters are gone with it

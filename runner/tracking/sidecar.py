@@ -68,6 +68,7 @@ def serve(stdin, stdout, painter: bool = True) -> None:
     while True:
         request = requests.get()
         if request is _EOF:
+            writer.stop_painting()  # os._exit skips the executor's own shutdown: its workers would wait for work forever
             try:
                 stdout.flush()
             except (BrokenPipeError, OSError, ValueError):  # the run's process is gone (an answer could not be sent)

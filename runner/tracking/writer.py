@@ -220,6 +220,13 @@ class Writer:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def stop_painting(self) -> None:
+        """The painter processes stopped (the run's end; the sidecar's end of input without one: its run's process was
+        killed hard), so that none outlives the sidecar."""
+        if self._painter is not None:
+            self._painter.shutdown()
+        self._painter, self._may_paint = None, False
+
     def end(self, status: str, tags: Mapping[str, str] | None = None) -> None:
         """The run's end, with its tags (``runner.error``): tried even after an earlier request failed."""
         try:
@@ -227,9 +234,7 @@ class Writer:
         except PartFailed:
             pass  # said at that barrier; an end for a failure does not wait for its pictures to be right
         finally:
-            if self._painter is not None:
-                self._painter.shutdown()
-            self._painter, self._may_paint = None, False
+            self.stop_painting()
         try:
             if tags:
                 self.log_batch(tags=list(tags.items()))
