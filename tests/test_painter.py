@@ -264,3 +264,16 @@ def test_the_painter_only_where_a_core_is_left_over():
     assert not spare_core(OmegaConf.create({"threads": cores}), basic)
     assert not spare_core(OmegaConf.create({"threads": 1}), joblib)
     assert spare_core(OmegaConf.create({"threads": 1}), basic) == (cores > 1)
+
+
+@pytest.mark.parametrize("where", ["sidecar", "spawned painter"])
+def test_the_warm_up_loads_the_pyfunc_models_modules_only_where_mlflow_is_written(where):
+    """The report's warm-up (``runner.report.artifacts.warm``) imports ``mlflow.pyfunc`` where MLflow is already loaded
+    (the sidecar: the run's end then does not import it), never in a process that has no MLflow (a spawned painter)."""
+    import subprocess
+
+    first = "import mlflow.tracking; " if where == "sidecar" else ""
+    code = f"{first}import sys; from runner.report.artifacts import warm; warm(); print('mlflow.pyfunc' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == str(where == "sidecar")

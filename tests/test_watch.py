@@ -244,6 +244,26 @@ def test_training_is_bitwise_the_same_with_the_watch_on_or_off():
     assert any("watch/1.relu/dead_fraction" in m for _, m in on_points)
 
 
+def test_the_watch_is_handed_over_once_at_the_last_step_before_that_epochs_evaluation():
+    """``Training.watch_done``: the run hands the watch's pictures over then, to be drawn while it evaluates."""
+    training, points = mnist_like_training(watch=True)
+    handed = []
+    training.watch_done = lambda watch: handed.append(
+        (watch, list(watch.steps), [dict(m) for s, m in points if s == training.total])
+    )
+    training.run()
+    assert len(handed) == 1
+    watch, steps, at_last_step = handed[0]
+    assert watch is training.watch and steps == training.watch.steps and steps[-1] == training.total
+    assert any("watch/0.linear.W/grad_norm" in m for m in at_last_step)  # its last point logged before the hand-over
+    assert not any("val/loss" in m for m in at_last_step)  # the last epoch's evaluation came after it
+    assert any("val/loss" in m for s, m in points if s == training.total)
+    unwatched_run, _ = mnist_like_training(watch=False)
+    unwatched_run.watch_done = lambda watch: handed.append(watch)
+    unwatched_run.run()
+    assert len(handed) == 1  # no watch: never called
+
+
 def test_the_watch_state_resumes_from_a_checkpoint_bitwise(tmp_path):
     reference, ref_points = mnist_like_training(watch=True)
     reference.run()

@@ -82,6 +82,9 @@ class Training:
         self.sink, self.learning_rate, self.after_step, self.after_epoch = sink, learning_rate, after_step, after_epoch
         #: what backprop does at about 50 steps of the run (runner.core.watch); None: nothing is watched, at no cost
         self.watch = watch
+        #: called with the watch once it has seen the run's last step, before that epoch's evaluation: its pictures
+        #: can be drawn from then on (the run hands them over to be drawn on the other core while it evaluates)
+        self.watch_done: Callable[[Watch], None] | None = None
         #: the optimizer, when it has a learning rate to schedule and log (train/lr); None otherwise
         self.scheduled: HasLearningRate | None = optimizer if isinstance(optimizer, HasLearningRate) else None
         if learning_rate is not None and self.scheduled is None:
@@ -174,6 +177,8 @@ class Training:
             optimizer.step(params, grads)
             if watched is not None:
                 self.sink(watched.finish(model, step), step)
+                if step == self.total and self.watch_done is not None:
+                    self.watch_done(watched)
             self.step = step
             self.window.append(value)
             if bar is not None:

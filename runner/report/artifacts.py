@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -86,6 +87,14 @@ def log_early_story(tracker, model, splits, cfg, run_dir: Path, check_metrics: M
     part = _Parts(tracker)
     _before_training(tracker, part, model, splits, cfg, Path(run_dir) / "report", dict(check_metrics or {}))
     return True
+
+
+def log_watch_story(tracker, cfg, run_dir: Path, watch: Watch) -> None:
+    """The watch's part of the story, handed over as soon as the watch has seen the run's last step (``Training.watch_done``):
+    its four pictures are drawn on the other core while this process evaluates and tells the rest of the story, which
+    then leaves the watch out (``log_run_story``'s ``watch=None``)."""
+    if settings(cfg)["enabled"] and watch.steps:
+        _Parts(tracker)("watch", _watch, tracker, Path(run_dir) / "report", watch)
 
 
 def log_run_story(
@@ -322,13 +331,16 @@ def log_pyfunc_model(
 
 def warm() -> Drawn:
     """(A painting, sent first) matplotlib (its font loaded) and pandas imported where pictures are drawn, while the run
-    trains; then the collector leaves the imports' objects alone (``gc.freeze``; see ``runner.tracking.sidecar._warm``).
-    In the sidecar it also starts the painter process, which warms itself the same way."""
+    trains (and, where MLflow is written, the pyfunc model's modules); then the collector leaves the imports' objects
+    alone (``gc.freeze``; see ``runner.tracking.sidecar._warm``). In the sidecar it also starts the painter process,
+    which warms itself the same way."""
     import pandas  # noqa: F401
 
     from runner.report.watch_pictures import warm_pictures
 
     warm_pictures()
+    if "mlflow" in sys.modules:  # where MLflow is written: the modules of the pyfunc model (the run's last report part,
+        import mlflow.pyfunc  # noqa: F401  # MLflow's work beside the painters), ~25 ms of imports off the run's end
     gc.freeze()  # in the run's process (tracking.sidecar=false) training freezes it as well, and unfreezes after
     return [], None
 

@@ -188,6 +188,13 @@ def early_story(cfg: DictConfig, run_dir: Path, tracker, built: Built, checked: 
     return log_early_story(tracker, built.model, built.splits, cfg, run_dir, checked)
 
 
+def watch_story(cfg: DictConfig, run_dir: Path, tracker, watch) -> None:
+    """The watch's pictures handed over once it has seen the last step (runner.report.artifacts.log_watch_story)."""
+    from runner.report.artifacts import log_watch_story
+
+    log_watch_story(tracker, cfg, run_dir, watch)
+
+
 def finish_artifacts(cfg: DictConfig, run_dir: Path, tracker, built: Built, watch=None, early: bool = False) -> None:
     """The run's report: the final weights, the resolved config, Hydra's files, the pictures and tables
     (runner.report.artifacts; ``watch``: the training's Watch, for its pictures; ``early``: ``early_story``

@@ -137,8 +137,16 @@ def run(cfg: DictConfig, hydra_cfg, note, where: Target, sidecar: RunRecorder | 
                 if cfg.gradcheck.enabled:
                     checked = record.gradient_check(cfg, built, int(check_seed.generate_state(1)[0]), tracker)
                 early = record.early_story(cfg, run_dir, tracker, built, checked)  # drawn while it trains
+            handed: list = []  # the watch, once its pictures were handed over at the last step
+
+            def watch_done(watch) -> None:
+                record.watch_story(cfg, run_dir, tracker, watch)
+                handed.append(watch)
+
+            if early and training.watch is not None:  # (a continued run draws them at its end, after the warm-up)
+                training.watch_done = watch_done
             final = train(cfg, hydra_cfg, training, built, tracker, run_dir, signals)
-            record.finish_artifacts(cfg, run_dir, tracker, built, training.watch, early)
+            record.finish_artifacts(cfg, run_dir, tracker, built, None if handed else training.watch, early)
             resume.in_store(tracker)  # every artifact copied, or refused
             if tracker.artifact_failure:
                 raise artifacts_refused(tracker, run_dir, hydra_cfg)
