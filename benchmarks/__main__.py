@@ -492,7 +492,7 @@ def measure_breakdown(names, paths, quick, engines: dict | None = None, torch_ok
 
 
 def measure_cli(data_dir: Path, threads: list[int], repeats: int, torch_ok: bool, quick: bool) -> dict:
-    from .cli import EndToEnd, profile_cli
+    from .cli import NO_HUGE_PAGES, EndToEnd, profile_cli
 
     iterations = 30 if quick else None
     e2e = EndToEnd(data_dir, iterations)
@@ -503,7 +503,8 @@ def measure_cli(data_dir: Path, threads: list[int], repeats: int, torch_ok: bool
     try:
         for r in range(repeats):
             for t in threads:
-                for variant in rotate(variants, r):
+                extra = [f"runner{NO_HUGE_PAGES}", f"numpy script{NO_HUGE_PAGES}"] if t == 1 and not quick else []
+                for variant in rotate(variants + extra, r):
                     result = e2e.run(variant, t)
                     out["runs"][str(t)].setdefault(variant, []).append(result)
                     log(f"cli: repeat {r + 1}/{repeats} {t} thread(s) {variant}: {result['wall']:.2f} s")

@@ -195,6 +195,7 @@ def cli_summary(results: dict) -> dict:
         for variant, runs in by_variant.items():
             out.setdefault(t, {})[variant] = {
                 "wall": median(r["wall"] for r in runs),
+                "sys": median(r.get("sys") for r in runs),
                 "runs": [r["wall"] for r in runs],
                 "accuracy": median(r.get("accuracy") for r in runs),
             }
@@ -366,12 +367,20 @@ def targets(results: dict) -> list[dict]:
         threads = f"{t} thread{'s' if t != '1' else ''}"
         if t == t1 and runner in c and "numpy script" in c:
             ratio = c[runner]["wall"] / c["numpy script"]["wall"]
+            flat = ("runner (no huge pages)", "numpy script (no huge pages)")
             add(
                 "cli_numpy",
                 threads,
                 ratio,
                 fmt_ratio(ratio),
-                f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['numpy script']['wall'])} s",
+                f"{fmt_s(c[runner]['wall'])} s vs {fmt_s(c['numpy script']['wall'])} s"
+                + (
+                    f"; system time {fmt_s(c[runner]['sys'])} vs {fmt_s(c['numpy script']['sys'])} s; without huge pages "
+                    f"(`NUMPY_MADVISE_HUGEPAGE=0`, an extra row): {fmt_ratio(c[flat[0]]['wall'] / c[flat[1]]['wall'])} "
+                    f"({fmt_s(c[flat[0]]['wall'])} vs {fmt_s(c[flat[1]]['wall'])} s)"
+                    if all(v in c for v in flat) and c[runner]["sys"] == c[runner]["sys"]
+                    else ""
+                ),
             )
         if t == "2" and runner in c and "torch script" in c:
             ratio = c[runner]["wall"] / c["torch script"]["wall"]
@@ -1094,7 +1103,10 @@ def cli_section(results: dict) -> str:
         "in the same directory); *MLflow in-process*: `tracking.sidecar=false`, the MLflow client in the run's own process "
         "instead of the sidecar. *numpy script* and *torch script*: benchmarks/mnist_numpy_script.py and "
         "benchmarks/mnist_torch_script.py, the same recipe written bare. Threads: the runner's `threads=N`, the torch "
-        "script's `torch.set_num_threads(N)`, threadpoolctl in the numpy script.",
+        "script's `torch.set_num_threads(N)`, threadpoolctl in the numpy script. *System s*: the kernel's CPU time of "
+        "the process and the children it reaped, on this VM mostly the page faults of fresh memory; *(no huge pages)*: "
+        "the same command with `NUMPY_MADVISE_HUGEPAGE=0` (an extra row at 1 thread: NumPy then does not ask for "
+        "transparent huge pages, whose first touch costs this VM from nothing to 2 s of system time, day by day).",
     ]
     rows = []
     for t in sorted(summary, key=int):
@@ -1105,12 +1117,13 @@ def cli_section(results: dict) -> str:
                     t,
                     variant,
                     fmt_s(c["wall"]),
+                    "–" if c["sys"] != c["sys"] else fmt_s(c["sys"]),
                     fmt_ratio(c["wall"] / base["wall"]) if base else "–",
                     "–" if c["accuracy"] != c["accuracy"] else f"{c['accuracy']:.4f}",
                     ", ".join(fmt_s(x) for x in c["runs"]),
                 ]
             )
-    out.append(table(["threads", "variant", "median wall s", "vs torch script", "test acc", "runs (s)"], rows))
+    out.append(table(["threads", "variant", "median wall s", "system s", "vs torch script", "test acc", "runs (s)"], rows))
     prof = cli.get("profile")
     if prof:
         out.append(

@@ -306,3 +306,33 @@ def markdown_of(results: dict) -> str:
     from benchmarks.report import overhead_section
 
     return overhead_section(results)
+
+
+def test_the_cli_rows_show_system_time_and_the_ratio_without_huge_pages():
+    """The end-to-end section's system time per variant, and the 1-thread target's note with the extra pair of runs
+    made with ``NUMPY_MADVISE_HUGEPAGE=0`` (synthetic results: the section itself takes minutes)."""
+    from benchmarks.report import cli_section, targets
+
+    def runs(*walls_and_sys):
+        return [{"wall": w, "sys": s, "cpu": w, "accuracy": 0.97} for w, s in walls_and_sys]
+
+    results = {
+        "settings": {"recipes": [], "threads": [1], "quick": False},
+        "cli": {
+            "iterations": 10000,
+            "runs": {
+                "1": {
+                    "runner": runs((3.8, 1.0), (3.6, 0.9), (4.0, 1.1)),
+                    "numpy script": runs((3.5, 1.6), (3.3, 1.5), (4.5, 2.1)),
+                    "runner (no huge pages)": runs((3.4, 0.5), (3.5, 0.6), (3.45, 0.55)),
+                    "numpy script (no huge pages)": runs((2.7, 0.3), (2.6, 0.3), (2.65, 0.3)),
+                }
+            },
+        },
+    }
+    row = {r["key"]: r for r in targets(results)}["cli_numpy"]
+    assert row["value"] == pytest.approx(3.8 / 3.5) and row["pass"] is True
+    assert "system time 1.000 vs 1.600 s" in row["note"]
+    assert "without huge pages (`NUMPY_MADVISE_HUGEPAGE=0`, an extra row): 1.30x (3.450 vs 2.650 s)" in row["note"]
+    section = cli_section(results)
+    assert "| 1 | numpy script (no huge pages) | 2.650 | 0.300 | – | 0.9700 | 2.700, 2.600, 2.650 |" in section
