@@ -287,8 +287,10 @@ class RunRecorder(Exchange):
         return f"mlflow ui --backend-store-uri {self.uri}"
 
     def close(self) -> None:
-        """Let the transport go: after ``end``, nothing to do; with nothing ever sent (the run failed before it
-        started) a child process is stopped at once; else it exits when it has written what it was sent."""
+        """Let the transport go: after ``end``, nothing to wait for (everything sent was carried out before the end
+        returned; the child process's own exit, about 30 ms, is not waited for); with nothing ever sent (the run
+        failed before it started) a child process is stopped at once; else it exits when it has written what it was
+        sent, and that is waited for."""
         if self._seq == 0 and hasattr(self._transport, "kill"):
             self._transport.kill()
-        self._close()
+        self._close(wait=not self._ended)
