@@ -90,8 +90,20 @@ def test_a_spawned_painter_takes_paintings_when_idle_and_they_are_logged_at_the_
     assert drawn["warm"] == drawn["here"] == os.getpid()
     assert drawn["there"] != os.getpid()
     writer.end("FINISHED")
-    assert writer._painter is None
     assert client.get_run(writer.run_id).info.status == "FINISHED"
+    writer.stop_painting()  # the sidecar's end of input, after the end
+    assert writer._painter is None
+
+
+def no_painter_left(seconds: float = 10) -> bool:
+    """No child process of this one is alive, within ``seconds``: the executor's own thread reaps the killed workers
+    too, and a worker it is reaping can read as alive for that moment."""
+    import multiprocessing
+
+    deadline = time.monotonic() + seconds
+    while [c for c in multiprocessing.active_children() if c.is_alive()] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not [c for c in multiprocessing.active_children() if c.is_alive()]
 
 
 def slow_note(*, out: str, name: str, seconds: float) -> tuple[list, None]:
@@ -117,7 +129,9 @@ def test_two_forked_painters_share_the_paintings_and_they_are_logged_in_order(tm
     logged = [m.path for m in client.list_artifacts(writer.run_id, "notes")]
     assert sorted(logged) == ["notes/first.txt", "notes/second.txt", "notes/third.txt", "notes/warm.txt"]
     writer.end("FINISHED")
-    assert writer._painter is None and not [c for c in __import__("multiprocessing").active_children() if c.is_alive()]
+    assert writer._painter is not None  # stopped at the end of input that follows, off the run's path
+    writer.stop_painting()
+    assert writer._painter is None and no_painter_left()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the painter is forked on Linux only")
@@ -139,6 +153,7 @@ def test_a_painting_handed_over_early_is_drawn_before_its_turn_and_logged_once_a
     writer.early(9, "paint", (note_pid, {"out": out, "name": "late"}), {})
     assert not writer._early and writer.apply(9, "paint", (note_pid, {"out": out, "name": "late"}), {})[1] == DROPPED
     writer.end("FINISHED")
+    writer.stop_painting()
 
 
 def stamped(*, out: str, name: str) -> tuple[list, None]:
@@ -206,7 +221,9 @@ def test_on_linux_the_painter_is_a_fork_of_the_warmed_writer_process(tmp_path):
     assert drawn["pid"] != os.getpid() and drawn["parent"] == os.getpid()
     assert drawn["inherited"] == "set before the first painting"  # this process's memory, as it was: no imports again
     writer.end("FINISHED")
-    assert writer._painter is None and not [c for c in __import__("multiprocessing").active_children() if c.is_alive()]
+    assert writer._painter is not None  # stopped at the end of input that follows, off the run's path
+    writer.stop_painting()
+    assert writer._painter is None and no_painter_left()
 
 
 def test_a_painting_that_fails_in_the_painter_is_a_failed_part_at_the_barrier(tmp_path):
@@ -223,6 +240,7 @@ def test_a_painting_that_fails_in_the_painter_is_a_failed_part_at_the_barrier(tm
         writer.barrier()
     assert "half" in pids(client, writer.run_id, tmp_path)
     writer.end("FINISHED")
+    writer.stop_painting()
 
 
 def test_without_a_painter_everything_is_drawn_here(tmp_path):
@@ -235,6 +253,7 @@ def test_without_a_painter_everything_is_drawn_here(tmp_path):
     assert writer._painter is None
     assert set(pids(client, writer.run_id, tmp_path).values()) == {os.getpid()}
     writer.end("FINISHED")
+    writer.stop_painting()
 
 
 def test_the_painter_wherever_it_is_forked_and_else_only_where_a_core_is_left_over(monkeypatch):

@@ -181,16 +181,21 @@ def test_a_sidecar_whose_run_process_stopped_reading_exits_quietly(tmp_path):
 
 def test_after_the_end_closing_does_not_wait_for_the_sidecar_to_exit(tmp_path):
     """Everything was carried out before ``end`` returned: the run's process lets the sidecar go and does not wait for
-    its exit (about 30 ms of every run before). Shown with the sidecar stopped (SIGSTOP) after the end: close returns at
-    once; continued, the sidecar exits by itself and the run stays FINISHED."""
+    its exit (about 30 ms of every run before), nor for its painters to be stopped (18 ms). Shown with the sidecar
+    stopped (SIGSTOP) after the end: close returns at once; continued, the sidecar stops its painters and exits by
+    itself, and the run stays FINISHED."""
+    from runner.report.artifacts import warm
     from runner.tracking.recorder import RunRecorder
     from runner.tracking.store import Target, default_store
 
     uri, artifacts = default_store(tmp_path / "outputs")
     tracker = RunRecorder.child_process(Target(uri, artifacts, "closing")).start_run("a run")
     tracker.log_metrics({"m": 3.0}, 1)
+    tracker.paint(warm)  # the report's first painting: the sidecar forks its painters after it
     tracker.end("FINISHED")
     child = tracker._transport
+    painters = [int(p) for p in open(f"/proc/{child.pid}/task/{child.pid}/children").read().split()]
+    assert len(painters) == 2  # alive after the end: stopped at the end of input, off the run's path
     os.kill(child.pid, signal.SIGSTOP)
     try:
         began = time.monotonic()
@@ -198,8 +203,10 @@ def test_after_the_end_closing_does_not_wait_for_the_sidecar_to_exit(tmp_path):
         assert time.monotonic() - began < 5  # waiting would block until the stopped sidecar exits (120 s at most)
     finally:
         os.kill(child.pid, signal.SIGCONT)
-    child._proc.wait(timeout=60)  # its input closed, it exits by itself
+    child._proc.wait(timeout=60)  # its input closed, it exits by itself, its painters stopped first
     assert child._proc.returncode == 0
+    for pid in painters:
+        assert not os.path.exists(f"/proc/{pid}") or " Z " in open(f"/proc/{pid}/stat").read(), f"painter {pid} outlived it"
     client = Run(None, tmp_path).client()
     [run] = client.search_runs([client.get_experiment_by_name("closing").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["m"] == 3.0
