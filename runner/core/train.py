@@ -82,8 +82,8 @@ class Training:
         self.sink, self.learning_rate, self.after_step, self.after_epoch = sink, learning_rate, after_step, after_epoch
         #: what backprop does at about 50 steps of the run (runner.core.watch); None: nothing is watched, at no cost
         self.watch = watch
-        #: called with the watch once it has seen the run's last step, before that epoch's evaluation: its pictures
-        #: can be drawn from then on (the run hands them over to be drawn on the other core while it evaluates)
+        #: called with the watch once it has seen the run's last step, after that epoch's time is taken and before its
+        #: evaluation: its pictures can be drawn from then on (the run hands them over, drawn on the other core meanwhile)
         self.watch_done: Callable[[Watch], None] | None = None
         #: the optimizer, when it has a learning rate to schedule and log (train/lr); None otherwise
         self.scheduled: HasLearningRate | None = optimizer if isinstance(optimizer, HasLearningRate) else None
@@ -177,8 +177,6 @@ class Training:
             optimizer.step(params, grads)
             if watched is not None:
                 self.sink(watched.finish(model, step), step)
-                if step == self.total and self.watch_done is not None:
-                    self.watch_done(watched)
             self.step = step
             self.window.append(value)
             if bar is not None:
@@ -200,6 +198,8 @@ class Training:
                 self.epoch_seconds += now - began
                 if bar is not None:
                     bar.close()
+                if step == self.total and watch is not None and self.watch_done is not None:
+                    self.watch_done(watch)  # its last step seen (the last is always watched); not in the epoch's time
                 self.end_epoch()
                 bar = progress_bar(self) if step < self.total else None
                 began = time.perf_counter()
