@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,20 +36,94 @@ def env_for(data_dir: Path, extra: dict | None = None) -> dict:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, timeout: float) -> dict:
-    """The process's wall time, and its CPU time (user + system, of the process and the children it reaped: the MLflow
-    sidecar when it ended first, as it usually does) read from ``getrusage`` around it."""
+    """The command's wall time, until its process exits (as a shell waits for it: its output goes to files, not to
+    pipes that whatever it left running would hold open), and the CPU time (user + system, from ``getrusage``) of it
+    and of every process it started, the MLflow sidecar and its painters included, which outlive a run's process by
+    a few tens of milliseconds. The command runs in a session of its own and this process is the subreaper of its
+    descendants (Linux): those left running are reparented here and reaped after the wall time is taken."""
     import resource
 
+    subreaper = _become_subreaper()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    began = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - began
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the command and what it started (its session's process group)
+            proc.wait()
+            raise
+        wall = time.perf_counter() - began
+        left = _reap_session(cmd, proc.pid) if subreaper else 0
+        tail = time.perf_counter() - began - wall  # what it left running took to exit (a pipe reader would wait for it)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
     sys_s = after.ru_stime - before.ru_stime  # the kernel's share: on this VM mostly page faults of fresh memory
     cpu = (after.ru_utime - before.ru_utime) + sys_s
-    return {"wall": wall, "cpu": cpu, "sys": sys_s, "accuracy": _accuracy(proc.stdout + proc.stderr)}
+    return {"wall": wall, "cpu": cpu, "sys": sys_s, "accuracy": _accuracy(stdout + stderr), "tail": tail, "left_running": left}
+
+
+#: prctl's option that makes this process the reaper of its descendants' orphans (linux/prctl.h)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Make orphaned descendants of the commands timed here this process's children (not init's), so that their CPU
+    time can be counted; False where that is not possible (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_session(cmd: list[str], session: int, timeout: float = 60.0) -> int:
+    """Wait for, and reap, the processes of the command's session (whose id is the command's pid) that were
+    reparented to this process: a run's sidecar and its painters. Returns how many still ran after ``timeout``
+    (their CPU time is then missing, and said)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in _orphans(session):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        left = _orphans(session)
+        if not left:
+            return 0
+        if time.monotonic() > deadline:
+            print(
+                f"[benchmarks {time.strftime('%H:%M:%S')}] {len(left)} process(es) started by {' '.join(cmd)[:80]} still "
+                f"run {timeout:.0f} s after it ended; their CPU time is not counted",
+                file=sys.stderr,
+                flush=True,
+            )
+            return len(left)
+        time.sleep(0.005)
+
+
+def _orphans(session: int) -> list[int]:
+    """The pids of this process's children in ``session``, from /proc (zombies included: they are reaped next)."""
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, session, ...
+        if int(fields[1]) == me and int(fields[3]) == session:
+            found.append(int(entry.name))
+    return found
 
 
 def _accuracy(text: str) -> float | None:

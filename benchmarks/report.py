@@ -470,7 +470,7 @@ def targets(results: dict) -> list[dict]:
             fmt_pct(w["cost"]),
             f"median {fmt_s(w['on'])} s on vs {fmt_s(w['off'])} s off ({w['difference'] * 1000:+.0f} ms); "
             f"median of the pairs' own ratios {fmt_pct(w['paired'])}, fastest vs fastest {fmt_pct(w['fastest'])}; "
-            f"CPU of the run (its process and the MLflow sidecar) {fmt_s(w['cpu_on'])} vs {fmt_s(w['cpu_off'])} s"
+            f"CPU of the run (its process, the MLflow sidecar and its painters) {fmt_s(w['cpu_on'])} vs {fmt_s(w['cpu_off'])} s"
             + (f"; the training loop alone {fmt_pct(w['loop']['cost'])}" if w["loop"] else ""),
         )
     return rows  # the check against the training loop alone, per recipe: the "Gradient check" section
@@ -1098,13 +1098,15 @@ def cli_section(results: dict) -> str:
     summary = cli_summary(results)
     out = [
         "## End to end",
-        f"Whole processes, wall time from the outside: imports, data, tracking, everything; {cli['iterations']} iterations; "
+        f"Whole processes, wall time from the outside, until the command's process exits (as a shell waits for it): "
+        f"imports, data, tracking, everything; {cli['iterations']} iterations; "
         "each in a fresh working directory (so the runner creates its MLflow store), except *store exists* (a second run "
         "in the same directory); *MLflow in-process*: `tracking.sidecar=false`, the MLflow client in the run's own process "
         "instead of the sidecar. *numpy script* and *torch script*: benchmarks/mnist_numpy_script.py and "
         "benchmarks/mnist_torch_script.py, the same recipe written bare. Threads: the runner's `threads=N`, the torch "
         "script's `torch.set_num_threads(N)`, threadpoolctl in the numpy script. *System s*: the kernel's CPU time of "
-        "the process and the children it reaped, on this VM mostly the page faults of fresh memory; *(no huge pages)*: "
+        "the process and of every process it started (the MLflow sidecar and its painters, which finish their exit after "
+        "the run's, reaped by the benchmark), on this VM mostly the page faults of fresh memory; *(no huge pages)*: "
         "the same command with `NUMPY_MADVISE_HUGEPAGE=0` (an extra row at 1 thread: NumPy then does not ask for "
         "transparent huge pages, whose first touch costs this VM from nothing to 2 s of system time, day by day).",
     ]
@@ -1222,11 +1224,13 @@ def watch_section(results: dict) -> str:
     return (
         f"## Watch (issue 17)\n\n`{cmd}`, end to end in fresh directories, with the watch on and off, "
         f"{w['pairs']} interleaved pair(s) (the order alternating). On: about 50 watched steps (metrics, histograms), "
-        "the npz written in the run's process, its four pictures drawn in the sidecar process (off the run's path).\n\n"
+        "the npz written in the run's process at the last step, its four pictures then drawn by the sidecar's painters "
+        "(off the run's path, on the other core).\n\n"
         + table(["watch", "median wall s", "runs (s)"], rows)
         + f"\n\nCost: {fmt_pct(w['cost'])} of the run's wall time ({w['difference'] * 1000:+.0f} ms; the pairs' own "
         f"ratios, median: {fmt_pct(w['paired'])}; fastest run vs fastest run: {fmt_pct(w['fastest'])}). Target: <= 3 %. "
-        f"CPU time of the run (user + system of its process and of the MLflow sidecar it reaps), median: "
+        f"CPU time of the run (user + system of its process and of every process it started: the MLflow sidecar and its "
+        f"painters), median: "
         f"{fmt_s(w['cpu_on'])} s on, {fmt_s(w['cpu_off'])} s off: on a busy machine the wall time follows it, on an idle "
         "one the sidecar's share is hidden on the other core." + _loop_text(w["loop"])
     )

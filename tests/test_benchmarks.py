@@ -336,3 +336,27 @@ def test_the_cli_rows_show_system_time_and_the_ratio_without_huge_pages():
     assert "without huge pages (`NUMPY_MADVISE_HUGEPAGE=0`, an extra row): 1.30x (3.450 vs 2.650 s)" in row["note"]
     section = cli_section(results)
     assert "| 1 | numpy script (no huge pages) | 2.650 | 0.300 | – | 0.9700 | 2.700, 2.600, 2.650 |" in section
+
+
+ORPHAN = """
+import os, subprocess, sys
+# a grandchild that outlives this process (as a run's MLflow sidecar does) and burns CPU_S seconds of its own CPU
+burner = "import time\\nwhile time.process_time() < {cpu}: pass"
+child = subprocess.Popen([sys.executable, "-c", burner.format(cpu=float(sys.argv[1]))])
+print(child.pid, flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the subreaper is Linux's (prctl)")
+def test_a_timed_command_counts_the_cpu_of_what_it_left_running_and_its_wall_does_not_wait_for_it(tmp_path):
+    """A run's process no longer waits for its sidecar's exit: the sidecar's CPU time must still be the run's
+    (benchmarks.cli.timed reaps the command's orphans after taking the wall time), and nothing is left running."""
+    from benchmarks.cli import timed
+
+    cpu_s = 1.5
+    result = timed([sys.executable, "-c", ORPHAN, str(cpu_s)], tmp_path, dict(os.environ), timeout=120)
+    assert result["cpu"] >= cpu_s  # the orphan's CPU, counted
+    assert result["wall"] < cpu_s  # the command's own time: it returned before the orphan was done
+    assert result["left_running"] == 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # reaped: no child of this process is left, zombie or not
