@@ -304,3 +304,29 @@ def test_a_spill_file_is_json_lines_that_name_no_code_outside_runner(tmp_path):
         f.write("\n")
     with pytest.raises(RunnerError, match="refusing to call os:system"):
         spill.read(tmp_path / spill.NAME)
+
+
+def test_a_run_that_ended_after_the_stale_search_is_not_marked_killed(where):
+    """A run starting reaps the RUNNING runs of dead processes (runner.tracking.experiments.reap_stale_runs). Another
+    run that the search saw RUNNING, and that ended FINISHED before its process exited, must stay FINISHED (seen as a
+    flaky test_concurrency[4-in-process]: 4 runs started together, one marked KILLED after it had finished)."""
+    from runner.tracking.experiments import reap_stale_runs
+
+    client = client_of(where.uri)
+    experiment_id = client.create_experiment("stale")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = {"runner.host": socket.gethostname(), "runner.pid": dead.stdout.strip()}  # a process that has exited
+    finished, stale = (client.create_run(experiment_id, tags=owner) for _ in range(2))
+    snapshot = client.search_runs([experiment_id], "attributes.status = 'RUNNING'")  # both RUNNING when searched
+    client.set_terminated(finished.info.run_id, "FINISHED")  # then one ends, and its process exits
+
+    class SearchedBefore:  # the store itself, except that the search is the one made before that end
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def search_runs(self, *args, **kwargs):
+            return snapshot
+
+    reap_stale_runs(SearchedBefore())
+    assert client.get_run(finished.info.run_id).info.status == "FINISHED"
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"  # the one truly left RUNNING is reaped

@@ -65,6 +65,11 @@ def reap_stale_runs(client) -> None:
     for run in stale:
         pid = int(run.data.tags.get("runner.pid", "0") or 0)
         if pid and not alive(pid):
+            # read again now that its process is gone: it may have ended its run after the search (a run finishing
+            # while another starts), and once gone it cannot change it any more
+            status = retrying(partial(client.get_run, run.info.run_id), "mark stale run").info.status
+            if status != "RUNNING":
+                continue
             reason = f"process {pid} on {host} exited without ending the run (killed hard?)"
             try:
                 retrying(partial(client.set_tag, run.info.run_id, "runner.error", reason), "mark stale run")
