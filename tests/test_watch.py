@@ -378,6 +378,39 @@ def test_the_pictures_and_the_npz_are_drawn_from_a_watch(tmp_path):
         assert all(np.array_equal(read.histograms[kind][n][i], arrays[n][i]) for n in arrays for i in (0, 1))
 
 
+def test_each_map_is_its_counts_through_the_colour_scale_at_its_corner_and_a_warning_is_marked_on_it(tmp_path):
+    """A histogram picture's maps are written into its pixels: each panel's map, where ``_corner`` puts it, is exactly its
+    counts through ``_paint`` (the colour scale of the picture's peak), but for the red column and label of a warning;
+    the texts beside the maps leave them alone."""
+    import matplotlib.image
+
+    from runner.report import watch_pictures as wp
+
+    training, _ = mnist_like_training(watch=True, epochs=6)
+    training.run()
+    watch = training.watch
+    assert watch is not None
+    seen = wp.Seen.of(watch)
+    warned = [w for w in watch.warnings if w["name"] in seen.histograms["activations"]]
+    assert warned  # iris' positive features kill most of 1.relu: its panel carries a red mark
+    for kind, arrays in seen.histograms.items():
+        path = wp.histograms_figure(kind, arrays, seen.steps, watch.warnings, tmp_path / f"{kind}.png")
+        pixels = np.round(matplotlib.image.imread(path) * 255).astype(np.uint8)
+        assert pixels.shape[1::-1] == wp._size(len(arrays)) and pixels.shape[2] == 4
+        peak = max(int(counts.max()) for _, counts in arrays.values())
+        for k, (name, (_, counts)) in enumerate(arrays.items()):
+            left, top = wp._corner(k, min(len(arrays), 4))
+            drawn = pixels[top : top + wp.MAP[1], left : left + wp.MAP[0]]
+            expected = (wp._paint(counts[wp._columns(seen.steps, wp.MAP[0])], peak) * 255).astype(np.uint8)
+            marked = wp.marks_for(watch.warnings, name)
+            if not marked:
+                assert np.array_equal(drawn, expected), (kind, name)
+                continue
+            differs = np.flatnonzero((drawn != expected).any(axis=(0, 2)))  # the pixel columns that differ
+            red = np.flatnonzero((drawn[:, :, 0] > 200) & (drawn[:, :, 1] < 60)).size
+            assert 0 < len(differs) < wp.MAP[0] // 3 and red > wp.MAP[1], (kind, name)  # its red column and label
+
+
 @pytest.mark.parametrize("kind", ["in-process", "child-process"])
 def test_the_pictures_are_drawn_where_mlflow_is_and_a_failed_one_is_a_warning(kind, tmp_path, caplog):
     """The run's process writes the npz and hands it on (``tracker.submit``): the pictures are drawn and logged where

@@ -102,61 +102,118 @@ def marks_for(warnings: list[dict], name: str) -> list[tuple[int, str]]:
 MAP = (250, 180)
 MARGIN = {"left": 52, "right": 34, "top": 22, "bottom": 26}
 RED = np.array([0.85, 0.1, 0.1, 1.0])
+#: a histogram panel's cell in pixels (its map and margins), and the band above the panels for the picture's legend
+CELL = (MARGIN["left"] + MAP[0] + MARGIN["right"], MARGIN["top"] + MAP[1] + MARGIN["bottom"])
+HEADER = 46
+
+#: a text of a picture: (x, y) in pixels from the top left corner, the string, and its matplotlib keywords
+Text = tuple[float, float, str, dict]
 
 
 def histograms_figure(
     kind: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], steps: list[int], warnings: list[dict], path: Path
 ) -> Path:
     """One panel per array (``name -> (edges, counts)``, counts: points x (under, bins..., over)), each a heat map
-    painted pixel by pixel and placed on the figure without axes: a panel of axes and ticks costs matplotlib
-    about 50 ms to lay out, a picture of them several times the watch's whole cost during training."""
+    painted pixel by pixel beside its texts, without axes: a panel of axes and ticks costs matplotlib about 50 ms to
+    lay out, a picture of them several times the watch's whole cost during training. The texts are drawn first, on
+    white (``_text_layer``, most of the picture's time), then the maps are written into those pixels (they overlap no
+    text; as ``figimage`` placed them, pixel for pixel, without its compositing), then a warning's label over its map."""
     names = list(arrays)[:MAX_PANELS]
     columns = min(len(names), 4)
-    rows = max(1, math.ceil(len(names) / columns))
-    cell = (MARGIN["left"] + MAP[0] + MARGIN["right"], MARGIN["top"] + MAP[1] + MARGIN["bottom"])
-    header = 46
-    fig = _figure(columns, rows, panel=cell, extra=(0, header))
-    height = rows * cell[1] + header
+    size = _size(len(names))
     peak = max((int(counts.max()) for _, counts in arrays.values()), default=1)
+    texts, over_maps = _texts(kind, arrays, names, steps, warnings, peak, size)
+    image = _text_layer(texts, size)
+    columns_at = _columns(steps, MAP[0])
     for k, name in enumerate(names):
-        row, column = divmod(k, columns)
-        left, top = column * cell[0] + MARGIN["left"], header + row * cell[1] + MARGIN["top"]  # the map's corner, from the top
-        edges, counts = arrays[name]
-        columns_at = _columns(steps, MAP[0])
-        image = _paint(counts[columns_at], peak)
-        marks = marks_for(warnings, name)
-        for step, _ in marks:
+        left, top = _corner(k, columns)
+        panel = _paint(arrays[name][1][columns_at], peak)
+        for step, _ in marks_for(warnings, name):
             x = int(np.searchsorted(_step_edges(steps), step, side="right")) - 1
             at = np.flatnonzero(columns_at == min(x, len(steps) - 1))
-            image[:, at[:1] if len(at) else [], :] = RED
-        fig.figimage(image, xo=left, yo=height - top - MAP[1], origin="upper")
-        text = lambda x, y, s, **kw: fig.text(x / fig.bbox.width, 1 - y / height, s, **{"fontsize": 7, **kw})  # noqa: E731
-        text(left, top - 5, name, fontsize=9, va="bottom")
+            panel[:, at[:1] if len(at) else [], :] = RED
+        image[top : top + MAP[1], left : left + MAP[0]] = (panel * 255).astype(np.uint8)
+    if over_maps:
+        _draw_over(image, over_maps, size)
+    return _save_pixels(image, path)
+
+
+def _size(panels: int) -> tuple[int, int]:
+    """A histogram picture's (width, height) in pixels for this many panels: up to four a row."""
+    columns = min(panels, 4)
+    return columns * CELL[0], max(1, math.ceil(panels / columns)) * CELL[1] + HEADER
+
+
+def _corner(k: int, columns: int) -> tuple[int, int]:
+    """The top left pixel of panel ``k``'s map."""
+    row, column = divmod(k, columns)
+    return column * CELL[0] + MARGIN["left"], HEADER + row * CELL[1] + MARGIN["top"]
+
+
+def _texts(kind, arrays, names, steps, warnings, peak, size) -> tuple[list[Text], list[Text]]:
+    """The picture's texts: (those beside the maps, the warnings' labels drawn over them)."""
+    texts: list[Text] = []
+    over_maps: list[Text] = []
+    columns = min(len(names), 4)
+    say = lambda x, y, s, **kw: texts.append((x, y, s, {"fontsize": 7, **kw}))  # noqa: E731
+    for k, name in enumerate(names):
+        left, top = _corner(k, columns)
+        edges = arrays[name][0]
+        say(left, top - 5, name, fontsize=9, va="bottom")
         row_px = MAP[1] / (len(edges) + 1)  # a bin's height; the under- and overflow rows are one each
         for value, y in ((edges[-1], top + row_px), (edges[0], top + MAP[1] - row_px)):
-            text(left - 4, y, f"{value:.3g}", ha="right", va="center")
+            say(left - 4, y, f"{value:.3g}", ha="right", va="center")
         # what every panel shares is said once (each text costs about 1 ms to draw): over and under on a row's last
         # panel, the steps (the same watched steps for every array) under a column's bottom panel
-        if column == columns - 1 or k == len(names) - 1:
-            text(left + MAP[0] + 2, top + row_px / 2, "over", va="center", color="grey")
-            text(left + MAP[0] + 2, top + MAP[1] - row_px / 2, "under", va="center", color="grey")
+        if k % columns == columns - 1 or k == len(names) - 1:
+            say(left + MAP[0] + 2, top + row_px / 2, "over", va="center", color="grey")
+            say(left + MAP[0] + 2, top + MAP[1] - row_px / 2, "under", va="center", color="grey")
         if k + columns >= len(names):
             for frac, step in ((0.0, steps[0]), (1.0, steps[-1])):
-                text(left + frac * MAP[0], top + MAP[1] + 3, f"step {step}", ha="center" if frac else "left", va="top")
-        for step, what in marks:
+                say(left + frac * MAP[0], top + MAP[1] + 3, f"step {step}", ha="center" if frac else "left", va="top")
+        for step, what in marks_for(warnings, name):
             across = left + MAP[0] * (step - steps[0]) / max(1, steps[-1] - steps[0])
-            text(across, top + 2, f" {what}", color="red", va="top")
+            over_maps.append((across, top + 2, f" {what}", {"fontsize": 7, "color": "red", "va": "top"}))
     more = f" (the first {MAX_PANELS} of {len(arrays)})" if len(arrays) > MAX_PANELS else ""
-    fig.text(
-        0.01,
-        1 - 8 / height,
+    legend = (
         f"{kind} over training{more}: value (up) by step (across); colour: how many sampled entries fell there, log scale "
         f"(white 0, dark 1, yellow {peak})\none range per array, doubled whenever the values outgrew it (earlier steps "
-        "rebinned); the over and under rows count what fell outside the range of its time; red: a warning",
-        fontsize=8,
-        va="top",
+        "rebinned); the over and under rows count what fell outside the range of its time; red: a warning"
     )
-    return save(fig, path)
+    texts.append((0.01 * size[0], 8, legend, {"fontsize": 8, "va": "top"}))
+    return texts, over_maps
+
+
+def _text_layer(texts: list[Text], size: tuple[int, int]) -> np.ndarray:
+    """The texts drawn on white, as RGBA pixels (height x width x 4, uint8)."""
+    fig = _figure(1, 1, panel=size, extra=(0, 0))
+    for x, y, s, kw in texts:
+        fig.text(x / size[0], 1 - y / size[1], s, **kw)
+    fig.canvas.draw()
+    return np.array(fig.canvas.buffer_rgba())
+
+
+def _draw_over(image: np.ndarray, texts: list[Text], size: tuple[int, int]) -> None:
+    """``texts`` drawn over ``image`` (a warning's label on its map): on a transparent layer, laid over it."""
+    fig = _figure(1, 1, panel=size, extra=(0, 0))
+    fig.patch.set_alpha(0.0)
+    for x, y, s, kw in texts:
+        fig.text(x / size[0], 1 - y / size[1], s, **kw)
+    fig.canvas.draw()
+    layer = np.asarray(fig.canvas.buffer_rgba())
+    where = layer[..., 3] > 0
+    alpha = layer[where][:, 3:4] / 255.0
+    image[where, :3] = (layer[where][:, :3] * alpha + image[where][:, :3] * (1 - alpha)).astype(np.uint8)
+
+
+def _save_pixels(image: np.ndarray, path: Path) -> Path:
+    """RGBA pixels as a PNG, as ``figures.canvas.save`` writes a figure (zlib level 3)."""
+    from matplotlib.image import imsave
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, image, format="png", origin="upper", dpi=DPI, pil_kwargs={"compress_level": 3})
+    return path
 
 
 def _columns(steps: list[int], width: int) -> np.ndarray:
@@ -289,7 +346,12 @@ def warm_pictures(client=None, run_id: str | None = None, experiment_id: str | N
 
 
 def draw_watch_pictures(
-    *, npz: str, warnings: list[dict], matrices: list[str], plots: str, only: list[str] | None = None
+    *,
+    npz: str,
+    warnings: list[dict],
+    matrices: list[str],
+    plots: str,
+    only: list[str] | None = None,
 ) -> tuple[list, str | None]:
     """(A painting, where the writer is: runner.tracking.writer.Writer.paint) the pictures of ``npz`` drawn into
     ``plots`` (``only``: those named, else all four; the run asks for each alone, so that the sidecar and its painter
