@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_divergence_names_the_step_and_keeps_what_was_logged(runner_cli):
     run = result.only_run("iris")
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["runner.error"]
     assert "gradcheck/max_rel_error" in run.data.metrics  # logged before, kept
-    log_text = open(result.client().download_artifacts(run.info.run_id, "runner.log")).read()
+    log_text = open(result.client().download_artifacts(run.info.run_id, "runner.log", str(result.cwd))).read()
     assert "Traceback" in log_text and "RunnerError" in log_text  # the traceback is in the run's log
 
 
@@ -394,8 +395,11 @@ def interrupt_and_resume(work, signum, uri, env=None):
         assert proc.returncode == 128 + signum, output[-2000:]
     client = store_client(uri)
     [run] = client.search_runs([client.get_experiment_by_name("iris").experiment_id])
-    resumed = run_cli(work, *IRIS_RESUME, f"+resume={run.info.run_id}", env=env)
+    temp = Path(work) / "tmp"
+    temp.mkdir()
+    resumed = run_cli(work, *IRIS_RESUME, f"+resume={run.info.run_id}", env={**(env or {}), "TMPDIR": str(temp)})
     assert resumed.proc.returncode == 0, resumed.proc.stderr[-3000:]
+    assert not list(temp.iterdir())  # the checkpoint downloaded from the store was read, then removed
     return run.info.run_id, resumed, output
 
 

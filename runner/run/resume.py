@@ -130,15 +130,14 @@ def find(resume: str, where: Target) -> tuple[dict, str]:
         client.get_run(str(resume))
     except Exception:
         raise RunnerError(f"resume={resume}: neither a checkpoint file nor a run id in {where.uri}") from None
-    try:
-        local = client.download_artifacts(
-            str(resume), f"{ARTIFACT_DIR}/{checkpoint.FILE}", tempfile.mkdtemp(prefix="runner-resume-")
-        )
-    except Exception as e:
-        raise RunnerError(
-            f"resume={resume}: the run has no {ARTIFACT_DIR}/{checkpoint.FILE} artifact ({type(e).__name__})"
-        ) from None
-    return checkpoint.load(Path(local)), f"run {resume}"
+    with tempfile.TemporaryDirectory(prefix="runner-resume-") as folder:  # read whole, then removed
+        try:
+            local = client.download_artifacts(str(resume), f"{ARTIFACT_DIR}/{checkpoint.FILE}", folder)
+        except Exception as e:
+            raise RunnerError(
+                f"resume={resume}: the run has no {ARTIFACT_DIR}/{checkpoint.FILE} artifact ({type(e).__name__})"
+            ) from None
+        return checkpoint.load(Path(local)), f"run {resume}"
 
 
 def outputs_of(where: Target) -> list[Path]:
