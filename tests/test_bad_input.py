@@ -268,7 +268,7 @@ def test_a_sweep_jobs_start_time_is_the_jobs_start_and_its_wall_time_follows(run
     parent = next(r for r in runs if r.data.tags.get("runner.sweep") == "parent")
     children = {int(r.data.tags["runner.job.num"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
     job_dirs = {int(p.parent.parent.name): p for p in (result.cwd / "outputs" / "sweeps").glob("*/*/*/.hydra/overrides.yaml")}
-    summary = pd.read_csv(result.client().download_artifacts(parent.info.run_id, "summary.csv")).set_index("job")
+    summary = pd.read_csv(result.client().download_artifacts(parent.info.run_id, "summary.csv", str(result.cwd))).set_index("job")
     for num, child in children.items():
         job_started = job_dirs[num].stat().st_mtime  # Hydra writes the job's .hydra/ files just before the job starts
         assert abs(child.info.start_time / 1000 - job_started) < 0.5, (num, child.info.start_time / 1000 - job_started)

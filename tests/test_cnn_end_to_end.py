@@ -55,7 +55,7 @@ def test_mnist_cnn_short_run_checks_draws_and_serves_its_model(runner_cli, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", result.store)
     mlflow.set_tracking_uri(result.store)
     try:  # the pyfunc model takes the flat pixels, as an MLP's does (its signature), and gives the run's test accuracy
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model", dst_path=str(result.cwd))
         assert model.metadata.get_input_schema().inputs[0].shape == (-1, 784)
         predicted = model.predict(test.x)
         assert np.mean(predicted == test.y) == metrics["test/accuracy"]

@@ -33,7 +33,7 @@ def assert_recorded(result, experiment):
     assert {"model.npz", "config.resolved.yaml", "hydra", "runner.log"} <= artifacts
     hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
     assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= hydra_files
-    weights = np.load(client.download_artifacts(run.info.run_id, "model.npz"), allow_pickle=False)
+    weights = np.load(client.download_artifacts(run.info.run_id, "model.npz", str(result.cwd)), allow_pickle=False)
     assert "0.linear.W" in weights.files
     return run, client
 
@@ -54,10 +54,10 @@ def test_iris_three_classes(runner_cli):
     assert run.data.metrics["test/accuracy"] >= 0.93
 
 
-def test_adaline_learns_the_line(runner_cli):
+def test_adaline_learns_the_line(runner_cli, tmp_path):
     run, client = assert_recorded(runner_cli("+experiment=adaline"), "adaline")
     assert run.data.metrics["test/mae"] <= 0.05
-    w = np.load(client.download_artifacts(run.info.run_id, "model.npz"), allow_pickle=False)
+    w = np.load(client.download_artifacts(run.info.run_id, "model.npz", str(tmp_path)), allow_pickle=False)
     assert w["0.linear.W"][0, 0] == pytest.approx(2.0, abs=0.01)
     assert w["0.linear.b"][0] == pytest.approx(1.0, abs=0.05)
 

@@ -39,9 +39,9 @@ def test_adaline_graph_learns_w_and_b_and_draws_its_graph(runner_cli):
     )
     assert run.data.tags["runner.plugin.layer.scale"].startswith("runner") and run.data.params["model.output"] == "b"
     assert {"plots/graph.png", "plots/graph.svg"} <= artifacts(client, run.info.run_id, "plots")
-    svg = Path(client.download_artifacts(run.info.run_id, "plots/graph.svg")).read_text()
+    svg = Path(client.download_artifacts(run.info.run_id, "plots/graph.svg", str(result.cwd))).read_text()
     assert "w: scale" in svg and "b: bias" in svg and "gradcheck passed" in svg
-    weights = np.load(client.download_artifacts(run.info.run_id, "model.npz"), allow_pickle=False)
+    weights = np.load(client.download_artifacts(run.info.run_id, "model.npz", str(result.cwd)), allow_pickle=False)
     assert sorted(weights.files) == ["b.bias.b", "w.scale.w"]
     assert weights["w.scale.w"][0] == metrics["model/w"] or abs(weights["w.scale.w"][0] - metrics["model/w"]) < 1e-6
 
@@ -60,14 +60,14 @@ def test_mnist_resmlp_short_run_with_its_pyfunc_model(runner_cli, monkeypatch):
     } <= set(metrics)
     assert run.info.run_name == "mnist_resmlp-784-512-512-512-10-adam"
     assert {"plots/graph.png", "plots/graph.svg", "plots/gradcheck.png"} <= artifacts(client, run.info.run_id, "plots")
-    summary = Path(client.download_artifacts(run.info.run_id, "summary.txt")).read_text()
+    summary = Path(client.download_artifacts(run.info.run_id, "summary.txt", str(result.cwd))).read_text()
     assert "res2    res1, fc2" in summary
     import mlflow.pyfunc
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", result.store)
     mlflow.set_tracking_uri(result.store)
     try:  # the pyfunc model rebuilds the graph from its config and weights
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model", dst_path=str(result.cwd))
         assert model.predict(np.zeros((3, 784), np.float32)).shape == (3,)
     finally:
         mlflow.set_tracking_uri(None)
@@ -78,7 +78,7 @@ def test_a_sequential_model_gets_the_same_picture(runner_cli):
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     run = result.only_run("iris")
     client = result.client()
-    svg = Path(client.download_artifacts(run.info.run_id, "plots/graph.svg")).read_text()
+    svg = Path(client.download_artifacts(run.info.run_id, "plots/graph.svg", str(result.cwd))).read_text()
     assert "0: linear" in svg and "1: relu" in svg and "loss: softmax_cross_entropy" in svg
 
 

@@ -30,7 +30,7 @@ def test_a_run_with_the_examples_layer_loss_optimizer_and_dataset(example_site, 
         "lion",
         "prelu",
     )
-    listing = json.loads(open(result.client().download_artifacts(run.info.run_id, "plugins.json")).read())
+    listing = json.loads(open(result.client().download_artifacts(run.info.run_id, "plugins.json", str(result.cwd))).read())
     prelu = next(p for p in listing["plugins"] if p["name"] == "prelu")
     assert (prelu["distribution"], prelu["version"], prelu["kind"]) == ("runner-plugin-example", "0.1.0", "layer")
     assert listing["failed"] == [] and listing["configs"][0]["distribution"] == "runner-plugin-example"

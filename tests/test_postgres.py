@@ -43,7 +43,7 @@ def test_a_parallel_grid_records_in_a_server_on_postgresql(runner_cli, postgres,
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert all(0 < c.data.metrics["test/accuracy"] <= 1 and c.data.metrics["gradcheck/max_rel_error"] < 1e-5 for c in children)
-    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary.csv"))
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary.csv", str(result.cwd)))
     assert sorted(summary["run_id"]) == sorted(c.info.run_id for c in children)
     assert "model.npz" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
     # the rows are PostgreSQL's: 5 runs of the experiment, and every train/loss point of each child

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -63,7 +64,8 @@ def sweep_runs(uri: str, experiment: str):
 def summary(uri: str, parent_id: str) -> pd.DataFrame:
     from mlflow.tracking import MlflowClient
 
-    return pd.read_csv(MlflowClient(uri).download_artifacts(parent_id, "summary.csv"))
+    with tempfile.TemporaryDirectory() as into:
+        return pd.read_csv(MlflowClient(uri).download_artifacts(parent_id, "summary.csv", into))
 
 
 def test_a_grid_runs_on_both_nodes_as_children_of_one_parent(runner_cli, cluster, tracking_uri):

@@ -135,7 +135,7 @@ def check_story(result, experiment: str, tmp_path: Path, monkeypatch, images: bo
     # the model, loaded back by MLflow, predicts the classes of the trained network
     assert [m.model_id for m in run.outputs.model_outputs] == [run.data.tags["runner.model_id"]]
     with tracking_uri(result.store, monkeypatch):
-        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=str(tmp_path))
     x = splits.test.x
     predicted = model.predict(x)
     assert predicted.shape == (len(x),) and predicted.dtype == np.int64

@@ -34,7 +34,7 @@ def assert_summarised_grid(result, experiment="iris", jobs=4):
     assert parent.data.params["sweep.2"] == "optimizer.lr=0.01,0.1"
     client = result.client()
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "summary.md"}
-    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary.csv"))
+    summary = pd.read_csv(client.download_artifacts(parent.info.run_id, "summary.csv", str(result.cwd)))
     assert len(summary) == jobs and set(summary["status"]) == {"FINISHED"}
     best = [c for c in children if c.data.tags.get("runner.best") == "true"]
     assert len(best) == 1
@@ -88,7 +88,7 @@ def test_a_failing_job_does_not_sink_the_sweep(runner_cli):
     by_job = {int(c.data.tags["runner.job.num"]): c for c in children}
     assert "diverged" in by_job[1].data.tags["runner.error"]
     assert "lr: expected a positive number, got -1" in by_job[2].data.tags["runner.error"]  # failed before its run
-    summary = pd.read_csv(result.client().download_artifacts(parents[0].info.run_id, "summary.csv"))
+    summary = pd.read_csv(result.client().download_artifacts(parents[0].info.run_id, "summary.csv", str(result.cwd)))
     assert list(summary["status"]) == ["FINISHED", "FAILED", "FAILED"]
     assert parents[0].data.metrics["sweep/failed"] == 2
     assert by_job[0].data.tags["runner.best"] == "true"
@@ -176,7 +176,7 @@ def test_grid_with_joblib_against_a_tracking_server(runner_cli, mlflow_server):
     parents = [r for r in runs if r.data.tags.get("runner.sweep") == "parent"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    summary = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "summary.csv"))
+    summary = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "summary.csv", str(result.cwd)))
     assert len(summary) == 4
     assert "model.npz" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
 
@@ -221,7 +221,7 @@ def test_an_interrupted_sweep_resumes_skipping_finished_jobs(tmp_path):
     assert finished == [
         f"+experiment=mnist trainer.iterations=1100 dataset.val_size=1000 optimizer.lr={lr}" for lr in ("0.05", "0.1", "0.2")
     ]
-    summary = pd.read_csv(resumed.client().download_artifacts(parents[0].info.run_id, "summary.csv"))
+    summary = pd.read_csv(resumed.client().download_artifacts(parents[0].info.run_id, "summary.csv", str(resumed.cwd)))
     assert sorted(summary.loc[summary["status"] == "FINISHED", "job"]) == [0, 1, 2]
     assert list(summary["job"]) == [0, 1, 2] and parents[0].data.metrics["sweep/failed"] == 0  # each job once
     replaced = [c for c in children if "runner.superseded_by" in c.data.tags]  # job 1's first attempt, if it was not resumed
@@ -299,7 +299,7 @@ def test_a_sweep_interrupted_mid_job_resumes_that_job_into_its_run_and_counts_ea
         int(by_job[1].data.tags["runner.resumed_after_step"]) >= 1320 and "SIGTERM" in by_job[1].data.tags["runner.interrupted"]
     )
     client = resumed.client()
-    summary = pd.read_csv(client.download_artifacts(parent_id, "summary.csv"))
+    summary = pd.read_csv(client.download_artifacts(parent_id, "summary.csv", str(tmp_path)))
     assert list(summary["job"]) == [0, 1, 2, 3] and set(summary["status"]) == {"FINISHED"}
     assert parents[0].data.metrics["sweep/jobs"] == 4 and parents[0].data.metrics["sweep/failed"] == 0
 
