@@ -210,3 +210,26 @@ def test_after_the_end_closing_does_not_wait_for_the_sidecar_to_exit(tmp_path):
     client = Run(None, tmp_path).client()
     [run] = client.search_runs([client.get_experiment_by_name("closing").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["m"] == 3.0
+
+
+def test_the_sidecar_and_its_painters_run_below_the_runs_priority(tmp_path):
+    """Their work is bookkeeping beside the training: ``NICE`` steps below the run's process, the painters (forks of
+    the sidecar) too, so that the scheduler does not run it on the training's core."""
+    from runner.report.artifacts import warm
+    from runner.tracking.recorder import RunRecorder
+    from runner.tracking.sidecar import NICE
+    from runner.tracking.store import Target, default_store
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    uri, artifacts = default_store(tmp_path / "outputs")
+    tracker = RunRecorder.child_process(Target(uri, artifacts, "priority")).start_run("a run")
+    tracker.paint(warm)  # the sidecar forks its painters after it
+    tracker.in_store()
+    child = tracker._transport
+    painters = [int(p) for p in open(f"/proc/{child.pid}/task/{child.pid}/children").read().split()]
+    lower = min(mine + NICE, 19)
+    assert NICE > 0 and os.getpriority(os.PRIO_PROCESS, child.pid) == lower
+    assert len(painters) == 2 and [os.getpriority(os.PRIO_PROCESS, p) for p in painters] == [lower, lower]
+    tracker.end("FINISHED")
+    tracker.close()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the run's own process keeps its priority

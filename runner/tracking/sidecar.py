@@ -33,6 +33,12 @@ import threading
 #: end of input
 _EOF = object()
 
+#: how many steps below its run's process the sidecar (and the painters it forks) is scheduled: its work is bookkeeping
+#: (MLflow's imports and writes, the pictures) beside a training that should keep its core. A run keeps nearly both
+#: cores busy, and at the same priority the scheduler ran part of that work on the training's core
+#: (docs/benchmarks.md, the seventh slice of issue 19, measured both ways)
+NICE = 10
+
 
 def _read(stream, requests: queue.Queue, early: list) -> None:
     """Read requests as fast as they come (the run's process never waits on a full pipe), into ``requests``; each is
@@ -51,6 +57,7 @@ def _read(stream, requests: queue.Queue, early: list) -> None:
 
 
 def serve(stdin, stdout, painter: bool = True) -> None:
+    _lower_priority()
     requests: queue.Queue = queue.Queue()
     # NumPy first, whole, in this thread: requests carry arrays, and unpickling one in the reader thread
     # while this thread's ``import mlflow`` is importing NumPy would see it half-initialised
@@ -75,6 +82,14 @@ def serve(stdin, stdout, painter: bool = True) -> None:
                 pass
             os._exit(0)  # everything asked for is written: skip MLflow's exit handlers (~0.5 s)
         _send(stdout, writer.apply(*request))
+
+
+def _lower_priority() -> None:
+    """``NICE`` steps below the process that started it (the painters, its forks, inherit it)."""
+    try:
+        os.nice(NICE)
+    except (AttributeError, OSError):  # no os.nice (Windows), or refused: the sidecar runs as it is
+        pass
 
 
 def _warm() -> None:
