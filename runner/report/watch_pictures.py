@@ -184,9 +184,11 @@ def _texts(kind, arrays, names, steps, warnings, peak, size) -> tuple[list[Text]
     return texts, over_maps
 
 
-def _text_layer(texts: list[Text], size: tuple[int, int]) -> np.ndarray:
-    """The texts drawn on white, as RGBA pixels (height x width x 4, uint8)."""
+def _text_layer(texts: list[Text], size: tuple[int, int], transparent: bool = False) -> np.ndarray:
+    """The texts drawn on white (or on nothing: ``transparent``), as RGBA pixels (height x width x 4, uint8)."""
     fig = _figure(1, 1, panel=size, extra=(0, 0))
+    if transparent:
+        fig.patch.set_alpha(0.0)
     for x, y, s, kw in texts:
         fig.text(x / size[0], 1 - y / size[1], s, **kw)
     fig.canvas.draw()
@@ -195,12 +197,7 @@ def _text_layer(texts: list[Text], size: tuple[int, int]) -> np.ndarray:
 
 def _draw_over(image: np.ndarray, texts: list[Text], size: tuple[int, int]) -> None:
     """``texts`` drawn over ``image`` (a warning's label on its map): on a transparent layer, laid over it."""
-    fig = _figure(1, 1, panel=size, extra=(0, 0))
-    fig.patch.set_alpha(0.0)
-    for x, y, s, kw in texts:
-        fig.text(x / size[0], 1 - y / size[1], s, **kw)
-    fig.canvas.draw()
-    layer = np.asarray(fig.canvas.buffer_rgba())
+    layer = _text_layer(texts, size, transparent=True)
     where = layer[..., 3] > 0
     alpha = layer[where][:, 3:4] / 255.0
     image[where, :3] = (layer[where][:, :3] * alpha + image[where][:, :3] * (1 - alpha)).astype(np.uint8)
@@ -346,12 +343,7 @@ def warm_pictures(client=None, run_id: str | None = None, experiment_id: str | N
 
 
 def draw_watch_pictures(
-    *,
-    npz: str,
-    warnings: list[dict],
-    matrices: list[str],
-    plots: str,
-    only: list[str] | None = None,
+    *, npz: str, warnings: list[dict], matrices: list[str], plots: str, only: list[str] | None = None
 ) -> tuple[list, str | None]:
     """(A painting, where the writer is: runner.tracking.writer.Writer.paint) the pictures of ``npz`` drawn into
     ``plots`` (``only``: those named, else all four; the run asks for each alone, so that the sidecar and its painter
