@@ -27,8 +27,10 @@ SECTIONS = ("gemm", "engines", "conv", "graph", "breakdown", "tracking", "cli", 
 #: What --quick leaves out unless --only names it: the sweep, the conv section (which brings the CNN recipe) and the
 #: watch (two more whole runs: ``--quick --only watch`` runs it alone).
 QUICK_SKIPS = ("sweep", "conv", "watch", "overhead")
-#: the watch section: at least this many interleaved pairs (on, off) of whole runs (a few % of a 7 s run is in the noise)
-WATCH_PAIRS = 5
+#: the watch section: at least this many interleaved pairs (on, off) of whole runs. The watch costs 50-100 ms of a
+#: 3.5-4 s run whose wall time spreads by +-0.4 s on a busy 2-core machine: 9 pairs read 2.8 % and 9.2 % within
+#: minutes of each other, 25 pairs 1.4 % (docs/benchmarks.md)
+WATCH_PAIRS = 15
 #: at least this many timings of each short command (--help, the plugin listing): a few tenths of a second each
 COMMAND_REPEATS = 7
 #: The recipes the graph section trains twice (a Sequential chain, the same chain as a graph): seed MNIST (the target) and iris.

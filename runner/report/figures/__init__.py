@@ -20,6 +20,7 @@ The package, one module per kind of picture (each says what it draws and why it 
     classifiers.py    confusion_matrix, plot_confusion_matrix, per_class_table, image_shape, misclassified_grid
     gradient_check.py gradcheck_rows, gradcheck_table, plot_gradcheck
     tables.py         write_table (csv and markdown), model_summary
+    lettering.py      texts written into a picture's pixels by Pillow (the watch's histograms), as matplotlib places them
 
 Every name is importable from ``runner.report.figures`` itself, as before the split.
 """
