@@ -86,7 +86,7 @@ def _font(points: float):
     font = ImageFont.truetype(path, size=pixels, layout_engine=ImageFont.Layout.BASIC)
     tables = font_manager.get_font(path)
     head, typo = tables.get_sfnt_table("head"), tables.get_sfnt_table("OS/2")
-    if head is None or typo is None:  # not a font matplotlib 3.11 reads its line from: Pillow's ascent and descent
+    if head is None or typo is None:  # a font without an OS/2 table (matplotlib then reads hhea): Pillow's own metrics
         ascent, descent = font.getmetrics()
         return font, float(ascent), float(descent), 0.0
     scale = pixels / head["unitsPerEm"]
