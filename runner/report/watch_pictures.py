@@ -162,7 +162,7 @@ def _texts(kind, arrays, names, steps, warnings, peak, size) -> tuple[list[Text]
         row_px = MAP[1] / (len(edges) + 1)  # a bin's height; the under- and overflow rows are one each
         for value, y in ((edges[-1], top + row_px), (edges[0], top + MAP[1] - row_px)):
             say(left - 4, y, f"{value:.3g}", ha="right", va="center")
-        # what every panel shares is said once (each text costs about 1 ms to draw): over and under on a row's last
+        # what every panel shares is said once (a text costs about 0.2 ms to write): over and under on a row's last
         # panel, the steps (the same watched steps for every array) under a column's bottom panel
         if k % columns == columns - 1 or k == len(names) - 1:
             say(left + MAP[0] + 2, top + row_px / 2, "over", va="center", color="grey")
